@@ -1,0 +1,1 @@
+"""SnapShoe: a platform for limited-edition sneaker drops."""

@@ -1,0 +1,254 @@
+"""``snapshoe``: run, migrate, seed and inspect the platform.
+
+Library: Typer (click underneath) for typed sub-commands with generated help.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import os
+import sys
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+from snapshoe.kernel.settings import SERVICES, Settings, get_settings
+
+app = typer.Typer(help="SnapShoe: limited-edition sneaker drops.", no_args_is_help=True)
+users_app = typer.Typer(help="Accounts.", no_args_is_help=True)
+products_app = typer.Typer(help="Catalog and stock.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+app.add_typer(products_app, name="products")
+
+HTTP_APPS = ("users", "products", "orders", "payments", "sandbox_pg", "mail_sink")
+
+
+def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+    return asyncio.run(coro)
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _migratable() -> list[str]:
+    return [s for s in SERVICES if _has_module(f"snapshoe.{s}.migrations")]
+
+
+@app.command()
+def doctor() -> None:
+    """Check MariaDB, Redis, RabbitMQ and HAProxy; say how to start what is missing."""
+    from snapshoe.doctor import run_checks
+
+    settings = get_settings()
+    checks = _run(run_checks(settings))
+    typer.echo("snapshoe doctor:")
+    for check in checks:
+        typer.echo(check.line())
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
+
+
+@app.command()
+def migrate() -> None:
+    """Create each service's database and upgrade it to the latest migration."""
+    from snapshoe.kernel.migrate import migrate_service
+
+    settings = get_settings()
+
+    async def go() -> None:
+        for service in _migratable():
+            await migrate_service(settings, service)
+            typer.echo(f"migrated {settings.database_name(service)}")
+
+    _run(go())
+
+
+@app.command()
+def seed() -> None:
+    """Create the demo catalog (idempotent)."""
+    settings = get_settings()
+    if not _has_module("snapshoe.products.seed"):
+        typer.echo("no demo data to seed yet")
+        return
+    module = importlib.import_module("snapshoe.products.seed")
+    _run(module.seed(settings))
+    typer.echo("seeded the demo catalog")
+
+
+@app.command()
+def serve(
+    service: Annotated[str, typer.Argument(help="|".join(HTTP_APPS))],
+    workers: Annotated[
+        int | None, typer.Option(help="processes; default SNAPSHOE_HTTP_WORKERS")
+    ] = None,
+) -> None:
+    """Run one service's HTTP app (uvicorn with uvloop and httptools)."""
+    import uvicorn
+
+    if service not in HTTP_APPS:
+        raise typer.BadParameter(f"unknown service {service!r}")
+    settings = get_settings()
+    n = workers if workers is not None else settings.http_workers
+    n = n or (os.cpu_count() or 1)
+    uvicorn.run(
+        f"snapshoe.{service}.bootstrap:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.service_port(service),
+        workers=n if n > 1 else None,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        backlog=4096,
+        timeout_keep_alive=75,  # longer than HAProxy's idle reuse, so pooled conns aren't cut
+        timeout_graceful_shutdown=5,
+    )
+
+
+@app.command()
+def worker(service: Annotated[str, typer.Argument(help="service whose workers.py to run")]) -> None:
+    """Run a service's background workers (relay, consumers, sweepers) until SIGTERM."""
+    import signal
+
+    from snapshoe.kernel.logs import configure_logging
+
+    settings = get_settings()
+    configure_logging(f"{service}-worker", settings.log_level, settings.log_json)
+    module = importlib.import_module(f"snapshoe.{service}.workers")
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await module.run(settings, stop)
+
+    _run(go())
+
+
+def _process_specs(settings: Settings, config_path: Path) -> list[Any]:
+    from snapshoe.gateway import haproxy_command
+    from snapshoe.supervisor import ProcessSpec
+
+    me = [sys.executable, "-m", "snapshoe.cli"]
+    specs = []
+    for service in HTTP_APPS:
+        if _has_module(f"snapshoe.{service}.bootstrap"):
+            specs.append(ProcessSpec(service, [*me, "serve", service]))
+        if _has_module(f"snapshoe.{service}.workers"):
+            specs.append(ProcessSpec(f"{service}-worker", [*me, "worker", service]))
+    specs.append(ProcessSpec("gateway", haproxy_command(settings, config_path)))
+    return specs
+
+
+async def _wait_ready(settings: Settings, names: list[str], within: float = 60) -> None:
+    deadline = time.monotonic() + within
+    pending = [n for n in names if n in HTTP_APPS]
+    async with httpx.AsyncClient(timeout=2) as client:
+        while pending:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not ready after {within:.0f}s: {', '.join(pending)}")
+            still = []
+            for name in pending:
+                try:
+                    r = await client.get(f"{settings.service_url(name)}/readyz")
+                    if r.status_code != 200:
+                        still.append(name)
+                except httpx.HTTPError:
+                    still.append(name)
+            pending = still
+            if pending:
+                await asyncio.sleep(0.25)
+        while True:
+            try:
+                r = await client.get(f"{settings.gateway_url}/api/products?limit=1")
+                if r.status_code < 500 or "products" not in names:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the gateway did not answer")
+            await asyncio.sleep(0.25)
+
+
+@app.command()
+def up(
+    seed_data: Annotated[bool, typer.Option("--seed/--no-seed", help="load demo data")] = True,
+) -> None:
+    """Start everything in the foreground: gateway, services, workers, mail sink, sandbox PG."""
+    from snapshoe.doctor import busy_ports, run_checks
+    from snapshoe.gateway import write_config
+    from snapshoe.kernel.auth import ensure_dev_keys
+    from snapshoe.supervisor import Supervisor, run_foreground
+
+    settings = get_settings()
+    checks = _run(run_checks(settings))
+    if not all(c.ok for c in checks):
+        typer.echo("snapshoe up: a dependency is missing:", err=True)
+        for check in checks:
+            typer.echo(check.line(), err=True)
+        raise typer.Exit(1)
+    busy = busy_ports(settings)
+    if busy:
+        names = ", ".join(f"{n} {settings.host}:{p}" for n, p in busy)
+        typer.echo(f"snapshoe up: ports already in use: {names}", err=True)
+        typer.echo(
+            "  another 'snapshoe up' may be running; stop it or set SNAPSHOE_*_PORT", err=True
+        )
+        raise typer.Exit(1)
+    if ensure_dev_keys(settings):
+        typer.echo(f"generated dev JWT keys in {settings.private_key_path.parent}")
+    migrate()
+    if seed_data:
+        seed()
+    config_path = write_config(settings)
+    specs = _process_specs(settings, config_path)
+
+    async def announce(sup: Supervisor) -> None:
+        await _wait_ready(settings, [s.name for s in specs])
+        sup.log("up", f"SnapShoe is up: {settings.gateway_url}  (Ctrl-C stops everything)")
+
+    code = _run(run_foreground(specs, announce))
+    raise typer.Exit(code)
+
+
+@users_app.command("create-admin")
+def create_admin(
+    email: str,
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True)],
+    name: str = "Admin",
+) -> None:
+    """Create (or promote) a verified admin account."""
+    from snapshoe.users.handlers import create_admin as create
+
+    settings = get_settings()
+    _run(create(settings, email, password, name))
+    typer.echo(f"admin {email} is ready")
+
+
+@products_app.command("reconcile")
+def reconcile() -> None:
+    """Check the Redis stock gate against the DB ledger, repair the gate, report differences."""
+    from snapshoe.products.handlers import reconcile as run_reconcile
+
+    report = _run(run_reconcile(get_settings()))
+    typer.echo(str(report))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""The common shape of every service's ASGI app: problem+json errors, request ids, JSON
+access logs, a body size limit, ``/healthz``, ``/readyz``, ``/metrics`` and ``/openapi.json``.
+
+Middlewares are plain ASGI (not ``BaseHTTPMiddleware``) because they sit on the drop path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import ORJSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from snapshoe.kernel.errors import PROBLEM_JSON, Problem, install_error_handlers
+from snapshoe.kernel.logs import configure_logging, request_id_var
+
+log = logging.getLogger("snapshoe.http")
+
+ReadinessCheck = Callable[[], Awaitable[object]]
+
+REQUESTS = Counter(
+    "snapshoe_http_requests_total", "HTTP requests", ["service", "method", "route", "status"]
+)
+LATENCY = Histogram(
+    "snapshoe_http_request_seconds",
+    "HTTP request latency",
+    ["service", "method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+class RequestContextMiddleware:
+    """Request id (the gateway's ``X-Request-Id`` or a new one), access log, metrics and a
+    body size limit, in one pass."""
+
+    def __init__(self, app: ASGIApp, service: str, max_body: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.service = service
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = None
+        length = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                rid = value.decode("latin-1")[:64]
+            elif name == b"content-length":
+                length = value
+        rid = rid or uuid.uuid4().hex
+        token = request_id_var.set(rid)
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            too_big = length is not None and (not length.isdigit() or int(length) > self.max_body)
+            if too_big:
+                await _send_problem(send_wrapper, Problem(413, "payload_too_large"))
+            else:
+                await self.app(scope, _limited(receive, self.max_body), send_wrapper)
+        except _BodyTooLarge:
+            await _send_problem(send_wrapper, Problem(413, "payload_too_large"))
+        finally:
+            elapsed = time.perf_counter() - start
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            method = scope["method"]
+            REQUESTS.labels(self.service, method, path, str(status)).inc()
+            LATENCY.labels(self.service, method, path).observe(elapsed)
+            if path not in ("/healthz", "/metrics"):
+                log.info(
+                    "%s %s %s",
+                    method,
+                    scope["path"],
+                    status,
+                    extra={"status": status, "ms": round(elapsed * 1000, 2), "route": path},
+                )
+            request_id_var.reset(token)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _limited(receive: Receive, limit: int) -> Receive:
+    seen = 0
+
+    async def wrapped() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise _BodyTooLarge
+        return message
+
+    return wrapped
+
+
+async def _send_problem(send: Send, problem: Problem) -> None:
+    body = orjson.dumps(problem.body())
+    await send(
+        {
+            "type": "http.response.start",
+            "status": problem.status,
+            "headers": [
+                (b"content-type", PROBLEM_JSON.encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_service_app(
+    service: str,
+    *,
+    routers: list[APIRouter],
+    readiness: Mapping[str, ReadinessCheck] | None = None,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+    title: str | None = None,
+    version: str = "1.0.0",
+) -> FastAPI:
+    """Build a service app. ``readiness`` maps a dependency name to a coroutine that raises
+    when that dependency cannot be reached; ``/readyz`` runs them all."""
+    # Logging is set here, not at import, so every uvicorn worker process gets it.
+    configure_logging(
+        service,
+        os.environ.get("SNAPSHOE_LOG_LEVEL", "INFO"),
+        json=os.environ.get("SNAPSHOE_LOG_JSON", "true").lower() != "false",
+    )
+    app = FastAPI(
+        title=title or f"SnapShoe {service}",
+        version=version,
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+    )
+    install_error_handlers(app)
+    checks = dict(readiness or {})
+
+    ops = APIRouter(tags=["operations"])
+
+    @ops.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": service}
+
+    @ops.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        results: dict[str, str] = {}
+        ok = True
+        for name, check in checks.items():
+            try:
+                await check()
+                results[name] = "ok"
+            except Exception as exc:  # a readiness probe reports, it never raises
+                ok = False
+                results[name] = f"unreachable: {type(exc).__name__}"
+        body: dict[str, Any] = {"status": "ok" if ok else "unavailable", "checks": results}
+        if not ok:
+            body |= Problem(503, "service_unavailable", detail="A dependency is down").body()
+        return Response(
+            orjson.dumps(body),
+            status_code=200 if ok else 503,
+            media_type="application/json" if ok else PROBLEM_JSON,
+        )
+
+    @ops.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(ops)
+    for router in routers:
+        app.include_router(router)
+    app.add_middleware(RequestContextMiddleware, service=service)
+    return app
+
+
+async def noop_lifespan(_: FastAPI) -> AsyncIterator[None]:
+    yield

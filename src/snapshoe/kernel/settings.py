@@ -1,0 +1,144 @@
+"""Typed settings, read from the environment (prefix ``SNAPSHOE_``).
+
+Defaults work on a fresh development machine: MariaDB root@127.0.0.1:3306 with no password,
+Redis and RabbitMQ on their standard ports, the mail sink on 1025. ``namespace`` keeps a test
+run apart from a running dev platform: it prefixes database names, Redis keys and RabbitMQ
+exchanges, so both can share one MariaDB/Redis/RabbitMQ.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICES: tuple[str, ...] = ("users", "products", "orders", "payments")
+"""Services that own a database. The sandbox PG and mail sink own nothing persistent."""
+
+ServiceName = Literal["users", "products", "orders", "payments", "sandbox_pg", "mail_sink"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SNAPSHOE_", extra="ignore")
+
+    namespace: str = Field(default="snapshoe", pattern=r"^[a-z][a-z0-9_]{0,30}$")
+    host: str = "127.0.0.1"
+
+    # MariaDB / MySQL
+    db_host: str = "127.0.0.1"
+    db_port: int = 3306
+    db_user: str = "root"
+    db_password: str = ""
+    db_pool_size: int = 10
+    db_max_overflow: int = 20
+    db_echo: bool = False
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 1025
+    mail_from: str = "SnapShoe <no-reply@snapshoe.local>"
+
+    # Ports. The gateway is the only public one; the rest are internal.
+    gateway_port: int = 8000
+    users_port: int = 8101
+    products_port: int = 8102
+    orders_port: int = 8103
+    payments_port: int = 8104
+    sandbox_pg_port: int = 8105
+    mail_sink_smtp_port: int = 1025
+    mail_sink_http_port: int = 8025
+    gateway_stats_port: int = 8404
+
+    # Shared secret of service-to-service calls (header ``X-Internal-Token``) on ``/internal/...``
+    # routes, which the gateway never routes. The default is for development only: set
+    # SNAPSHOE_INTERNAL_TOKEN in any shared deployment.
+    internal_token: str = Field(default="snapshoe-dev-internal-token", min_length=16)
+
+    # Worker processes per HTTP service (uvicorn --workers). 0 = one per core.
+    http_workers: int = 1
+
+    # Where dev keys, rendered configs and runtime files live.
+    data_dir: Path = Path(".snapshoe")
+
+    # JWT (RFC 8725: one pinned asymmetric algorithm, short-lived access tokens).
+    jwt_algorithm: Literal["ES256"] = "ES256"
+    jwt_private_key_file: Path | None = None
+    jwt_public_key_file: Path | None = None
+    jwt_issuer: str = "https://auth.snapshoe.local"
+    jwt_audience: str = "snapshoe-api"
+    access_token_ttl_seconds: int = Field(default=900, ge=30, le=900)
+    refresh_token_ttl_seconds: int = Field(default=14 * 24 * 3600, ge=60)
+    jwt_leeway_seconds: int = Field(default=0, ge=0, le=60)
+
+    # Email verification
+    verification_code_ttl_seconds: int = 600
+    verification_max_attempts: int = 5
+    verification_resend_interval_seconds: int = 60
+
+    # Gateway rate limits (per client IP)
+    login_rate_per_minute: int = 20
+    verification_rate_per_minute: int = 20
+
+    # Orders
+    order_stage_seconds: float = 24 * 3600
+    order_payment_ttl_seconds: float = 600
+
+    # Payments / PG
+    pg_base_url: str = ""  # empty: the local sandbox PG
+    pg_secret_key: str = "test_sk_snapshoe_sandbox"  # noqa: S105 (sandbox-only default)
+    pg_timeout_seconds: float = 5.0
+
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    def database_name(self, service: str) -> str:
+        return f"{self.namespace}_{service}"
+
+    def database_url(self, service: str) -> str:
+        pw = f":{self.db_password}" if self.db_password else ""
+        return (
+            f"mysql+asyncmy://{self.db_user}{pw}@{self.db_host}:{self.db_port}/"
+            f"{self.database_name(service)}?charset=utf8mb4"
+        )
+
+    def server_url(self) -> str:
+        """The server without a database, for CREATE DATABASE."""
+        pw = f":{self.db_password}" if self.db_password else ""
+        return f"mysql+asyncmy://{self.db_user}{pw}@{self.db_host}:{self.db_port}/?charset=utf8mb4"
+
+    def service_port(self, service: str) -> int:
+        """The HTTP port of a service (the mail sink's is its HTTP API)."""
+        attr = "mail_sink_http_port" if service == "mail_sink" else f"{service}_port"
+        port = getattr(self, attr, None)
+        if not isinstance(port, int):
+            raise KeyError(service)
+        return port
+
+    def service_url(self, service: str) -> str:
+        return f"http://{self.host}:{self.service_port(service)}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.host}:{self.gateway_port}"
+
+    @property
+    def effective_pg_base_url(self) -> str:
+        return self.pg_base_url or self.service_url("sandbox_pg")
+
+    @cached_property
+    def private_key_path(self) -> Path:
+        return self.jwt_private_key_file or self.data_dir / "keys" / "jwt-private.pem"
+
+    @cached_property
+    def public_key_path(self) -> Path:
+        return self.jwt_public_key_file or self.data_dir / "keys" / "jwt-public.pem"
+
+
+def get_settings() -> Settings:
+    """Read settings now. Called by bootstrap code, never at import time."""
+    return Settings()

@@ -1,0 +1,146 @@
+"""Runs the platform's processes in the foreground with one readable log stream.
+
+Each child gets its own process group so that Ctrl-C reaches only this supervisor, which then
+stops children in reverse start order (SIGTERM to the whole group, SIGKILL after a grace period)
+and leaves no orphans: uvicorn's worker processes share their parent's group and go with it.
+If any child dies on its own, everything stops and ``up`` exits non-zero: a half-running
+platform is worse than a stopped one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+_COLORS = ["36", "32", "33", "35", "34", "91", "92", "93", "94", "95", "96"]
+
+
+@dataclass
+class ProcessSpec:
+    name: str
+    argv: Sequence[str]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Running:
+    spec: ProcessSpec
+    proc: asyncio.subprocess.Process
+    pump: asyncio.Task[None]
+
+
+class Supervisor:
+    def __init__(self, specs: Sequence[ProcessSpec], *, grace_seconds: float = 10.0) -> None:
+        self.specs = list(specs)
+        self.grace = grace_seconds
+        self.running: list[_Running] = []
+        self._width = max((len(s.name) for s in specs), default=4)
+        self._color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+        self._stop = asyncio.Event()
+        self.failed: str | None = None
+
+    def log(self, name: str, line: str) -> None:
+        prefix = name.ljust(self._width)
+        if self._color:
+            idx = [s.name for s in self.specs].index(name) if name in self._names else -1
+            color = _COLORS[idx % len(_COLORS)] if idx >= 0 else "1"
+            prefix = f"\x1b[{color}m{prefix}\x1b[0m"
+        sys.stdout.write(f"{prefix} | {line}\n")
+        sys.stdout.flush()
+
+    @property
+    def _names(self) -> list[str]:
+        return [s.name for s in self.specs]
+
+    async def _pump(self, name: str, stream: asyncio.StreamReader) -> None:
+        while True:
+            line = await stream.readline()
+            if not line:
+                return
+            self.log(name, line.decode(errors="replace").rstrip())
+
+    async def start(self) -> None:
+        for spec in self.specs:
+            proc = await asyncio.create_subprocess_exec(
+                *spec.argv,
+                env={**os.environ, **spec.env},
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                stdin=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            assert proc.stdout is not None
+            pump = asyncio.create_task(self._pump(spec.name, proc.stdout))
+            self.running.append(_Running(spec, proc, pump))
+            self.log("up", f"started {spec.name} (pid {proc.pid})")
+
+    async def watch(self) -> None:
+        """Return when a child exits on its own or stop() was requested."""
+        waits = {asyncio.create_task(r.proc.wait()): r for r in self.running}
+        stop_wait = asyncio.create_task(self._stop.wait())
+        done, _ = await asyncio.wait([*waits, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task in waits:
+                r = waits[task]
+                self.failed = r.spec.name
+                self.log("up", f"{r.spec.name} exited with {r.proc.returncode}; stopping all")
+        for task in [*waits, stop_wait]:
+            task.cancel()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def stop(self) -> None:
+        for r in reversed(self.running):
+            _signal_group(r.proc, signal.SIGTERM)
+        for r in reversed(self.running):
+            try:
+                await asyncio.wait_for(r.proc.wait(), self.grace)
+            except TimeoutError:
+                self.log("up", f"{r.spec.name} did not stop in {self.grace:.0f}s; killing")
+                _signal_group(r.proc, signal.SIGKILL)
+                await r.proc.wait()
+            # Stragglers in the group (e.g. a uvicorn worker) go too.
+            _signal_group(r.proc, signal.SIGKILL)
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(r.pump, 2)
+        self.log("up", "all processes stopped")
+
+
+def _signal_group(proc: asyncio.subprocess.Process, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+async def run_foreground(
+    specs: Sequence[ProcessSpec],
+    on_started: Callable[[Supervisor], Coroutine[Any, Any, None]] | None = None,
+) -> int:
+    sup = Supervisor(specs)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, sup.request_stop)
+    try:
+        await sup.start()
+        watcher = asyncio.create_task(sup.watch())
+        if on_started is not None:
+            started = asyncio.create_task(on_started(sup))
+            done, _ = await asyncio.wait([watcher, started], return_when=asyncio.FIRST_COMPLETED)
+            if started in done and started.exception() is not None:
+                sup.log("up", f"start-up failed: {started.exception()}")
+                sup.failed = "start-up"
+                watcher.cancel()
+            else:
+                await watcher
+                started.cancel()
+        else:
+            await watcher
+    finally:
+        await sup.stop()
+    return 1 if sup.failed else 0

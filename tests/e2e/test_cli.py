@@ -1,0 +1,143 @@
+"""`snapshoe up` and `snapshoe doctor` as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from tests.support.platform import ROOT, TEST_ENV, start_platform, stop_platform_process
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def dead_redis_port() -> int:
+    """A Redis that really ran and was then stopped, so its port refuses connections."""
+    if not shutil.which("redis-server"):
+        pytest.fail("redis-server is required for this test")
+    port = _free_port()
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    for _ in range(50):
+        if _listening(port):
+            break
+        time.sleep(0.1)
+    assert _listening(port)
+    server.send_signal(signal.SIGTERM)
+    server.wait(10)
+    assert not _listening(port)
+    return port
+
+
+def test_doctor_reports_a_stopped_dependency(dead_redis_port: int) -> None:
+    env = {**os.environ, **TEST_ENV, "SNAPSHOE_REDIS_URL": f"redis://127.0.0.1:{dead_redis_port}/0"}
+    out = subprocess.run(
+        [sys.executable, "-m", "snapshoe.cli", "doctor"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert out.returncode == 1
+    assert "[FAIL] redis" in out.stdout
+    assert "redis-server --daemonize yes" in out.stdout  # says how to start it
+    assert "[ok  ] mariadb" in out.stdout
+    assert "[ok  ] rabbitmq" in out.stdout
+
+
+def test_doctor_all_ok() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "snapshoe.cli", "doctor"],
+        env={**os.environ, **TEST_ENV},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "FAIL" not in out.stdout
+
+
+def test_up_fails_fast_when_a_dependency_is_down(dead_redis_port: int) -> None:
+    env = {
+        **os.environ,
+        **TEST_ENV,
+        "SNAPSHOE_NAMESPACE": "snapshoe_uptest",
+        "SNAPSHOE_REDIS_URL": f"redis://127.0.0.1:{dead_redis_port}/0",
+    }
+    start = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, "-m", "snapshoe.cli", "up", "--no-seed"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert out.returncode == 1
+    assert time.monotonic() - start < 20
+    assert "[FAIL] redis" in out.stderr
+    assert "redis-server --daemonize yes" in out.stderr
+
+
+def test_up_starts_and_stops_cleanly() -> None:
+    """A second platform on other ports and another namespace: starts, answers through the
+    gateway, and on Ctrl-C (SIGINT) exits 0 leaving no process and no listening port."""
+    ports = {
+        "SNAPSHOE_GATEWAY_PORT": 28000,
+        "SNAPSHOE_USERS_PORT": 28101,
+        "SNAPSHOE_PRODUCTS_PORT": 28102,
+        "SNAPSHOE_ORDERS_PORT": 28103,
+        "SNAPSHOE_PAYMENTS_PORT": 28104,
+        "SNAPSHOE_SANDBOX_PG_PORT": 28105,
+        "SNAPSHOE_MAIL_SINK_SMTP_PORT": 21025,
+        "SNAPSHOE_SMTP_PORT": 21025,
+        "SNAPSHOE_MAIL_SINK_HTTP_PORT": 28025,
+        "SNAPSHOE_GATEWAY_STATS_PORT": 28404,
+    }
+    env = {k: str(v) for k, v in ports.items()} | {
+        "SNAPSHOE_NAMESPACE": "snapshoe_uptest",
+        "SNAPSHOE_DATA_DIR": str(ROOT / ".snapshoe" / "uptest"),
+    }
+    running = start_platform(env)
+    try:
+        r = httpx.get("http://127.0.0.1:28000/api/auth/jwks", timeout=5)
+        assert r.status_code == 200
+        assert r.json()["keys"][0]["alg"] == "ES256"
+        assert all(_listening(p) for k, p in ports.items() if k[9:] != "SMTP_PORT")
+    finally:
+        code = stop_platform_process(running.proc)
+    assert code == 0, running.log_path.read_text()[-3000:]
+    time.sleep(0.5)
+    assert not _group_alive(running.proc.pid)
+    lingering = [p for p in ports.values() if _listening(p)]
+    assert lingering == [], f"ports still open after stop: {lingering}"
+    log = running.log_path.read_text()
+    assert "all processes stopped" in log

@@ -1,0 +1,207 @@
+"""The real platform for tests: ``snapshoe up`` run as a subprocess in a test namespace.
+
+The test namespace keeps the run apart from a developer's ``snapshoe up`` on the same machine:
+its own databases (``snapshoe_test_*``), Redis db 15, its own ports and data dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from snapshoe.kernel.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA_DIR = ROOT / ".snapshoe" / "test"
+
+TEST_ENV = {
+    "SNAPSHOE_NAMESPACE": "snapshoe_test",
+    "SNAPSHOE_GATEWAY_PORT": "18000",
+    "SNAPSHOE_USERS_PORT": "18101",
+    "SNAPSHOE_PRODUCTS_PORT": "18102",
+    "SNAPSHOE_ORDERS_PORT": "18103",
+    "SNAPSHOE_PAYMENTS_PORT": "18104",
+    "SNAPSHOE_SANDBOX_PG_PORT": "18105",
+    "SNAPSHOE_MAIL_SINK_SMTP_PORT": "11025",
+    "SNAPSHOE_SMTP_PORT": "11025",
+    "SNAPSHOE_MAIL_SINK_HTTP_PORT": "18025",
+    "SNAPSHOE_GATEWAY_STATS_PORT": "18404",
+    "SNAPSHOE_REDIS_URL": "redis://127.0.0.1:6379/15",
+    "SNAPSHOE_DATA_DIR": str(DATA_DIR),
+    "SNAPSHOE_LOGIN_RATE_PER_MINUTE": "10",
+    "SNAPSHOE_VERIFICATION_RATE_PER_MINUTE": "30",
+}
+
+CODE_RE = re.compile(r"\b(\d{6})\b")
+_addresses = itertools.count(2)
+
+
+def make_test_settings(**overrides: Any) -> Settings:
+    env = {k.removeprefix("SNAPSHOE_").lower(): v for k, v in TEST_ENV.items()}
+    return Settings(**{**env, **overrides})
+
+
+def fresh_address() -> str:
+    """A loopback source address no other client of this run uses (per-IP limits stay apart)."""
+    n = next(_addresses)
+    return f"127.0.{n // 250}.{n % 250 + 1}"
+
+
+@dataclass
+class User:
+    id: str
+    email: str
+    password: str
+    access_token: str
+    refresh_token: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+
+class Platform:
+    def __init__(self, settings: Settings, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+        self.settings = settings
+        self.proc = proc
+        self.log_path = log_path
+        self.gateway = settings.gateway_url
+
+    def url(self, service: str) -> str:
+        return self.settings.service_url(service)
+
+    def client(self, ip: str | None = None, base_url: str | None = None) -> httpx.AsyncClient:
+        transport = httpx.AsyncHTTPTransport(local_address=ip or fresh_address(), retries=0)
+        return httpx.AsyncClient(transport=transport, base_url=base_url or self.gateway, timeout=15)
+
+    async def messages(self, email: str) -> list[dict[str, Any]]:
+        async with httpx.AsyncClient(timeout=5) as client:
+            r = await client.get(f"{self.url('mail_sink')}/api/messages", params={"to": email})
+            r.raise_for_status()
+            data: list[dict[str, Any]] = r.json()
+            return data
+
+    async def read_code(self, email: str, *, after: int = 0, timeout: float = 10) -> str:
+        """The newest 6-digit code mailed to ``email`` (waits for the mail, up to ``timeout``).
+        ``after``: how many messages the mailbox already had, to wait for a new one."""
+        deadline = time.monotonic() + timeout
+        while True:
+            msgs = await self.messages(email)
+            if len(msgs) > after:
+                for msg in msgs:
+                    m = CODE_RE.search(msg["body"])
+                    if m:
+                        return m.group(1)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no code mailed to {email} within {timeout}s: {msgs}")
+            await asyncio.sleep(0.05)
+
+    async def verified_user(self, client: httpx.AsyncClient | None = None) -> User:
+        own = client is None
+        client = client or self.client()
+        try:
+            email = f"buyer-{secrets.token_hex(6)}@example.com"
+            password = "correct-Horse-battery-9"
+            r = await client.post(
+                "/api/users", json={"email": email, "password": password, "name": "Test Buyer"}
+            )
+            assert r.status_code == 202, r.text
+            code = await self.read_code(email)
+            r = await client.post("/api/users/verification", json={"email": email, "code": code})
+            assert r.status_code == 200, r.text
+            return await self.login(email, password, client)
+        finally:
+            if own:
+                await client.aclose()
+
+    async def login(self, email: str, password: str, client: httpx.AsyncClient) -> User:
+        r = await client.post("/api/auth/login", json={"email": email, "password": password})
+        assert r.status_code == 200, r.text
+        tokens = r.json()
+        me = await client.get(
+            "/api/users/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+        )
+        assert me.status_code == 200, me.text
+        return User(
+            me.json()["id"], email, password, tokens["access_token"], tokens["refresh_token"]
+        )
+
+
+def reset_state(settings: Settings) -> None:
+    """Drop the test databases and flush the test Redis db, for a clean run."""
+    names = " ".join(
+        f"`{settings.database_name(s)}`" for s in ("users", "products", "orders", "payments")
+    )
+    sql = "; ".join(f"DROP DATABASE IF EXISTS {n}" for n in names.split())
+    subprocess.run(
+        [
+            "mariadb",
+            "-h",
+            settings.db_host,
+            "-P",
+            str(settings.db_port),
+            "-u",
+            settings.db_user,
+            "-e",
+            sql,
+        ],
+        check=True,
+        env={**os.environ, "MYSQL_PWD": settings.db_password},
+    )
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url)
+    client.flushdb()
+    client.close()
+
+
+def start_platform(env_overrides: dict[str, str] | None = None, timeout: float = 90) -> Platform:
+    env = {**os.environ, **TEST_ENV, **(env_overrides or {}), "NO_COLOR": "1"}
+    settings = make_test_settings(
+        **{k.removeprefix("SNAPSHOE_").lower(): v for k, v in (env_overrides or {}).items()}
+    )
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    log_path = DATA_DIR / f"up-{settings.gateway_port}.log"
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "snapshoe.cli", "up", "--no-seed"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        text = log_path.read_text(errors="replace")
+        if "SnapShoe is up" in text:
+            return Platform(settings, proc, log_path)
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_platform_process(proc)
+            raise RuntimeError(
+                f"snapshoe up did not start (exit {proc.returncode}):\n{text[-5000:]}"
+            )
+        time.sleep(0.2)
+
+
+def stop_platform_process(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode
