@@ -230,11 +230,16 @@ def create_admin(
     name: str = "Admin",
 ) -> None:
     """Create (or promote) a verified admin account."""
+    from snapshoe.users.domain import PolicyError
     from snapshoe.users.handlers import create_admin as create
 
     settings = get_settings()
-    _run(create(settings, email, password, name))
-    typer.echo(f"admin {email} is ready")
+    try:
+        result = _run(create(settings, email, password, name))
+    except PolicyError as exc:
+        typer.echo(f"create-admin: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"admin {result.email} {'created' if result.created else 'promoted'}")
 
 
 @products_app.command("reconcile")

@@ -1,0 +1,55 @@
+"""Client of the products service's internal API (reservations and item details)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from snapshoe.kernel.clients import InternalClient
+from snapshoe.kernel.settings import Settings
+
+
+class ProductsClient(InternalClient):
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(settings, "products", **kwargs)
+
+    async def reserve(
+        self,
+        reservation_id: str,
+        buyer_id: str,
+        lines: list[dict[str, Any]],
+        reserved_until: datetime,
+    ) -> dict[str, Any]:
+        """All-or-nothing; idempotent by ``reservation_id``, so retrying is safe. Raises
+        UpstreamProblem with code sold_out / drop_not_open / purchase_limit_exceeded /
+        not_found."""
+        return await self.request(
+            "POST",
+            "/internal/reservations",
+            retry=True,
+            json={
+                "reservation_id": reservation_id,
+                "buyer_id": buyer_id,
+                "lines": lines,
+                "reserved_until": reserved_until.isoformat(),
+            },
+        )
+
+    async def commit(self, reservation_id: str) -> dict[str, Any]:
+        return await self.request(
+            "POST", f"/internal/reservations/{reservation_id}/commit", retry=True
+        )
+
+    async def release(self, reservation_id: str) -> dict[str, Any]:
+        return await self.request(
+            "POST", f"/internal/reservations/{reservation_id}/release", retry=True
+        )
+
+    async def get_reservation(self, reservation_id: str) -> dict[str, Any]:
+        return await self.request("GET", f"/internal/reservations/{reservation_id}", retry=True)
+
+    async def item_details(self, item_ids: list[str]) -> dict[str, Any]:
+        """``{"items": [...], "missing": [...]}`` with name, size, color, unit price, stock."""
+        return await self.request(
+            "GET", "/internal/items", retry=True, params={"ids": ",".join(item_ids)}
+        )

@@ -1,0 +1,127 @@
+"""``Idempotency-Key`` semantics of the IETF draft (draft-ietf-httpapi-idempotency-key-header),
+kept in Redis so that a replayed or duplicate request is answered without touching the database
+(most of a drop's requests are rejections; they must stay cheap).
+
+- first use of a key: the request proceeds; the key is held as *pending* with a short lease;
+- same key and same body while the first is in flight: 409 ``idempotency_key_in_use``;
+- same key, another body: 422 ``idempotency_key_reused``;
+- same key and body after completion: the stored response (status and body) is replayed;
+- keys are scoped per user and per endpoint and kept ``ttl`` (>= 24 h) after completion.
+
+Redis is not the only guard: a service whose effect must never happen twice also stores the key
+with a unique constraint next to the effect (orders does), so a lost Redis key cannot create a
+second order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+from fastapi import Request
+from redis.asyncio import Redis
+
+from snapshoe.kernel.errors import Problem
+from snapshoe.kernel.redis import key as redis_key
+from snapshoe.kernel.settings import Settings
+
+HEADER = "Idempotency-Key"
+KEEP_SECONDS = 26 * 3600  # >= 24 h, with margin for clock skew between client and us
+PENDING_LEASE_SECONDS = 60  # a crashed request frees its key after this
+
+_BEGIN = """
+local fp = redis.call('HGET', KEYS[1], 'fp')
+if not fp then
+  redis.call('HSET', KEYS[1], 'fp', ARGV[1], 'state', 'pending')
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  return {'proceed'}
+end
+if fp ~= ARGV[1] then return {'reused'} end
+local r = redis.call('HMGET', KEYS[1], 'state', 'status', 'body')
+if r[1] == 'pending' then return {'in_use'} end
+return {'replay', r[2], r[3]}
+"""
+
+_COMPLETE = """
+if redis.call('HGET', KEYS[1], 'fp') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'done', 'status', ARGV[2], 'body', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+_ABANDON = """
+local r = redis.call('HMGET', KEYS[1], 'fp', 'state')
+if r[1] == ARGV[1] and r[2] == 'pending' then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Begin:
+    outcome: Literal["proceed", "replay"]
+    status: int = 0
+    body: Any = None
+
+
+def fingerprint(method: str, path: str, body: Any) -> str:
+    canonical = orjson.dumps([method, path, body], option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def require_key(request: Request) -> str:
+    """The request's key, validated: 1..255 visible ASCII characters."""
+    value = request.headers.get(HEADER)
+    if value is None or not value.strip():
+        raise Problem(400, "idempotency_key_missing", detail=f"The {HEADER} header is required")
+    value = value.strip().strip('"')
+    if not (1 <= len(value) <= 255) or not all(33 <= ord(c) <= 126 for c in value):
+        raise Problem(
+            400, "idempotency_key_invalid", detail=f"{HEADER}: 1..255 visible ASCII characters"
+        )
+    return value
+
+
+class IdempotencyStore:
+    def __init__(self, redis: Redis, settings: Settings, scope: str) -> None:
+        self._redis = redis
+        self._settings = settings
+        self._scope = scope
+        self._begin = redis.register_script(_BEGIN)
+        self._complete = redis.register_script(_COMPLETE)
+        self._abandon = redis.register_script(_ABANDON)
+
+    def _key(self, user_id: str, key: str) -> str:
+        digest = hashlib.sha256(key.encode()).hexdigest()[:32]  # bounded key length
+        return redis_key(self._settings, "idem", self._scope, user_id, digest)
+
+    async def begin(self, user_id: str, key: str, fp: str) -> Begin:
+        result = await self._begin(keys=[self._key(user_id, key)], args=[fp, PENDING_LEASE_SECONDS])
+        outcome = result[0]
+        if outcome == "proceed":
+            return Begin("proceed")
+        if outcome == "reused":
+            raise Problem(
+                422,
+                "idempotency_key_reused",
+                detail="This Idempotency-Key was used with a different request",
+            )
+        if outcome == "in_use":
+            raise Problem(
+                409,
+                "idempotency_key_in_use",
+                detail="A request with this Idempotency-Key is still being processed",
+                headers={"Retry-After": "1"},
+            )
+        return Begin("replay", int(result[1]), orjson.loads(result[2]))
+
+    async def complete(self, user_id: str, key: str, fp: str, status: int, body: Any) -> None:
+        await self._complete(
+            keys=[self._key(user_id, key)],
+            args=[fp, status, orjson.dumps(body), KEEP_SECONDS],
+        )
+
+    async def abandon(self, user_id: str, key: str, fp: str) -> None:
+        """Free the key after an unexpected failure, so the client's retry can proceed."""
+        await self._abandon(keys=[self._key(user_id, key)], args=[fp])

@@ -1,0 +1,357 @@
+"""Account commands and queries. Each opens its own transaction(s); none trusts the caller.
+
+No enumeration: signup, resend and login answer the same status and body whatever the
+address, and do comparable work (a dummy argon2 hash or verify where a real one is skipped).
+Verification answers an unknown address like a wrong code, with its own attempt counter in
+Redis so that even the 5-tries limit looks the same.
+
+Password hashing (argon2id, ~0.1 s of CPU) runs in a worker thread so the event loop keeps
+serving, and never while a database connection is held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from pwdlib import PasswordHash
+from sqlalchemy.exc import IntegrityError
+
+from snapshoe.kernel.db import create_engine, create_sessions
+from snapshoe.kernel.errors import Problem
+from snapshoe.kernel.redis import key
+from snapshoe.kernel.settings import Settings
+from snapshoe.users import repository as repo
+from snapshoe.users.domain import (
+    ADMIN_ROLE,
+    CodeOutcome,
+    check_code,
+    check_name,
+    check_password,
+    format_roles,
+    hash_refresh_token,
+    issue_code,
+    loose_email_key,
+    new_family_id,
+    new_refresh_token,
+    new_user_id,
+    normalize_email,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from snapshoe.users.bootstrap import Deps
+
+log = logging.getLogger("snapshoe.users")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+
+
+def invalid_credentials() -> Problem:
+    return Problem(
+        401,
+        "invalid_credentials",
+        "Invalid credentials",
+        "The email or password is wrong",
+        headers={"WWW-Authenticate": 'Bearer realm="snapshoe"'},
+    )
+
+
+def invalid_token() -> Problem:
+    return Problem(401, "invalid_token", "Invalid token", "The refresh token is not valid")
+
+
+def email_key(settings: Settings, purpose: str, email: str) -> str:
+    """Redis key of a per-address counter or throttle (``mail``: the resend limit;
+    ``verify_miss``: wrong codes for an address without a live code). Hashed so addresses
+    do not sit in key names in the clear."""
+    digest = hashlib.sha256(email.encode()).hexdigest()[:40]
+    return key(settings, "users", purpose, digest)
+
+
+async def _claim_send_slot(deps: Deps, email: str) -> bool:
+    """True if no mail went to this address within the resend interval (and claims it)."""
+    claimed = await deps.redis.set(
+        email_key(deps.settings, "mail", email),
+        "1",
+        nx=True,
+        ex=deps.settings.verification_resend_interval_seconds,
+    )
+    return bool(claimed)
+
+
+async def _hash(deps: Deps, password: str) -> str:
+    return await asyncio.to_thread(deps.hasher.hash, password)
+
+
+async def _verify(deps: Deps, password: str, password_hash: str) -> bool:
+    return await asyncio.to_thread(deps.hasher.verify, password, password_hash)
+
+
+# Signup and verification
+
+
+async def sign_up(deps: Deps, *, email: str, password: str, name: str) -> None:
+    """``email``, ``password`` and ``name`` are already validated by the schema."""
+    async with deps.sessions.begin() as session:
+        existing = await repo.user_by_email(session, email)
+    if existing is not None:
+        await _hash(deps, password)  # same work as a new signup; the result is dropped
+        if await _claim_send_slot(deps, email):
+            await deps.mailer.send_already_registered(email)
+        return
+
+    password_hash = await _hash(deps, password)
+    now = utcnow()
+    code = issue_code(now, deps.settings.verification_code_ttl_seconds)
+    try:
+        async with deps.sessions.begin() as session:
+            user_id = new_user_id()
+            await repo.insert_user(
+                session,
+                user_id=user_id,
+                email=email,
+                password_hash=password_hash,
+                name=name,
+                email_verified=False,
+                roles="",
+                now=now,
+            )
+            await repo.put_code(
+                session,
+                user_id=user_id,
+                code_hash=code.code_hash,
+                salt=code.salt,
+                expires_at=code.expires_at,
+                now=now,
+            )
+    except IntegrityError:
+        # A concurrent signup for the same address won the unique index; it mails the code.
+        return
+    await _claim_send_slot(deps, email)  # a signup counts as a send for the resend limit
+    await deps.mailer.send_code(email, code.code, deps.settings.verification_code_ttl_seconds)
+
+
+async def resend_code(deps: Deps, *, email: str) -> None:
+    # The throttle comes first and is per address whether or not it is registered, so a 429
+    # says nothing about the address.
+    if not await _claim_send_slot(deps, email):
+        ttl = await deps.redis.ttl(email_key(deps.settings, "mail", email))
+        raise Problem(
+            429,
+            "too_many_requests",
+            "Too many requests",
+            "A code was sent to this address recently; wait before asking again",
+            headers={"Retry-After": str(max(1, int(ttl)))},
+        )
+    now = utcnow()
+    code = issue_code(now, deps.settings.verification_code_ttl_seconds)
+    async with deps.sessions.begin() as session:
+        user = await repo.user_by_email(session, email)
+        if user is None or user.email_verified:
+            return
+        await repo.put_code(
+            session,
+            user_id=user.id,
+            code_hash=code.code_hash,
+            salt=code.salt,
+            expires_at=code.expires_at,
+            now=now,
+        )
+    await deps.mailer.send_code(email, code.code, deps.settings.verification_code_ttl_seconds)
+
+
+async def _count_miss(deps: Deps, email: str) -> CodeOutcome:
+    """Attempt counter for an address without a live code (unknown or already verified),
+    kept in Redis for one code lifetime so it behaves like a real code's counter."""
+    name = email_key(deps.settings, "verify_miss", email)
+    async with deps.redis.pipeline(transaction=True) as pipe:
+        pipe.incr(name)
+        pipe.expire(name, deps.settings.verification_code_ttl_seconds, nx=True)
+        count, _ = await pipe.execute()
+    limit = deps.settings.verification_max_attempts
+    if int(count) > limit:
+        return CodeOutcome.DEAD
+    return CodeOutcome.KILLED if int(count) == limit else CodeOutcome.INVALID
+
+
+async def verify_email(deps: Deps, *, email: str, code: str) -> None:
+    now = utcnow()
+    outcome: CodeOutcome | None = None
+    async with deps.sessions.begin() as session:
+        user = await repo.user_by_email(session, email)
+        stored = None
+        if user is not None and not user.email_verified:
+            stored = await repo.code_for_update(session, user.id)
+        if user is not None and stored is not None:
+            outcome = check_code(stored, code, now, deps.settings.verification_max_attempts)
+            if outcome in (CodeOutcome.INVALID, CodeOutcome.KILLED):
+                await repo.count_wrong_attempt(session, user.id)
+            elif outcome is CodeOutcome.VERIFIED:
+                await repo.mark_verified(session, user.id, now)
+                await repo.delete_code(session, user.id)
+    if outcome is None:
+        outcome = await _count_miss(deps, email)
+
+    # Raised after the commit, so a wrong try is counted even though the request fails.
+    if outcome is CodeOutcome.VERIFIED:
+        return
+    if outcome is CodeOutcome.EXPIRED:
+        raise Problem(
+            400,
+            "verification_code_expired",
+            "Verification code expired",
+            "The code has expired; ask for a new one",
+        )
+    if outcome is CodeOutcome.INVALID:
+        raise Problem(
+            400, "verification_code_invalid", "Invalid verification code", "The code is not valid"
+        )
+    raise Problem(
+        429,
+        "too_many_attempts",
+        "Too many attempts",
+        "Too many wrong codes: this code no longer works; ask for a new one",
+    )
+
+
+# Tokens
+
+
+async def _issue_pair(
+    deps: Deps, session: AsyncSession, user: repo.UserRow, family_id: str
+) -> TokenPair:
+    now = utcnow()
+    refresh = new_refresh_token()
+    await repo.insert_refresh(
+        session,
+        token_hash=hash_refresh_token(refresh),
+        family_id=family_id,
+        user_id=user.id,
+        expires_at=now + timedelta(seconds=deps.settings.refresh_token_ttl_seconds),
+        now=now,
+    )
+    access, ttl = deps.issuer.issue_access(
+        user.id, email_verified=user.email_verified, roles=user.roles
+    )
+    return TokenPair(access_token=access, refresh_token=refresh, expires_in=ttl)
+
+
+async def login(deps: Deps, *, email: str, password: str) -> TokenPair:
+    lookup = loose_email_key(email)
+    async with deps.sessions.begin() as session:
+        user = await repo.user_by_email(session, lookup)
+    if user is None:
+        await _verify(deps, password, deps.dummy_hash)  # same work as a real check
+        raise invalid_credentials()
+    if not await _verify(deps, password, user.password_hash):
+        raise invalid_credentials()
+    async with deps.sessions.begin() as session:
+        family_id = new_family_id()
+        await repo.insert_family(session, family_id, user.id, utcnow())
+        return await _issue_pair(deps, session, user, family_id)
+
+
+async def refresh(deps: Deps, *, refresh_token: str) -> TokenPair:
+    """Rotate a refresh token. A token presented a second time (replay, theft, or two
+    concurrent refreshes of one token) revokes its whole family: every token of that login,
+    including the one issued by the first use, stops working (OAuth 2.0 Security BCP)."""
+    token_hash = hash_refresh_token(refresh_token)
+    now = utcnow()
+    async with deps.sessions.begin() as session:
+        row = await repo.refresh_by_hash(session, token_hash)
+        if row is None or row.family_revoked or row.expires_at <= now:
+            pair = None
+        elif row.spent or not await repo.spend_refresh(session, token_hash, now):
+            # Spent before, or spent by a concurrent request just now: reuse.
+            await repo.revoke_family(session, row.family_id, now)
+            log.warning("refresh token reuse: family revoked", extra={"user_id": row.user_id})
+            pair = None
+        elif not await repo.lock_family(session, row.family_id):
+            pair = None  # revoked between our read and our spend
+        else:
+            user = await repo.user_by_id(session, row.user_id)
+            pair = None if user is None else await _issue_pair(deps, session, user, row.family_id)
+    if pair is None:
+        raise invalid_token()
+    return pair
+
+
+async def logout(deps: Deps, *, refresh_token: str) -> None:
+    """Revoke the token's family. An unknown token is a no-op: logout always succeeds."""
+    async with deps.sessions.begin() as session:
+        row = await repo.refresh_by_hash(session, hash_refresh_token(refresh_token))
+        if row is not None:
+            await repo.revoke_family(session, row.family_id, utcnow())
+
+
+async def me(deps: Deps, *, user_id: str) -> repo.UserRow:
+    async with deps.sessions.begin() as session:
+        user = await repo.user_by_id(session, user_id)
+    if user is None:
+        # A valid token for a user that no longer exists.
+        raise Problem(401, "unauthorized", detail="Unknown user")
+    return user
+
+
+# Operations
+
+
+@dataclass(frozen=True, slots=True)
+class AdminResult:
+    user_id: str
+    email: str
+    created: bool  # False: an existing account was promoted
+
+
+async def create_admin(
+    settings: Settings, email: str, password: str, name: str = "Admin"
+) -> AdminResult:
+    """Create a verified admin, or promote an existing account (verified, role ``admin``
+    added, password replaced). Raises :class:`snapshoe.users.domain.PolicyError` on a bad
+    address, password or name. Used by ``snapshoe users create-admin``."""
+    email = normalize_email(email)
+    check_password(password)
+    name = check_name(name)
+    password_hash = await asyncio.to_thread(PasswordHash.recommended().hash, password)
+    engine = create_engine(settings, "users", pool_size=1)
+    try:
+        async with create_sessions(engine).begin() as session:
+            now = utcnow()
+            user = await repo.user_by_email(session, email, for_update=True)
+            if user is not None:
+                await repo.update_user(
+                    session,
+                    user.id,
+                    now,
+                    password_hash=password_hash,
+                    email_verified=True,
+                    roles=format_roles([*user.roles, ADMIN_ROLE]),
+                )
+                await repo.delete_code(session, user.id)
+                return AdminResult(user.id, email, created=False)
+            user_id = new_user_id()
+            await repo.insert_user(
+                session,
+                user_id=user_id,
+                email=email,
+                password_hash=password_hash,
+                name=name,
+                email_verified=True,
+                roles=format_roles([ADMIN_ROLE]),
+                now=now,
+            )
+            return AdminResult(user_id, email, created=True)
+    finally:
+        await engine.dispose()

@@ -1,0 +1,274 @@
+"""SQL of the users service (SQLAlchemy Core) on a session it is given. Never commits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from snapshoe.users.domain import StoredCode, parse_roles
+from snapshoe.users.tables import (
+    refresh_families,
+    refresh_tokens,
+    users,
+    verification_codes,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    id: str
+    email: str
+    password_hash: str
+    name: str
+    email_verified: bool
+    roles: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshRow:
+    token_hash: str
+    family_id: str
+    user_id: str
+    spent: bool
+    expires_at: datetime
+    family_revoked: bool
+
+
+_USER_COLS = (
+    users.c.id,
+    users.c.email,
+    users.c.password_hash,
+    users.c.name,
+    users.c.email_verified,
+    users.c.roles,
+)
+
+
+def _user(row: object) -> UserRow:
+    r = row._mapping  # type: ignore[attr-defined]
+    return UserRow(
+        id=r["id"],
+        email=r["email"],
+        password_hash=r["password_hash"],
+        name=r["name"],
+        email_verified=bool(r["email_verified"]),
+        roles=parse_roles(r["roles"]),
+    )
+
+
+def _rowcount(result: object) -> int:
+    assert isinstance(result, CursorResult)
+    return int(result.rowcount)
+
+
+async def user_by_email(
+    session: AsyncSession, email: str, *, for_update: bool = False
+) -> UserRow | None:
+    stmt = select(*_USER_COLS).where(users.c.email == email)
+    if for_update:
+        stmt = stmt.with_for_update()
+    row = (await session.execute(stmt)).first()
+    return _user(row) if row else None
+
+
+async def user_by_id(session: AsyncSession, user_id: str) -> UserRow | None:
+    row = (await session.execute(select(*_USER_COLS).where(users.c.id == user_id))).first()
+    return _user(row) if row else None
+
+
+async def insert_user(
+    session: AsyncSession,
+    *,
+    user_id: str,
+    email: str,
+    password_hash: str,
+    name: str,
+    email_verified: bool,
+    roles: str,
+    now: datetime,
+) -> None:
+    await session.execute(
+        insert(users).values(
+            id=user_id,
+            email=email,
+            password_hash=password_hash,
+            name=name,
+            email_verified=email_verified,
+            roles=roles,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+
+
+async def update_user(session: AsyncSession, user_id: str, now: datetime, **values: object) -> int:
+    result = await session.execute(
+        update(users).where(users.c.id == user_id).values(updated_at=now, **values)
+    )
+    return _rowcount(result)
+
+
+async def mark_verified(session: AsyncSession, user_id: str, now: datetime) -> None:
+    await session.execute(
+        update(users).where(users.c.id == user_id).values(email_verified=True, updated_at=now)
+    )
+
+
+# Verification codes
+
+
+async def put_code(
+    session: AsyncSession,
+    *,
+    user_id: str,
+    code_hash: str,
+    salt: str,
+    expires_at: datetime,
+    now: datetime,
+) -> None:
+    """Insert or replace the user's one live code (a new code resets the attempt counter)."""
+    stmt = mysql_insert(verification_codes).values(
+        user_id=user_id,
+        code_hash=code_hash,
+        salt=salt,
+        attempts=0,
+        expires_at=expires_at,
+        created_at=now,
+    )
+    stmt = stmt.on_duplicate_key_update(
+        code_hash=stmt.inserted.code_hash,
+        salt=stmt.inserted.salt,
+        attempts=0,
+        expires_at=stmt.inserted.expires_at,
+        created_at=stmt.inserted.created_at,
+    )
+    await session.execute(stmt)
+
+
+async def code_for_update(session: AsyncSession, user_id: str) -> StoredCode | None:
+    """Lock the code row, so concurrent guesses are counted one after another."""
+    row = (
+        await session.execute(
+            select(
+                verification_codes.c.code_hash,
+                verification_codes.c.salt,
+                verification_codes.c.expires_at,
+                verification_codes.c.attempts,
+            )
+            .where(verification_codes.c.user_id == user_id)
+            .with_for_update()
+        )
+    ).first()
+    if row is None:
+        return None
+    return StoredCode(
+        code_hash=row.code_hash, salt=row.salt, expires_at=row.expires_at, attempts=row.attempts
+    )
+
+
+async def count_wrong_attempt(session: AsyncSession, user_id: str) -> None:
+    await session.execute(
+        update(verification_codes)
+        .where(verification_codes.c.user_id == user_id)
+        .values(attempts=verification_codes.c.attempts + 1)
+    )
+
+
+async def delete_code(session: AsyncSession, user_id: str) -> None:
+    await session.execute(delete(verification_codes).where(verification_codes.c.user_id == user_id))
+
+
+# Refresh tokens
+
+
+async def insert_family(session: AsyncSession, family_id: str, user_id: str, now: datetime) -> None:
+    await session.execute(
+        insert(refresh_families).values(
+            id=family_id, user_id=user_id, revoked=False, created_at=now
+        )
+    )
+
+
+async def insert_refresh(
+    session: AsyncSession,
+    *,
+    token_hash: str,
+    family_id: str,
+    user_id: str,
+    expires_at: datetime,
+    now: datetime,
+) -> None:
+    await session.execute(
+        insert(refresh_tokens).values(
+            token_hash=token_hash,
+            family_id=family_id,
+            user_id=user_id,
+            spent=False,
+            expires_at=expires_at,
+            created_at=now,
+        )
+    )
+
+
+async def refresh_by_hash(session: AsyncSession, token_hash: str) -> RefreshRow | None:
+    row = (
+        await session.execute(
+            select(
+                refresh_tokens.c.token_hash,
+                refresh_tokens.c.family_id,
+                refresh_tokens.c.user_id,
+                refresh_tokens.c.spent,
+                refresh_tokens.c.expires_at,
+                refresh_families.c.revoked,
+            )
+            .join(refresh_families, refresh_families.c.id == refresh_tokens.c.family_id)
+            .where(refresh_tokens.c.token_hash == token_hash)
+        )
+    ).first()
+    if row is None:
+        return None
+    return RefreshRow(
+        token_hash=row.token_hash,
+        family_id=row.family_id,
+        user_id=row.user_id,
+        spent=bool(row.spent),
+        expires_at=row.expires_at,
+        family_revoked=bool(row.revoked),
+    )
+
+
+async def spend_refresh(session: AsyncSession, token_hash: str, now: datetime) -> bool:
+    """Conditional update: of two concurrent refreshes of one token exactly one sees a row."""
+    result = await session.execute(
+        update(refresh_tokens)
+        .where(refresh_tokens.c.token_hash == token_hash, refresh_tokens.c.spent.is_(False))
+        .values(spent=True, spent_at=now)
+    )
+    return _rowcount(result) == 1
+
+
+async def lock_family(session: AsyncSession, family_id: str) -> bool:
+    """Share-lock the family and return whether it is still live. A concurrent revocation
+    (an exclusive row update) waits for this transaction, so a token issued here is either
+    refused now or revoked right after: never left alive in a revoked family."""
+    row = (
+        await session.execute(
+            select(refresh_families.c.revoked)
+            .where(refresh_families.c.id == family_id)
+            .with_for_update(read=True)
+        )
+    ).first()
+    return row is not None and not row.revoked
+
+
+async def revoke_family(session: AsyncSession, family_id: str, now: datetime) -> None:
+    await session.execute(
+        update(refresh_families)
+        .where(refresh_families.c.id == family_id, refresh_families.c.revoked.is_(False))
+        .values(revoked=True, revoked_at=now)
+    )

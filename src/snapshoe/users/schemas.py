@@ -1,0 +1,102 @@
+"""Request and response models of the accounts API (API.md, "Accounts").
+
+Requests are strict (no type coercion: ``"email": 1`` is a 422, not ``"1"``). Signup applies
+the password policy of :mod:`snapshoe.users.domain`; login does not (an old password that
+predates a policy change must still work) and only bounds the length.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from snapshoe.users.domain import (
+    EMAIL_MAX_LENGTH,
+    PASSWORD_MAX_LENGTH,
+    check_name,
+    check_password,
+    normalize_email,
+)
+
+Email = Annotated[
+    str, StringConstraints(max_length=EMAIL_MAX_LENGTH), AfterValidator(normalize_email)
+]
+NewPassword = Annotated[
+    str, StringConstraints(max_length=PASSWORD_MAX_LENGTH), AfterValidator(check_password)
+]
+Name = Annotated[str, StringConstraints(max_length=200), AfterValidator(check_name)]
+AnyPassword = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+RefreshToken = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+Code = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class SignupRequest(_Request):
+    email: Email
+    password: NewPassword
+    name: Name
+
+
+class VerificationRequest(_Request):
+    email: Email
+    code: Code
+
+
+class ResendRequest(_Request):
+    email: Email
+
+
+class LoginRequest(_Request):
+    # Not validated as an address: a malformed one is just an unknown one (401, not 422).
+    email: Annotated[str, StringConstraints(min_length=1, max_length=EMAIL_MAX_LENGTH)]
+    password: AnyPassword
+
+
+class RefreshRequest(_Request):
+    refresh_token: RefreshToken
+
+
+class Accepted(BaseModel):
+    """The one body of every 202 of signup and resend, whatever the address."""
+
+    status: Literal["accepted"] = "accepted"
+    detail: str = "If this address can receive mail, a message is on its way."
+
+
+class VerificationResult(BaseModel):
+    email_verified: Literal[True] = True
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 (a token type, not a secret)
+    expires_in: int
+
+
+class Me(BaseModel):
+    id: str
+    email: str
+    name: str
+    email_verified: bool
+    roles: list[str]
+
+
+class CartLine(BaseModel):
+    item_id: str
+    quantity: int
+    product_id: str
+    product_name: str
+    size: int
+    color: str
+    unit_price: int
+    available: bool
+
+
+class Cart(BaseModel):
+    lines: list[CartLine] = Field(default_factory=list)
+    total_amount: int = 0

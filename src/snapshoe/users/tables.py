@@ -1,0 +1,90 @@
+"""Tables of the users service database (``<namespace>_users``).
+
+Secrets are never stored in the clear: passwords as argon2id hashes, verification codes as
+salted HMAC-SHA256, refresh tokens as SHA-256. Revocation lives on the refresh token *family*
+so that one row update kills every token of a login session, including one being issued
+concurrently (see ``repository.lock_family``).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+)
+from sqlalchemy.dialects.mysql import DATETIME
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def _ts(name: str, *, nullable: bool = False) -> Column[object]:
+    return Column(name, DATETIME(fsp=6), nullable=nullable)
+
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    # Stored lowercase after normalization; the unique index makes signup races safe.
+    Column("email", String(254), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("email_verified", Boolean, nullable=False, default=False),
+    Column("roles", String(255), nullable=False, default=""),  # comma-separated
+    _ts("created_at"),
+    _ts("updated_at"),
+)
+
+# One live code per user: a resend replaces the row (and resets the attempt counter).
+verification_codes = Table(
+    "verification_codes",
+    metadata,
+    Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("code_hash", String(64), nullable=False),
+    Column("salt", String(32), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    _ts("expires_at"),
+    _ts("created_at"),
+)
+
+refresh_families = Table(
+    "refresh_families",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("revoked", Boolean, nullable=False, default=False),
+    _ts("revoked_at", nullable=True),
+    _ts("created_at"),
+    Index("ix_refresh_families_user_id", "user_id"),
+)
+
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column(
+        "family_id",
+        String(32),
+        ForeignKey("refresh_families.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("user_id", String(32), nullable=False),
+    Column("spent", Boolean, nullable=False, default=False),
+    _ts("spent_at", nullable=True),
+    _ts("expires_at"),
+    _ts("created_at"),
+    Index("ix_refresh_tokens_family_id", "family_id"),
+)
