@@ -12,7 +12,7 @@ import time
 
 import httpx
 import pytest
-from tests.support.platform import ROOT, TEST_ENV, start_platform, stop_platform_process
+from tests.support.platform import ROOT, SLOT, TEST_ENV, start_platform, stop_platform_process
 
 
 def _free_port() -> int:
@@ -110,28 +110,29 @@ def test_up_fails_fast_when_a_dependency_is_down(dead_redis_port: int) -> None:
 def test_up_starts_and_stops_cleanly() -> None:
     """A second platform on other ports and another namespace: starts, answers through the
     gateway, and on Ctrl-C (SIGINT) exits 0 leaving no process and no listening port."""
+    base = 30000 + SLOT * 200  # apart from the main test platform and other test runs
     ports = {
-        "SNAPSHOE_GATEWAY_PORT": 28000,
-        "SNAPSHOE_USERS_PORT": 28101,
-        "SNAPSHOE_PRODUCTS_PORT": 28102,
-        "SNAPSHOE_ORDERS_PORT": 28103,
-        "SNAPSHOE_PAYMENTS_PORT": 28104,
-        "SNAPSHOE_SANDBOX_PG_PORT": 28105,
-        "SNAPSHOE_MAIL_SINK_SMTP_PORT": 21025,
-        "SNAPSHOE_SMTP_PORT": 21025,
-        "SNAPSHOE_MAIL_SINK_HTTP_PORT": 28025,
-        "SNAPSHOE_GATEWAY_STATS_PORT": 28404,
+        "SNAPSHOE_GATEWAY_PORT": base,
+        "SNAPSHOE_USERS_PORT": base + 101,
+        "SNAPSHOE_PRODUCTS_PORT": base + 102,
+        "SNAPSHOE_ORDERS_PORT": base + 103,
+        "SNAPSHOE_PAYMENTS_PORT": base + 104,
+        "SNAPSHOE_SANDBOX_PG_PORT": base + 105,
+        "SNAPSHOE_MAIL_SINK_SMTP_PORT": base + 26,
+        "SNAPSHOE_SMTP_PORT": base + 26,
+        "SNAPSHOE_MAIL_SINK_HTTP_PORT": base + 25,
+        "SNAPSHOE_GATEWAY_STATS_PORT": base + 150,
     }
     env = {k: str(v) for k, v in ports.items()} | {
-        "SNAPSHOE_NAMESPACE": "snapshoe_uptest",
-        "SNAPSHOE_DATA_DIR": str(ROOT / ".snapshoe" / "uptest"),
+        "SNAPSHOE_NAMESPACE": f"snapshoe_uptest{SLOT}",
+        "SNAPSHOE_DATA_DIR": str(ROOT / ".snapshoe" / f"uptest{SLOT}"),
     }
     running = start_platform(env)
     try:
-        r = httpx.get("http://127.0.0.1:28000/api/auth/jwks", timeout=5)
+        r = httpx.get(f"http://127.0.0.1:{base}/api/auth/jwks", timeout=5)
         assert r.status_code == 200
         assert r.json()["keys"][0]["alg"] == "ES256"
-        assert all(_listening(p) for k, p in ports.items() if k[9:] != "SMTP_PORT")
+        assert all(_listening(p) for p in ports.values())
     finally:
         code = stop_platform_process(running.proc)
     assert code == 0, running.log_path.read_text()[-3000:]

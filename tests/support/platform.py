@@ -7,6 +7,7 @@ its own databases (``snapshoe_test_*``), Redis db 15, its own ports and data dir
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import itertools
 import os
 import re
@@ -24,21 +25,45 @@ import httpx
 from snapshoe.kernel.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA_DIR = ROOT / ".snapshoe" / "test"
+_LOCKS: list[Any] = []
+
+
+def _claim_slot() -> int:
+    """Several test runs may share this machine (developers working in parallel): each claims a
+    slot with its own ports, namespace, Redis db and data dir, held by a file lock for the
+    life of the process. ``SNAPSHOE_TEST_SLOT`` forces one."""
+    base = ROOT / ".snapshoe"
+    base.mkdir(parents=True, exist_ok=True)
+    forced = os.environ.get("SNAPSHOE_TEST_SLOT")
+    for slot in [int(forced)] if forced else range(5):
+        handle = (base / f"test-slot-{slot}.lock").open("w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        _LOCKS.append(handle)
+        return slot
+    raise RuntimeError("all 5 test slots are in use by other test runs")
+
+
+SLOT = _claim_slot()
+_OFF = SLOT * 1000
+DATA_DIR = ROOT / ".snapshoe" / ("test" if SLOT == 0 else f"test-{SLOT}")
 
 TEST_ENV = {
-    "SNAPSHOE_NAMESPACE": "snapshoe_test",
-    "SNAPSHOE_GATEWAY_PORT": "18000",
-    "SNAPSHOE_USERS_PORT": "18101",
-    "SNAPSHOE_PRODUCTS_PORT": "18102",
-    "SNAPSHOE_ORDERS_PORT": "18103",
-    "SNAPSHOE_PAYMENTS_PORT": "18104",
-    "SNAPSHOE_SANDBOX_PG_PORT": "18105",
-    "SNAPSHOE_MAIL_SINK_SMTP_PORT": "11025",
-    "SNAPSHOE_SMTP_PORT": "11025",
-    "SNAPSHOE_MAIL_SINK_HTTP_PORT": "18025",
-    "SNAPSHOE_GATEWAY_STATS_PORT": "18404",
-    "SNAPSHOE_REDIS_URL": "redis://127.0.0.1:6379/15",
+    "SNAPSHOE_NAMESPACE": "snapshoe_test" if SLOT == 0 else f"snapshoe_test{SLOT}",
+    "SNAPSHOE_GATEWAY_PORT": str(18000 + _OFF),
+    "SNAPSHOE_USERS_PORT": str(18101 + _OFF),
+    "SNAPSHOE_PRODUCTS_PORT": str(18102 + _OFF),
+    "SNAPSHOE_ORDERS_PORT": str(18103 + _OFF),
+    "SNAPSHOE_PAYMENTS_PORT": str(18104 + _OFF),
+    "SNAPSHOE_SANDBOX_PG_PORT": str(18105 + _OFF),
+    "SNAPSHOE_MAIL_SINK_SMTP_PORT": str(11025 + _OFF),
+    "SNAPSHOE_SMTP_PORT": str(11025 + _OFF),
+    "SNAPSHOE_MAIL_SINK_HTTP_PORT": str(18025 + _OFF),
+    "SNAPSHOE_GATEWAY_STATS_PORT": str(18404 + _OFF),
+    "SNAPSHOE_REDIS_URL": f"redis://127.0.0.1:6379/{15 - SLOT}",
     "SNAPSHOE_DATA_DIR": str(DATA_DIR),
     "SNAPSHOE_LOGIN_RATE_PER_MINUTE": "10",
     "SNAPSHOE_VERIFICATION_RATE_PER_MINUTE": "30",
@@ -140,7 +165,7 @@ class Platform:
 
 
 def reset_state(settings: Settings) -> None:
-    """Drop the test databases and flush the test Redis db, for a clean run."""
+    """Drop the test databases, this namespace's Redis keys and queues, for a clean run."""
     names = " ".join(
         f"`{settings.database_name(s)}`" for s in ("users", "products", "orders", "payments")
     )
@@ -162,9 +187,33 @@ def reset_state(settings: Settings) -> None:
     )
     import redis
 
+    # Only this namespace's keys: the db may be shared with a standalone service fixture.
     client = redis.Redis.from_url(settings.redis_url)
-    client.flushdb()
+    for key in client.scan_iter(match=f"{settings.namespace}:*", count=1000):
+        client.delete(key)
     client.close()
+    asyncio.run(_delete_queues(settings))
+
+
+async def _delete_queues(settings: Settings) -> None:
+    """Queues of an earlier run of this namespace would feed it events about orders that no
+    longer exist."""
+    out = subprocess.run(
+        ["rabbitmqctl", "list_queues", "name", "--quiet", "--no-table-headers"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    names = [n.strip() for n in out.splitlines() if n.strip().startswith(f"{settings.namespace}.")]
+    if not names:
+        return
+    import aio_pika
+
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        for name in names:
+            await channel.queue_delete(name)
 
 
 def start_platform(env_overrides: dict[str, str] | None = None, timeout: float = 90) -> Platform:
