@@ -188,7 +188,7 @@ def up(
 ) -> None:
     """Start everything in the foreground: gateway, services, workers, mail sink, sandbox PG."""
     from snapshoe.doctor import busy_ports, run_checks
-    from snapshoe.gateway import write_config
+    from snapshoe.gateway import check_config, write_config
     from snapshoe.kernel.auth import ensure_dev_keys
     from snapshoe.supervisor import Supervisor, run_foreground
 
@@ -213,6 +213,7 @@ def up(
     if seed_data:
         seed()
     config_path = write_config(settings)
+    check_config(config_path)
     specs = _process_specs(settings, config_path)
 
     async def announce(sup: Supervisor) -> None:

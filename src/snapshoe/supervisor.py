@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -63,7 +64,8 @@ class Supervisor:
             line = await stream.readline()
             if not line:
                 return
-            self.log(name, line.decode(errors="replace").rstrip())
+            text = line.decode(errors="replace").rstrip()
+            self.log(name, _readable(text) if self._color else text)
 
     async def start(self) -> None:
         for spec in self.specs:
@@ -111,6 +113,25 @@ class Supervisor:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(r.pump, 2)
         self.log("up", "all processes stopped")
+
+
+def _readable(line: str) -> str:
+    """On a terminal, show a JSON log line as ``time level message key=value``; elsewhere
+    (files, CI) the JSON stays as it is, for machines."""
+    if not line.startswith("{"):
+        return line
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return line
+    head = (
+        f"{entry.pop('ts', '')[11:23]} {entry.pop('level', '').upper():<5} {entry.pop('msg', '')}"
+    )
+    for key in ("service", "logger"):
+        entry.pop(key, None)
+    rest = " ".join(f"{k}={v}" for k, v in entry.items() if k != "exc")
+    exc = entry.get("exc")
+    return f"{head}  {rest}".rstrip() + (f"\n{exc}" if exc else "")
 
 
 def _signal_group(proc: asyncio.subprocess.Process, sig: int) -> None:

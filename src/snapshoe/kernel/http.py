@@ -16,7 +16,6 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import ORJSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -154,7 +153,6 @@ def create_service_app(
         title=title or f"SnapShoe {service}",
         version=version,
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
     )
     install_error_handlers(app)
     checks = dict(readiness or {})

@@ -8,6 +8,7 @@ upgrades each to head.
 from __future__ import annotations
 
 import asyncio
+import logging
 from importlib import resources
 
 from alembic import command, context
@@ -55,5 +56,7 @@ def run_env(target_metadata: MetaData) -> None:
 async def migrate_service(settings: Settings, service: str) -> None:
     await ensure_database(settings, service)
     cfg = alembic_config(settings, service)
+    # MySQL ignores names of PRIMARY KEY constraints and says so once per table; not news.
+    logging.getLogger("asyncmy").setLevel(logging.ERROR)
     # Alembic's env.py runs its own event loop; keep it off ours.
     await asyncio.to_thread(command.upgrade, cfg, "head")

@@ -1,0 +1,234 @@
+"""Render ``haproxy.cfg`` from the package template and check it with ``haproxy -c``.
+
+Values that reach the config (issuer, audience, kid, key path) are quoted here, so a setting can
+never inject a directive. The JWT ``kid`` is derived from the public key at render time (RFC 7638
+thumbprint, as the kernel's issuer does): rotating the key means re-rendering the config.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import jinja2
+
+from snapshoe.kernel.auth import load_public_key, public_jwk
+from snapshoe.kernel.settings import Settings
+
+Target = Literal["local", "compose", "k8s"]
+
+# Headers a client may send to pose as someone; the gateway deletes them (regex rules in the
+# template also drop every X-User-*, X-Forwarded-* and X-Auth* header).
+STRIPPED_HEADERS: tuple[str, ...] = (
+    "X-Email-Verified",
+    "X-Roles",
+    "X-Role",
+    "X-Admin",
+    "X-Principal",
+    "X-Remote-User",
+    "X-Real-IP",
+    "X-Client-IP",
+    "X-Original-URL",
+    "X-Rewrite-URL",
+    "X-Original-Forwarded-For",
+    "X-Http-Method-Override",
+    "X-Method-Override",
+    "Forwarded",
+    "Remote-User",
+)
+
+# Errors HAProxy itself may produce, rendered as problem+json.
+GATEWAY_ERRORS: tuple[tuple[int, str, str], ...] = (
+    (400, "bad_request", "Bad request"),
+    (403, "forbidden", "Forbidden"),
+    (408, "request_timeout", "Request timeout"),
+    (500, "internal_error", "Internal error"),
+    (502, "bad_gateway", "Bad gateway"),
+    (503, "service_unavailable", "Service unavailable"),
+    (504, "gateway_timeout", "Gateway timeout"),
+)
+
+MAX_BODY_BYTES = 1024 * 1024
+# HAProxy needs about two file descriptors per connection; 8000 fits the usual 20k ulimit.
+GLOBAL_MAXCONN = 8000
+FRONTEND_MAXCONN = 6000
+SERVER_MAXCONN = 1000
+TEMPLATE_SLOTS = 8  # server-template slots per service (compose/k8s replicas)
+
+
+class GatewayConfigError(RuntimeError):
+    """``haproxy -c`` rejected a rendered config; the message is HAProxy's output."""
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    name: str
+    address: str
+    port: int
+    strip_prefix: str = ""
+
+
+# backend name -> (settings service name, DNS label). DNS labels cannot hold underscores.
+_SERVICES: tuple[tuple[str, str, str], ...] = (
+    ("users", "users", "users"),
+    ("products", "products", "products"),
+    ("orders", "orders", "orders"),
+    ("payments", "payments", "payments"),
+    ("sandbox_pg", "sandbox_pg", "sandbox-pg"),
+)
+
+
+def _hq(value: object) -> str:
+    """Quote a value as one HAProxy config word (double quotes; escapes ``\\``, ``"``, ``$``)."""
+    text = str(value)
+    if any(c in text for c in "\r\n\0"):
+        raise ValueError(f"cannot put a line break in the HAProxy config: {text!r}")
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    return f'"{escaped}"'
+
+
+def _problem(status: int, code: str, title: str, detail: str) -> str:
+    """A problem+json body as one single-quoted HAProxy word (no escapes inside quotes)."""
+    body = json.dumps(
+        {
+            "type": f"https://snapshoe.dev/problems/{code.replace('_', '-')}",
+            "title": title,
+            "status": status,
+            "detail": detail,
+            "code": code,
+        },
+        separators=(",", ":"),
+    )
+    if "'" in body:
+        raise ValueError(f"problem body cannot hold a single quote: {body}")
+    return f"'{body}'"
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("snapshoe.gateway", "templates"),
+        undefined=jinja2.StrictUndefined,
+        # Not HTML: values are quoted for HAProxy by the `hq` filter instead.
+        autoescape=False,  # noqa: S701
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["hq"] = _hq
+    env.globals["problem"] = _problem
+    return env
+
+
+def _backends(settings: Settings, target: Target, k8s_namespace: str) -> list[Backend]:
+    backends = []
+    for name, service, dns in _SERVICES:
+        if target == "local":
+            # A service bound to the wildcard address is reached on loopback.
+            address = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host  # noqa: S104
+        elif target == "compose":
+            address = dns
+        else:
+            address = f"{dns}-headless.{k8s_namespace}.svc.cluster.local"
+        backends.append(
+            Backend(
+                name=name,
+                address=address,
+                port=settings.service_port(service),
+                strip_prefix="/pg" if name == "sandbox_pg" else "",
+            )
+        )
+    return backends
+
+
+def render_config(
+    settings: Settings,
+    target: Target = "local",
+    *,
+    kid: str | None = None,
+    k8s_namespace: str = "snapshoe",
+) -> str:
+    """The haproxy.cfg text for ``target``.
+
+    ``kid`` defaults to the thumbprint of the public key at ``settings.public_key_path`` (the
+    file must exist: HAProxy loads it when it parses the config). ``k8s_namespace`` names the
+    namespace of the headless services for the ``k8s`` target.
+    """
+    if target not in ("local", "compose", "k8s"):
+        raise ValueError(f"unknown gateway target {target!r}")
+    key_path = settings.public_key_path
+    if kid is None:
+        kid = public_jwk(load_public_key(key_path))["kid"]
+    # Locally HAProxy runs from anywhere, so pin the key to an absolute path. In containers
+    # the path is the mounted one, as configured.
+    public_key = key_path.resolve() if target == "local" else key_path
+    bind_host = settings.host if target == "local" else "0.0.0.0"  # noqa: S104
+    return (
+        _environment()
+        .get_template("haproxy.cfg.j2")
+        .render(
+            target=target,
+            bind_host=bind_host,
+            gateway_port=settings.gateway_port,
+            stats_port=settings.gateway_stats_port,
+            global_maxconn=GLOBAL_MAXCONN,
+            frontend_maxconn=FRONTEND_MAXCONN,
+            server_maxconn=SERVER_MAXCONN,
+            template_slots=TEMPLATE_SLOTS,
+            max_body_bytes=MAX_BODY_BYTES,
+            login_rate=settings.login_rate_per_minute,
+            verification_rate=settings.verification_rate_per_minute,
+            algorithm=settings.jwt_algorithm,
+            public_key=public_key,
+            kid=kid,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            leeway=settings.jwt_leeway_seconds,
+            stripped_headers=STRIPPED_HEADERS,
+            gateway_errors=GATEWAY_ERRORS,
+            backends=_backends(settings, target, k8s_namespace),
+        )
+    )
+
+
+def write_config(settings: Settings, target: Target = "local") -> Path:
+    """Render ``target`` to ``settings.data_dir / "haproxy.cfg"`` and return that path."""
+    path = settings.data_dir / "haproxy.cfg"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".cfg.tmp")
+    tmp.write_text(render_config(settings, target))
+    tmp.replace(path)  # atomic: a running reload never sees half a file
+    return path
+
+
+def haproxy_binary() -> str:
+    """HAProxy lives in /usr/sbin on Debian, which is often not on a user's PATH."""
+    found = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
+    if found is None:
+        raise FileNotFoundError("haproxy is not installed (apt-get install haproxy)")
+    return found
+
+
+def haproxy_command(settings: Settings, config_path: Path) -> list[str]:
+    """The foreground command: no daemon, no master process, logs on stdout; SIGTERM or
+    SIGINT stops it. (``settings`` is accepted for symmetry with the other services.)"""
+    del settings
+    return [haproxy_binary(), "-db", "-f", str(config_path)]
+
+
+def check_config(path: Path) -> None:
+    """Run ``haproxy -c`` on ``path`` in zero-warning mode (``-dW``: a warning is an error,
+    so a silently ignored directive cannot slip through); raise :class:`GatewayConfigError`
+    with HAProxy's output when the config is not clean."""
+    proc = subprocess.run(  # noqa: S603 (fixed binary, our own file)
+        [haproxy_binary(), "-dW", "-c", "-f", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise GatewayConfigError(f"haproxy -c failed for {path}:\n{proc.stdout}{proc.stderr}")

@@ -1,0 +1,20 @@
+"""The mail sink's HTTP API models (API.md, Operations)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class MessageOut(BaseModel):
+    id: str
+    to: str
+    sender: str = Field(serialization_alias="from")
+    subject: str
+    body: str
+    html: str | None
+    message_id: str | None
+    received_at: str
+
+
+class Cleared(BaseModel):
+    deleted: int

@@ -1,0 +1,172 @@
+"""A real HAProxy, started from the real rendered config, in front of a tiny echo upstream.
+
+Every backend of the rendered config points at the echo app, which answers with the method,
+path and headers it received: what the gateway lets through is exactly what a service would
+see. Keys are generated per run; tokens are minted with the kernel's ``TokenIssuer``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from cryptography.hazmat.primitives.asymmetric import ec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from snapshoe.gateway import check_config, haproxy_command, write_config
+from snapshoe.kernel.auth import TokenIssuer, ensure_dev_keys, load_private_key
+from snapshoe.kernel.settings import Settings
+
+LOGIN_RATE = 5
+VERIFICATION_RATE = 4
+_addresses = itertools.count(1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def fresh_ip() -> str:
+    """A loopback source address of its own (per-IP stick tables stay apart)."""
+    n = next(_addresses)
+    return f"127.1.{n // 250}.{n % 250 + 1}"
+
+
+async def echo(request: Request) -> JSONResponse:
+    body = await request.body()
+    return JSONResponse(
+        {
+            "method": request.method,
+            "path": request.url.path,
+            "query": request.url.query,
+            "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.headers.raw],
+            "body_bytes": len(body),
+        }
+    )
+
+
+def echo_app() -> Starlette:
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+    return Starlette(routes=[Route("/{path:path}", echo, methods=methods)])
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    url: str
+    stats_url: str
+    upstream_url: str
+    issuer: TokenIssuer
+    private_key: ec.EllipticCurvePrivateKey
+    log_path: Path
+    config_path: Path
+
+    def client(self, ip: str | None = None) -> httpx.AsyncClient:
+        transport = httpx.AsyncHTTPTransport(local_address=ip or fresh_ip(), retries=0)
+        return httpx.AsyncClient(transport=transport, base_url=self.url, timeout=10)
+
+    def token(self, sub: str = "user-1", verified: bool = True) -> str:
+        token, _ = self.issuer.issue_access(sub, email_verified=verified)
+        return token
+
+
+@pytest.fixture(scope="session")
+def gateway_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    data_dir = tmp_path_factory.mktemp("gateway")
+    upstream = free_port()
+    settings = Settings(
+        data_dir=data_dir,
+        gateway_port=free_port(),
+        gateway_stats_port=free_port(),
+        users_port=upstream,
+        products_port=upstream,
+        orders_port=upstream,
+        payments_port=upstream,
+        sandbox_pg_port=upstream,
+        login_rate_per_minute=LOGIN_RATE,
+        verification_rate_per_minute=VERIFICATION_RATE,
+        jwt_private_key_file=data_dir / "keys" / "private.pem",
+        jwt_public_key_file=data_dir / "keys" / "public.pem",
+    )
+    ensure_dev_keys(settings)
+    return settings
+
+
+@pytest.fixture(scope="session")
+async def upstream(gateway_settings: Settings) -> AsyncIterator[str]:
+    port = gateway_settings.users_port
+    server = uvicorn.Server(
+        uvicorn.Config(echo_app(), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task
+
+
+@pytest.fixture(scope="session")
+def haproxy(gateway_settings: Settings) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    config = write_config(gateway_settings)
+    check_config(config)
+    log_path = gateway_settings.data_dir / "haproxy.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            haproxy_command(gateway_settings, config), stdout=log, stderr=subprocess.STDOUT
+        )
+    stats = f"http://127.0.0.1:{gateway_settings.gateway_stats_port}/healthz"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if httpx.get(stats, timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"haproxy did not start:\n{log_path.read_text()}")
+        time.sleep(0.05)
+    yield proc, log_path
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def gateway(
+    gateway_settings: Settings,
+    upstream: str,
+    haproxy: tuple[subprocess.Popen[bytes], Path],
+) -> Gateway:
+    private_key = load_private_key(gateway_settings.private_key_path)
+    return Gateway(
+        settings=gateway_settings,
+        url=f"http://127.0.0.1:{gateway_settings.gateway_port}",
+        stats_url=f"http://127.0.0.1:{gateway_settings.gateway_stats_port}",
+        upstream_url=upstream,
+        issuer=TokenIssuer(private_key, gateway_settings),
+        private_key=private_key,
+        log_path=haproxy[1],
+        config_path=gateway_settings.data_dir / "haproxy.cfg",
+    )
