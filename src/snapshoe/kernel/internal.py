@@ -19,7 +19,7 @@ def internal_headers(settings: Settings) -> dict[str, str]:
     return {INTERNAL_TOKEN_HEADER: settings.internal_token}
 
 
-def internal_caller(request: Request) -> None:
+async def internal_caller(request: Request) -> None:
     """FastAPI dependency; the app keeps its Settings on ``app.state.settings``."""
     settings: Settings = request.app.state.settings
     given = request.headers.get(INTERNAL_TOKEN_HEADER, "")

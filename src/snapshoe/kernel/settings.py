@@ -19,6 +19,7 @@ SERVICES: tuple[str, ...] = ("users", "products", "orders", "payments")
 """Services that own a database. The sandbox PG and mail sink own nothing persistent."""
 
 ServiceName = Literal["users", "products", "orders", "payments", "sandbox_pg", "mail_sink"]
+_URL_SERVICES = frozenset(("users", "products", "orders", "payments", "sandbox_pg", "mail_sink"))
 
 
 class Settings(BaseSettings):
@@ -53,6 +54,16 @@ class Settings(BaseSettings):
     mail_sink_smtp_port: int = 1025
     mail_sink_http_port: int = 8025
     gateway_stats_port: int = 8404
+
+    # Where other processes reach a service when that is not ``host``:port, e.g. in containers,
+    # which bind the wildcard address but call each other by DNS name
+    # (SNAPSHOE_ORDERS_URL=http://orders:8103). Empty: http://host:port.
+    users_url: str = ""
+    products_url: str = ""
+    orders_url: str = ""
+    payments_url: str = ""
+    sandbox_pg_url: str = ""
+    mail_sink_url: str = ""
 
     # Shared secret of service-to-service calls (header ``X-Internal-Token``) on ``/internal/...``
     # routes, which the gateway never routes. The default is for development only: set
@@ -119,12 +130,25 @@ class Settings(BaseSettings):
             raise KeyError(service)
         return port
 
+    @property
+    def reach_host(self) -> str:
+        """``host`` as a client dials it: a wildcard bind address means this machine."""
+        if self.host in ("", "0.0.0.0"):  # noqa: S104 (compared, not bound)
+            return "127.0.0.1"
+        if self.host == "::":
+            return "[::1]"
+        return self.host
+
     def service_url(self, service: str) -> str:
-        return f"http://{self.host}:{self.service_port(service)}"
+        """The base URL to call a service at: its ``<service>_url`` setting, else host:port."""
+        override = getattr(self, f"{service}_url", "") if service in _URL_SERVICES else ""
+        if override:
+            return str(override).rstrip("/")
+        return f"http://{self.reach_host}:{self.service_port(service)}"
 
     @property
     def gateway_url(self) -> str:
-        return f"http://{self.host}:{self.gateway_port}"
+        return f"http://{self.reach_host}:{self.gateway_port}"
 
     @property
     def effective_pg_base_url(self) -> str:

@@ -1,0 +1,80 @@
+"""The products service app and the dependencies it builds in its lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from snapshoe.kernel.auth import build_verifier
+from snapshoe.kernel.db import Sessions, create_engine, create_sessions, ping
+from snapshoe.kernel.http import create_service_app
+from snapshoe.kernel.logs import configure_logging
+from snapshoe.kernel.redis import create_redis
+from snapshoe.kernel.settings import Settings, get_settings
+from snapshoe.products.cache import TTLCache
+from snapshoe.products.gate import Gate
+
+SERVICE = "products"
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: Sessions
+    redis: Redis
+    gate: Gate
+    cache: TTLCache = field(default_factory=TTLCache)
+    # item id -> product id; an item never moves to another product, so this never goes stale.
+    item_products: dict[str, str] = field(default_factory=dict)
+
+
+@asynccontextmanager
+async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
+    engine = create_engine(settings, SERVICE)
+    redis = create_redis(settings)
+    try:
+        yield Deps(
+            settings=settings,
+            engine=engine,
+            sessions=create_sessions(engine),
+            redis=redis,
+            gate=Gate(redis, settings.namespace),
+        )
+    finally:
+        await redis.aclose()
+        await engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    from snapshoe.products.api import admin_router, internal_router, public_router
+
+    settings = settings or get_settings()
+    configure_logging(SERVICE, settings.log_level, settings.log_json)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_deps(settings) as deps:
+            app.state.deps = deps
+            app.state.settings = settings
+            app.state.verifier = build_verifier(settings)
+            yield
+
+    async def db_ready() -> None:
+        await ping(app.state.deps.engine)
+
+    async def redis_ready() -> None:
+        await app.state.deps.redis.ping()
+
+    app = create_service_app(
+        SERVICE,
+        routers=[public_router, admin_router, internal_router],
+        readiness={"db": db_ready, "redis": redis_ready},
+        lifespan=lifespan,
+    )
+    return app

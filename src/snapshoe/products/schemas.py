@@ -1,0 +1,177 @@
+"""Request and response models of the products service (API.md, Catalog)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from snapshoe.products.domain import (
+    MAX_LINE_QUANTITY,
+    MAX_LINES,
+    MAX_STOCK,
+    SIZE_MAX_MM,
+    SIZE_MIN_MM,
+    as_utc,
+)
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Brand = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Color = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
+Url = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=500, pattern=r"^https?://\S+$")
+]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
+Price = Annotated[int, Field(ge=0, le=100_000_000)]
+Limit = Annotated[int, Field(ge=0, le=1000)]
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("timestamp needs a timezone (RFC 3339, e.g. 2025-01-01T10:00:00Z)")
+    return as_utc(value)
+
+
+AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProductCreate(_In):
+    name: Name
+    brand: Brand
+    description: Annotated[str, StringConstraints(max_length=10_000)] = ""
+    price: Price
+    release_at: AwareDatetime
+    per_user_limit: Limit = 0
+    thumbnail_url: Url | None = None
+
+
+class ProductPatch(_In):
+    name: Name | None = None
+    brand: Brand | None = None
+    description: Annotated[str, StringConstraints(max_length=10_000)] | None = None
+    price: Price | None = None
+    release_at: AwareDatetime | None = None
+    per_user_limit: Limit | None = None
+    thumbnail_url: Url | None = None
+
+
+class ItemCreate(_In):
+    size: Annotated[int, Field(ge=SIZE_MIN_MM, le=SIZE_MAX_MM, description="shoe size in mm")]
+    color: Color
+    stock: Annotated[int, Field(ge=0, le=MAX_STOCK)]
+    price: Price | None = None
+
+
+class ItemPatch(_In):
+    stock_delta: Annotated[int, Field(ge=-MAX_STOCK, le=MAX_STOCK)]
+
+
+Status = Literal["upcoming", "live", "sold_out"]
+
+
+class ProductSummary(BaseModel):
+    id: str
+    name: str
+    brand: str
+    price: int
+    release_at: str
+    status: Status
+    thumbnail_url: str | None
+
+
+class ProductPage(BaseModel):
+    items: list[ProductSummary]
+    next_cursor: str | None
+
+
+class ItemOut(BaseModel):
+    id: str
+    size: int
+    color: str
+    price: int
+    available: bool
+    stock_remaining: int
+
+
+class ProductDetail(BaseModel):
+    id: str
+    name: str
+    brand: str
+    description: str
+    price: int
+    release_at: str
+    status: Status
+    per_user_limit: int
+    thumbnail_url: str | None
+    items: list[ItemOut]
+
+
+class AdminItem(BaseModel):
+    id: str
+    product_id: str
+    size: int
+    color: str
+    price: int
+    initial: int
+    sold: int
+    reserved: int
+    available: int
+
+
+# Internal API (orders and users services)
+
+
+class LineIn(_In):
+    item_id: Id
+    quantity: Annotated[int, Field(ge=1, le=MAX_LINE_QUANTITY)]
+
+
+class ReserveIn(_In):
+    reservation_id: Id
+    buyer_id: Id
+    lines: Annotated[list[LineIn], Field(min_length=1, max_length=MAX_LINES)]
+    reserved_until: AwareDatetime
+
+
+class ReservedLine(BaseModel):
+    item_id: str
+    product_id: str
+    quantity: int
+    unit_price: int
+
+
+class ReservationOut(BaseModel):
+    reservation_id: str
+    buyer_id: str
+    state: Literal["ACTIVE", "COMMITTED", "RELEASED"]
+    reserved_until: str
+    lines: list[ReservedLine]
+    total_amount: int
+    refunded: bool = False
+    changed: bool = Field(
+        default=True, description="False when this call found the work already done (a replay)"
+    )
+
+
+class ItemDetail(BaseModel):
+    item_id: str
+    product_id: str
+    product_name: str
+    brand: str
+    size: int
+    color: str
+    unit_price: int
+    available: bool
+    stock_remaining: int
+    release_at: str
+    per_user_limit: int
+
+
+class ItemDetails(BaseModel):
+    items: list[ItemDetail]
+    missing: list[str]

@@ -1,0 +1,111 @@
+"""The products database: catalog, the stock ledger and reservations.
+
+The ledger invariant ``initial = sold + reserved + available`` (all >= 0) is a CHECK
+constraint, and every change to it is a conditional UPDATE, never read-modify-write.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.mysql import DATETIME
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    }
+)
+
+
+def _ts(name: str, **kw: object) -> Column[object]:
+    # Naive UTC with microseconds; the repository converts to/from aware datetimes.
+    return Column(name, DATETIME(fsp=6), **kw)  # type: ignore[arg-type]
+
+
+products = Table(
+    "products",
+    metadata,
+    Column("id", String(32), primary_key=True),  # ULID: sorts by creation time
+    Column("name", String(200), nullable=False),
+    Column("brand", String(100), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("price", Integer, nullable=False),
+    Column("thumbnail_url", String(500), nullable=True),
+    _ts("release_at", nullable=False),
+    Column("per_user_limit", Integer, nullable=False, server_default="0"),
+    _ts("created_at", nullable=False),
+    _ts("updated_at", nullable=False),
+    CheckConstraint("price >= 0", name="price_nonneg"),
+    CheckConstraint("per_user_limit >= 0", name="limit_nonneg"),
+    Index(None, "brand", "id"),
+)
+
+items = Table(
+    "items",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("product_id", String(32), ForeignKey("products.id"), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("color", String(50), nullable=False),
+    Column("price", Integer, nullable=True),  # None: the product's price
+    Column("initial", Integer, nullable=False),
+    Column("sold", Integer, nullable=False, server_default="0"),
+    Column("reserved", Integer, nullable=False, server_default="0"),
+    Column("available", Integer, nullable=False),
+    _ts("created_at", nullable=False),
+    CheckConstraint(
+        "initial = sold + reserved + available AND sold >= 0 AND reserved >= 0 AND available >= 0",
+        name="ledger",
+    ),
+    Index(None, "product_id", "available"),
+)
+
+reservations = Table(
+    "reservations",
+    metadata,
+    Column("id", String(64), primary_key=True),  # the order id
+    Column("buyer_id", String(64), nullable=False),
+    Column("state", String(16), nullable=False),  # ACTIVE -> COMMITTED | RELEASED
+    _ts("reserved_until", nullable=False),
+    _ts("created_at", nullable=False),
+    _ts("updated_at", nullable=False),
+    Column("refunded", Integer, nullable=False, server_default="0"),  # released after commit
+    CheckConstraint("state IN ('ACTIVE', 'COMMITTED', 'RELEASED')", name="state"),
+    Index(None, "state", "reserved_until"),  # the sweeper
+    Index(None, "buyer_id", "state"),
+)
+
+reservation_lines = Table(
+    "reservation_lines",
+    metadata,
+    Column("reservation_id", String(64), ForeignKey("reservations.id"), primary_key=True),
+    Column("item_id", String(32), ForeignKey("items.id"), primary_key=True),
+    Column("product_id", String(32), nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("unit_price", Integer, nullable=False),
+    CheckConstraint("quantity > 0", name="qty_pos"),
+    Index(None, "product_id", "reservation_id"),  # per-buyer sums per product (gate rebuild)
+)
+
+# One row (id = 1). Every ledger write holds it in SHARE mode and checks ``epoch``; a gate
+# rebuild holds it FOR UPDATE and bumps ``epoch``, so no admission made by an older gate can
+# reach the ledger after the rebuild has read it.
+gate_state = Table(
+    "gate_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("epoch", BigInteger, nullable=False),
+)
