@@ -1,0 +1,448 @@
+"""The payment-gateway adapter: a typed async client of the Toss Payments API (v1).
+
+The same code talks to the sandbox PG (dev, tests, benchmarks) and to the real Toss API:
+only ``base_url`` and ``secret_key`` differ (``SNAPSHOE_PG_BASE_URL``,
+``SNAPSHOE_PG_SECRET_KEY``; see docs/payments-pg.md).
+
+What each outcome means to the caller:
+
+- a returned ``PgPayment``: the PG's answer, final for this call.
+- ``PgDeclined``: a definitive business rejection (card declined, bad request, not
+  cancelable ...). Nothing was charged or refunded by this call.
+- ``PgNotFound``: no such payment (for confirm: the payment session does not exist or
+  expired; nothing was charged).
+- ``PgUnknownResult``: no definitive answer (timeout, connection cut after the request was
+  sent, 5xx, a duplicate still in flight). The operation MAY have happened: never treat it as
+  failed; ask the PG later (``get_by_order_id``) or retry with the same Idempotency-Key.
+- ``PgAuthError``: the PG refused our credentials: a configuration problem; nothing happened.
+
+Retries are bounded and only where they cannot charge twice: GETs, requests that never
+reached the PG (connect errors), and POSTs only with the same ``Idempotency-Key``
+(``post_retries``, default 0 so that an unknown result reaches the caller within one timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import random
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+from urllib.parse import quote
+
+import httpx
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+from snapshoe.kernel.settings import Settings
+
+TOSS_BASE_URL = "https://api.tosspayments.com"
+
+# Toss codes (docs.tosspayments.com "에러 코드") that say "try again later": the operation's
+# outcome is not known to be a rejection.
+RETRYABLE_CODES = frozenset(
+    {
+        "PROVIDER_ERROR",
+        "FAILED_INTERNAL_SYSTEM_PROCESSING",
+        "FAILED_PAYMENT_INTERNAL_SYSTEM_PROCESSING",
+        "UNKNOWN_PAYMENT_ERROR",
+        "IDEMPOTENT_REQUEST_PROCESSING",
+        "FORBIDDEN_CONSECUTIVE_REQUEST",
+        "CARD_PROCESSING_ERROR",
+        "FAILED_CARD_COMPANY_RESPONSE",
+        "COMMON_ERROR",
+    }
+)
+AUTH_CODES = frozenset({"UNAUTHORIZED_KEY", "INVALID_API_KEY", "INCORRECT_BASIC_AUTH_FORMAT"})
+NOT_FOUND_CODES = frozenset({"NOT_FOUND_PAYMENT", "NOT_FOUND_PAYMENT_SESSION", "NOT_FOUND"})
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+class PgError(Exception):
+    """Base of every adapter error. ``status`` is the HTTP status when the PG answered."""
+
+    def __init__(self, code: str, message: str = "", status: int | None = None) -> None:
+        super().__init__(f"{code}: {message}" if message else code)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+class PgDeclined(PgError):
+    """A definitive business rejection: nothing was charged (or refunded) by this call."""
+
+
+class PgNotFound(PgError):
+    """No such payment (or payment session) at the PG."""
+
+
+class PgUnknownResult(PgError):
+    """The PG gave no definitive answer; the operation may have happened. Never mark the
+    payment failed on this: reconcile by order id, or retry with the same Idempotency-Key."""
+
+
+class PgAuthError(PgError):
+    """The PG refused the secret key: fix the configuration. Nothing happened."""
+
+
+def classify(status: int, code: str) -> type[PgError]:
+    """Which error an HTTP error answer of the PG is (pure; unit-tested)."""
+    if status == 401 or code in AUTH_CODES:
+        return PgAuthError
+    if status == 404 or code in NOT_FOUND_CODES:
+        return PgNotFound
+    if status >= 500 or status in (408, 409, 429) or code in RETRYABLE_CODES:
+        return PgUnknownResult
+    if 400 <= status < 500:
+        return PgDeclined
+    return PgUnknownResult  # 1xx/3xx: not an answer we understand
+
+
+# --- the payment ------------------------------------------------------------------------------
+
+
+class PgStatus(StrEnum):
+    READY = "READY"
+    IN_PROGRESS = "IN_PROGRESS"
+    WAITING_FOR_DEPOSIT = "WAITING_FOR_DEPOSIT"
+    DONE = "DONE"
+    CANCELED = "CANCELED"
+    PARTIAL_CANCELED = "PARTIAL_CANCELED"
+    ABORTED = "ABORTED"
+    EXPIRED = "EXPIRED"
+
+
+class _TossModel(BaseModel):
+    # Toss adds fields over time; unknown ones are ignored, known ones are typed.
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
+    )
+
+
+class PgCard(_TossModel):
+    number: str | None = None
+    amount: int | None = None
+    approve_no: str | None = None
+    issuer_code: str | None = None
+    acquirer_code: str | None = None
+    card_type: str | None = None
+    owner_type: str | None = None
+    acquire_status: str | None = None
+    installment_plan_months: int | None = None
+
+
+class PgCancel(_TossModel):
+    cancel_amount: int
+    cancel_reason: str | None = None
+    canceled_at: datetime | None = None
+    transaction_key: str | None = None
+    refundable_amount: int | None = None
+    cancel_status: str | None = None
+
+
+class PgFailure(_TossModel):
+    code: str
+    message: str | None = None
+
+
+class PgPayment(_TossModel):
+    """The Toss ``Payment`` object, reduced to what SnapShoe uses."""
+
+    payment_key: str
+    order_id: str
+    status: PgStatus
+    total_amount: int
+    balance_amount: int
+    order_name: str | None = None
+    method: str | None = None
+    currency: str = "KRW"
+    requested_at: datetime | None = None
+    approved_at: datetime | None = None
+    last_transaction_key: str | None = None
+    card: PgCard | None = None
+    cancels: list[PgCancel] = Field(default_factory=list)
+    failure: PgFailure | None = None
+
+    @field_validator("cancels", mode="before")
+    @classmethod
+    def _null_is_empty(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+    @property
+    def is_approved(self) -> bool:
+        """Money was taken (and maybe partly refunded since)."""
+        return self.status in (PgStatus.DONE, PgStatus.PARTIAL_CANCELED, PgStatus.CANCELED)
+
+    @property
+    def is_final(self) -> bool:
+        """No further change happens without a new request from us."""
+        return self.status not in (
+            PgStatus.READY,
+            PgStatus.IN_PROGRESS,
+            PgStatus.WAITING_FOR_DEPOSIT,
+        )
+
+    @property
+    def refunded_amount(self) -> int:
+        return sum(c.cancel_amount for c in self.cancels)
+
+
+class PgWebhookHint(_TossModel):
+    """What a ``PAYMENT_STATUS_CHANGED`` webhook says. A hint only: re-read the payment."""
+
+    event_type: str
+    payment_key: str
+    order_id: str
+    status: str | None = None
+
+
+def parse_webhook(body: bytes | str) -> PgWebhookHint:
+    """Parse a Toss ``PAYMENT_STATUS_CHANGED`` webhook body; ``PgError`` if it is not one."""
+    try:
+        event = orjson.loads(body)
+        data = event["data"]
+        return PgWebhookHint(
+            event_type=event["eventType"],
+            payment_key=data["paymentKey"],
+            order_id=data["orderId"],
+            status=data.get("status"),
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValidationError) as exc:
+        raise PgError("INVALID_WEBHOOK", f"not a payment webhook: {exc!r}") from None
+
+
+# --- the client -------------------------------------------------------------------------------
+
+Method = Literal["GET", "POST"]
+
+
+class TossPaymentsClient:
+    """An async client of the Toss Payments API v1 (or the sandbox PG, which has its shape).
+
+    ``http``: a shared ``httpx.AsyncClient`` (keep-alive pool); when given, its own timeouts
+    are replaced per request by ``timeout`` and the caller closes it. Otherwise the client
+    makes one and ``aclose()`` closes it.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        secret_key: str,
+        timeout: float = 5.0,
+        http: httpx.AsyncClient | None = None,
+        *,
+        retries: int = 2,
+        post_retries: int = 0,
+        backoff: float = 0.05,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = httpx.Timeout(timeout, connect=min(timeout, 3.0))
+        self.retries = retries
+        self.post_retries = post_retries
+        self.backoff = backoff
+        token = base64.b64encode(f"{secret_key}:".encode()).decode()
+        self._headers = {"Authorization": f"Basic {token}", "Accept": "application/json"}
+        self._own_http = http is None
+        self.http = http or httpx.AsyncClient(
+            timeout=self.timeout,
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        )
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, http: httpx.AsyncClient | None = None
+    ) -> TossPaymentsClient:
+        return cls(
+            settings.effective_pg_base_url,
+            settings.pg_secret_key,
+            settings.pg_timeout_seconds,
+            http,
+        )
+
+    async def aclose(self) -> None:
+        if self._own_http:
+            await self.http.aclose()
+
+    async def __aenter__(self) -> TossPaymentsClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    # --- the API ---
+
+    async def confirm(
+        self, payment_key: str, order_id: str, amount: int, idempotency_key: str
+    ) -> PgPayment:
+        """결제 승인: ``POST /v1/payments/confirm``. Returns the approved payment.
+
+        If the PG says the payment was already approved (``ALREADY_PROCESSED_PAYMENT``, e.g.
+        our earlier confirm's response was lost), the payment is read back and returned when
+        it is approved for this very order and amount; otherwise that is ``PgDeclined``."""
+        _check_amount(amount)
+        body = {"paymentKey": payment_key, "orderId": order_id, "amount": amount}
+        try:
+            data = await self._call("POST", "/v1/payments/confirm", body, idempotency_key)
+        except PgDeclined as exc:
+            if exc.code != "ALREADY_PROCESSED_PAYMENT":
+                raise
+            payment = await self._read_back(payment_key)
+            if (
+                payment.status is PgStatus.DONE
+                and payment.order_id == order_id
+                and payment.total_amount == amount
+            ):
+                return payment
+            raise
+        return _payment(data, unknown_on_error=True)
+
+    async def cancel(
+        self,
+        payment_key: str,
+        reason: str,
+        idempotency_key: str,
+        amount: int | None = None,
+    ) -> PgPayment:
+        """결제 취소: ``POST /v1/payments/{paymentKey}/cancel``; ``amount=None`` refunds all.
+
+        A full cancel of a payment that is already fully canceled returns that payment (the
+        refund happened, maybe by our own earlier call whose answer was lost)."""
+        if amount is not None:
+            _check_amount(amount)
+        body: dict[str, Any] = {"cancelReason": reason}
+        if amount is not None:
+            body["cancelAmount"] = amount
+        path = f"/v1/payments/{_seg(payment_key)}/cancel"
+        try:
+            data = await self._call("POST", path, body, idempotency_key)
+        except PgDeclined as exc:
+            if exc.code != "ALREADY_CANCELED_PAYMENT" or amount is not None:
+                raise
+            payment = await self._read_back(payment_key)
+            if payment.status is PgStatus.CANCELED:
+                return payment
+            raise
+        return _payment(data, unknown_on_error=True)
+
+    async def get_by_payment_key(self, payment_key: str) -> PgPayment:
+        """paymentKey로 결제 조회: ``GET /v1/payments/{paymentKey}``."""
+        data = await self._call("GET", f"/v1/payments/{_seg(payment_key)}")
+        return _payment(data, unknown_on_error=False)
+
+    async def get_by_order_id(self, order_id: str) -> PgPayment:
+        """orderId로 결제 조회: ``GET /v1/payments/orders/{orderId}``."""
+        data = await self._call("GET", f"/v1/payments/orders/{_seg(order_id)}")
+        return _payment(data, unknown_on_error=False)
+
+    # --- plumbing ---
+
+    async def _read_back(self, payment_key: str) -> PgPayment:
+        try:
+            return await self.get_by_payment_key(payment_key)
+        except PgNotFound as exc:
+            raise PgUnknownResult(exc.code, exc.message, exc.status) from exc
+
+    async def _call(
+        self,
+        method: Method,
+        path: str,
+        body: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        headers = dict(self._headers)
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        content = orjson.dumps(body) if body is not None else None
+        if content is not None:
+            headers["Content-Type"] = "application/json"
+        # A POST may be sent again only under the same Idempotency-Key (the PG then answers
+        # with the first result instead of doing it twice).
+        replay_budget = self.retries if method == "GET" else self.post_retries
+        if method == "POST" and idempotency_key is None:
+            replay_budget = 0
+        connect_budget = self.retries  # never reached the PG: always safe to send again
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                r = await self.http.request(
+                    method,
+                    self.base_url + path,
+                    content=content,
+                    headers=headers,
+                    timeout=self.timeout,
+                )
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                if connect_budget > 0:
+                    connect_budget -= 1
+                    await self._sleep(attempt)
+                    continue
+                raise PgUnknownResult("CONNECT_ERROR", repr(exc)) from exc
+            except httpx.TransportError as exc:  # sent, then timed out or cut: unknown
+                if replay_budget > 0:
+                    replay_budget -= 1
+                    await self._sleep(attempt)
+                    continue
+                code = "TIMEOUT" if isinstance(exc, httpx.TimeoutException) else "TRANSPORT_ERROR"
+                raise PgUnknownResult(code, repr(exc)) from exc
+            if r.is_success:
+                return _json_object(r)
+            code, message = _error_of(r)
+            kind = classify(r.status_code, code)
+            if kind is PgUnknownResult and replay_budget > 0:
+                replay_budget -= 1
+                await self._sleep(attempt, r.headers.get("Retry-After"))
+                continue
+            raise kind(code, message, r.status_code)
+
+    async def _sleep(self, attempt: int, retry_after: str | None = None) -> None:
+        delay = self.backoff * 2 ** (attempt - 1) * (0.5 + random.random())  # noqa: S311
+        if retry_after and retry_after.isdigit():
+            delay = max(delay, min(float(retry_after), 2.0))
+        await asyncio.sleep(min(delay, 2.0))
+
+
+def _check_amount(amount: int) -> None:
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+        raise ValueError(f"amount must be a positive integer (KRW), got {amount!r}")
+
+
+def _seg(value: str) -> str:
+    """One path segment, percent-encoded (a key can never walk to another path)."""
+    if not value:
+        raise ValueError("an empty path parameter")
+    return quote(value, safe="")
+
+
+def _json_object(r: httpx.Response) -> dict[str, Any]:
+    try:
+        data = orjson.loads(r.content)
+    except orjson.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):
+        raise PgUnknownResult("INVALID_RESPONSE", f"HTTP {r.status_code}: not a JSON object")
+    return data
+
+
+def _error_of(r: httpx.Response) -> tuple[str, str]:
+    try:
+        data = orjson.loads(r.content)
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("code"), str):
+        return data["code"], str(data.get("message") or "")
+    return f"HTTP_{r.status_code}", r.text[:200]
+
+
+def _payment(data: dict[str, Any], *, unknown_on_error: bool) -> PgPayment:
+    """Parse a Payment. After a confirm/cancel a 2xx we cannot read is still a 2xx: the
+    operation happened or not, we cannot tell, so it is an unknown result."""
+    try:
+        return PgPayment.model_validate(data)
+    except ValidationError as exc:
+        kind = PgUnknownResult if unknown_on_error else PgError
+        raise kind("INVALID_RESPONSE", f"not a Toss Payment object: {exc!r}") from None

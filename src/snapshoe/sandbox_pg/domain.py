@@ -1,0 +1,354 @@
+"""The sandbox PG's rules: payments, card outcomes, confirm and cancel, and the Toss-shaped
+JSON. Pure: no I/O, the caller passes the clock and the dice.
+
+Error codes and messages follow the Toss Payments API (docs.tosspayments.com, "에러 코드").
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from enum import StrEnum
+from typing import Any
+
+KST = timezone(timedelta(hours=9))
+MID = "snapshoe_sandbox"
+API_VERSION = "2022-11-16"
+
+ORDER_ID_RE = re.compile(r"^[A-Za-z0-9_-]{6,64}$")
+MAX_AMOUNT = 1_000_000_000
+MAX_REASON = 200
+
+_ALNUM = string.ascii_letters + string.digits
+
+
+class Status(StrEnum):
+    READY = "READY"
+    IN_PROGRESS = "IN_PROGRESS"
+    DONE = "DONE"
+    CANCELED = "CANCELED"
+    PARTIAL_CANCELED = "PARTIAL_CANCELED"
+    ABORTED = "ABORTED"
+    EXPIRED = "EXPIRED"
+
+
+class Outcome(StrEnum):
+    APPROVE = "approve"
+    DECLINE = "decline"
+    # Approved and recorded, but the caller never sees the response.
+    APPROVE_LOST = "approve_lost"
+
+
+class TossError(Exception):
+    """A Toss-style error response: HTTP status and body ``{code, message}``."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def body(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+def invalid_request(message: str) -> TossError:
+    return TossError(400, "INVALID_REQUEST", message)
+
+
+UNAUTHORIZED = TossError(
+    401, "UNAUTHORIZED_KEY", "인증되지 않은 시크릿 키 혹은 클라이언트 키 입니다."
+)
+INTERNAL = TossError(
+    500,
+    "FAILED_INTERNAL_SYSTEM_PROCESSING",
+    "내부 시스템 처리 작업이 실패했습니다. 잠시 후 다시 시도해주세요.",
+)
+IN_FLIGHT = TossError(409, "IDEMPOTENT_REQUEST_PROCESSING", "이전 멱등 요청이 처리 중입니다.")
+
+
+def session_not_found() -> TossError:
+    return TossError(
+        404,
+        "NOT_FOUND_PAYMENT_SESSION",
+        "결제 시간이 만료되어 결제 진행 데이터가 존재하지 않습니다.",
+    )
+
+
+def duplicated_order_id() -> TossError:
+    return TossError(
+        400, "DUPLICATED_ORDER_ID", "이미 승인 및 취소가 진행된 중복된 주문번호 입니다."
+    )
+
+
+def not_found_payment() -> TossError:
+    return TossError(404, "NOT_FOUND_PAYMENT", "존재하지 않는 결제 정보 입니다.")
+
+
+def reject_card() -> TossError:
+    return TossError(403, "REJECT_CARD_PAYMENT", "한도초과 혹은 잔액부족으로 결제에 실패했습니다.")
+
+
+# --- inputs -----------------------------------------------------------------------------------
+
+
+def normalize_card_number(raw: str) -> str | None:
+    """Digits only (spaces and dashes allowed as separators), 12 to 19 digits, else None."""
+    digits = raw.replace(" ", "").replace("-", "")
+    if not digits.isascii() or not digits.isdigit() or not 12 <= len(digits) <= 19:
+        return None
+    return digits
+
+
+def valid_order_id(order_id: str) -> bool:
+    return bool(ORDER_ID_RE.fullmatch(order_id))
+
+
+def valid_amount(amount: object) -> bool:
+    # bool is an int in Python; a JSON true is not an amount.
+    return isinstance(amount, int) and not isinstance(amount, bool) and 0 < amount <= MAX_AMOUNT
+
+
+def card_outcome(
+    card_number: str,
+    *,
+    decline_roll: float,
+    lost_roll: float,
+    decline_rate: float,
+    lost_rate: float,
+) -> Outcome:
+    """What the issuer says. Ending 0002 always declines, 0009 is always approved with the
+    response lost; any other card is approved unless the decline/lost dice say otherwise."""
+    if card_number.endswith("0002"):
+        return Outcome.DECLINE
+    if card_number.endswith("0009"):
+        return Outcome.APPROVE_LOST
+    if decline_roll < decline_rate:
+        return Outcome.DECLINE
+    if lost_roll < lost_rate:
+        return Outcome.APPROVE_LOST
+    return Outcome.APPROVE
+
+
+# --- the payment ------------------------------------------------------------------------------
+
+
+def new_payment_key() -> str:
+    # Toss payment keys are ~50 alphanumerics; unguessable matters (the buyer's browser has it).
+    return "".join(secrets.choice(_ALNUM) for _ in range(50))
+
+
+def new_transaction_key() -> str:
+    return secrets.token_hex(16).upper()
+
+
+def kst(ts: float | None) -> str | None:
+    """ISO 8601 with the +09:00 offset, as Toss renders times."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).astimezone(KST).isoformat(timespec="seconds")
+
+
+@dataclass
+class Cancel:
+    amount: int
+    reason: str
+    canceled_at: float
+    transaction_key: str
+    refundable_after: int
+
+
+@dataclass
+class Payment:
+    payment_key: str
+    order_id: str
+    order_name: str
+    amount: int
+    card_number: str
+    requested_at: float
+    status: Status = Status.READY
+    balance: int = 0
+    approved_at: float | None = None
+    approve_no: str | None = None
+    last_transaction_key: str | None = None
+    failure: dict[str, str] | None = None
+    cancels: list[Cancel] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Payment:
+        data = dict(data)
+        data["status"] = Status(data["status"])
+        data["cancels"] = [Cancel(**c) for c in data.get("cancels") or []]
+        return cls(**data)
+
+
+def authorize(order_id: str, amount: int, card_number: str, order_name: str, now: float) -> Payment:
+    return Payment(
+        payment_key=new_payment_key(),
+        order_id=order_id,
+        order_name=order_name,
+        amount=amount,
+        card_number=card_number,
+        requested_at=now,
+        balance=amount,
+    )
+
+
+def check_confirm(
+    payment: Payment, order_id: str, amount: int, now: float, session_ttl: float
+) -> None:
+    """Raise the Toss error a confirm of this payment gets, or return if it may proceed.
+
+    A payment already confirmed is never confirmed twice; a declined one keeps its decline
+    (the outcome of a payment key is final)."""
+    if payment.order_id != order_id:
+        raise invalid_request("주문번호(orderId)가 결제 요청 정보와 일치하지 않습니다.")
+    if payment.status in (Status.DONE, Status.CANCELED, Status.PARTIAL_CANCELED):
+        raise TossError(400, "ALREADY_PROCESSED_PAYMENT", "이미 처리된 결제 입니다.")
+    if payment.status is Status.ABORTED and payment.failure:
+        raise TossError(403, payment.failure["code"], payment.failure["message"])
+    if payment.status is Status.EXPIRED or now - payment.requested_at > session_ttl:
+        raise session_not_found()
+    if payment.amount != amount:
+        raise invalid_request("결제 금액(amount)이 결제 요청 금액과 일치하지 않습니다.")
+
+
+def approve(payment: Payment, now: float) -> None:
+    payment.status = Status.DONE
+    payment.approved_at = now
+    payment.balance = payment.amount
+    payment.approve_no = f"{secrets.randbelow(10**8):08d}"
+    payment.last_transaction_key = new_transaction_key()
+    payment.failure = None
+
+
+def decline(payment: Payment, error: TossError) -> None:
+    payment.status = Status.ABORTED
+    payment.failure = error.body()
+    payment.last_transaction_key = new_transaction_key()
+
+
+def expire(payment: Payment) -> None:
+    payment.status = Status.EXPIRED
+
+
+def cancel(payment: Payment, reason: str, amount: int | None, now: float) -> Cancel:
+    """Refund ``amount`` (default: all that is left). Raises the Toss error if it cannot."""
+    if payment.status is Status.CANCELED:
+        raise TossError(400, "ALREADY_CANCELED_PAYMENT", "이미 취소된 결제 입니다.")
+    if payment.status not in (Status.DONE, Status.PARTIAL_CANCELED):
+        raise TossError(403, "NOT_CANCELABLE_PAYMENT", "취소 할 수 없는 결제 입니다.")
+    amount = payment.balance if amount is None else amount
+    if amount > payment.balance:
+        raise TossError(403, "NOT_CANCELABLE_AMOUNT", "취소 할 수 없는 금액 입니다.")
+    payment.balance -= amount
+    payment.status = Status.CANCELED if payment.balance == 0 else Status.PARTIAL_CANCELED
+    entry = Cancel(
+        amount=amount,
+        reason=reason,
+        canceled_at=now,
+        transaction_key=new_transaction_key(),
+        refundable_after=payment.balance,
+    )
+    payment.cancels.append(entry)
+    payment.last_transaction_key = entry.transaction_key
+    return entry
+
+
+def mask_card(number: str) -> str:
+    return number[:8] + "*" * (len(number) - 12) + number[-4:]
+
+
+def _vat(amount: int) -> int:
+    return round(amount / 11)
+
+
+def to_toss(p: Payment) -> dict[str, Any]:
+    """The Toss Payments ``Payment`` object (version 2022-11-16), card payments only."""
+    attempted = p.status is not Status.READY and p.status is not Status.EXPIRED
+    card = None
+    if attempted:
+        card = {
+            "issuerCode": "71",
+            "acquirerCode": "71",
+            "number": mask_card(p.card_number),
+            "installmentPlanMonths": 0,
+            "isInterestFree": False,
+            "interestPayer": None,
+            "approveNo": p.approve_no or "00000000",
+            "useCardPoint": False,
+            "cardType": "신용",
+            "ownerType": "개인",
+            "acquireStatus": "CANCELED" if p.status is Status.CANCELED else "READY",
+            "amount": p.amount,
+        }
+    cancels = [
+        {
+            "transactionKey": c.transaction_key,
+            "cancelReason": c.reason,
+            "taxExemptionAmount": 0,
+            "canceledAt": kst(c.canceled_at),
+            "easyPayDiscountAmount": 0,
+            "receiptKey": None,
+            "cancelAmount": c.amount,
+            "taxFreeAmount": 0,
+            "refundableAmount": c.refundable_after,
+            "cancelStatus": "DONE",
+            "cancelRequestId": None,
+        }
+        for c in p.cancels
+    ]
+    return {
+        "mId": MID,
+        "lastTransactionKey": p.last_transaction_key,
+        "paymentKey": p.payment_key,
+        "orderId": p.order_id,
+        "orderName": p.order_name,
+        "taxExemptionAmount": 0,
+        "status": p.status.value,
+        "requestedAt": kst(p.requested_at),
+        "approvedAt": kst(p.approved_at),
+        "useEscrow": False,
+        "cultureExpense": False,
+        "card": card,
+        "virtualAccount": None,
+        "transfer": None,
+        "mobilePhone": None,
+        "giftCertificate": None,
+        "cashReceipt": None,
+        "cashReceipts": None,
+        "discount": None,
+        "cancels": cancels or None,
+        "secret": None,
+        "type": "NORMAL",
+        "easyPay": None,
+        "country": "KR",
+        "failure": p.failure,
+        "isPartialCancelable": True,
+        "receipt": None,
+        "checkout": None,
+        "currency": "KRW",
+        "totalAmount": p.amount,
+        "balanceAmount": p.balance,
+        "suppliedAmount": p.balance - _vat(p.balance),
+        "vat": _vat(p.balance),
+        "taxFreeAmount": 0,
+        "method": "카드" if attempted else None,
+        "version": API_VERSION,
+    }
+
+
+def webhook_event(p: Payment, now: float) -> dict[str, Any]:
+    created = datetime.fromtimestamp(now, UTC).astimezone(KST).replace(tzinfo=None)
+    # Toss sends createdAt without an offset (KST local time, microseconds).
+    return {
+        "eventType": "PAYMENT_STATUS_CHANGED",
+        "createdAt": created.isoformat(),
+        "data": to_toss(p),
+    }
