@@ -145,7 +145,12 @@ def _process_specs(settings: Settings, config_path: Path) -> list[Any]:
     specs = []
     for service in HTTP_APPS:
         if _has_module(f"snapshoe.{service}.bootstrap"):
-            specs.append(ProcessSpec(service, [*me, "serve", service]))
+            env = {}
+            if service == "sandbox_pg" and "SNAPSHOE_SANDBOX_PG_WEBHOOK_URL" not in os.environ:
+                # In dev the sandbox notifies payments like the real PG would.
+                webhook = f"{settings.service_url('payments')}/api/payments/webhooks/pg"
+                env["SNAPSHOE_SANDBOX_PG_WEBHOOK_URL"] = webhook
+            specs.append(ProcessSpec(service, [*me, "serve", service], env))
         if _has_module(f"snapshoe.{service}.workers"):
             specs.append(ProcessSpec(f"{service}-worker", [*me, "worker", service]))
     specs.append(ProcessSpec("gateway", haproxy_command(settings, config_path)))

@@ -1,0 +1,76 @@
+"""HTTP routes of the payments service: parse, call a handler, shape the response."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from snapshoe.kernel.auth import Principal, verified_principal
+from snapshoe.kernel.errors import PROBLEM_JSON, not_found
+from snapshoe.kernel.idempotency import require_key
+from snapshoe.payments import handlers
+from snapshoe.payments.bootstrap import Deps
+from snapshoe.payments.schemas import ConfirmRequest, PaymentOut, WebhookAck
+
+router = APIRouter(tags=["payments"])
+
+_PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+MAX_ID = 64
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {s: _PROBLEM for s in statuses}
+
+
+def deps(request: Request) -> Deps:
+    d: Deps = request.app.state.deps
+    return d
+
+
+@router.post(
+    "/api/payments/confirm",
+    response_model=PaymentOut,
+    responses={
+        202: {"model": PaymentOut, "description": "The PG's answer is not known yet"},
+        **_errors(400, 401, 402, 403, 404, 409, 422, 503),
+    },
+)
+async def confirm(
+    body: ConfirmRequest,
+    request: Request,
+    principal: Principal = Depends(verified_principal),
+    d: Deps = Depends(deps),
+) -> Response:
+    key = require_key(request)
+    status, out = await handlers.confirm(
+        d,
+        buyer_id=principal.user_id,
+        idempotency_key=key,
+        order_id=body.order_id,
+        payment_key=body.payment_key,
+        amount=body.amount,
+    )
+    # A replayed answer may be a stored problem.
+    media = PROBLEM_JSON if status >= 400 else "application/json"
+    return Response(orjson.dumps(out), status_code=status, media_type=media)
+
+
+@router.get("/api/payments/{payment_id}", responses=_errors(401, 403, 404))
+async def get_payment(
+    payment_id: str,
+    principal: Principal = Depends(verified_principal),
+    d: Deps = Depends(deps),
+) -> PaymentOut:
+    if len(payment_id) > MAX_ID:
+        raise not_found("payment")
+    p = await handlers.get_payment(d, buyer_id=principal.user_id, payment_id=payment_id)
+    return PaymentOut.model_validate(p.view())
+
+
+@router.post("/api/payments/webhooks/pg", responses=_errors(400, 413))
+async def pg_webhook(request: Request, d: Deps = Depends(deps)) -> WebhookAck:
+    """Unauthenticated like Toss webhooks: the body only says which payment to re-read."""
+    return WebhookAck.model_validate(await handlers.webhook(d, await request.body()))

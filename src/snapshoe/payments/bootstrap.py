@@ -1,0 +1,137 @@
+"""Build the payments service: ``create_app(settings=None)`` is the uvicorn factory.
+
+``Core`` is what the workers need too (database, the PG adapter); ``Deps`` adds what only the
+HTTP app needs (Redis for Idempotency-Keys, the orders client, the token verifier). Everything
+is built in the lifespan (or by the worker), never at import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aio_pika
+import httpx
+from fastapi import FastAPI
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from snapshoe.kernel.auth import TokenVerifier, build_verifier
+from snapshoe.kernel.clients.orders import OrdersClient
+from snapshoe.kernel.db import Sessions, create_engine, create_sessions, ping
+from snapshoe.kernel.http import create_service_app
+from snapshoe.kernel.idempotency import IdempotencyStore
+from snapshoe.kernel.logs import configure_logging
+from snapshoe.kernel.redis import create_redis
+from snapshoe.kernel.settings import Settings, get_settings
+from snapshoe.payments.pg import TossPaymentsClient
+
+
+class Orders(Protocol):
+    """What payments needs of orders (``kernel.clients.orders.OrdersClient``; tests fake it)."""
+
+    async def get_order(self, order_id: str) -> dict[str, Any]: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Core:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: Sessions
+    pg: TossPaymentsClient
+    pg_http: httpx.AsyncClient
+
+
+@dataclass(slots=True)
+class Deps(Core):
+    redis: Redis
+    idempotency: IdempotencyStore
+    orders: Orders
+    verifier: TokenVerifier
+
+
+def build_core(settings: Settings, *, pool_size: int | None = None) -> Core:
+    engine = create_engine(settings, "payments", pool_size=pool_size)
+    # One keep-alive pool to the PG, shared by every request.
+    pg_http = httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)
+    )
+    return Core(
+        settings=settings,
+        engine=engine,
+        sessions=create_sessions(engine),
+        pg=TossPaymentsClient.from_settings(settings, pg_http),
+        pg_http=pg_http,
+    )
+
+
+async def close_core(core: Core) -> None:
+    await core.pg_http.aclose()
+    await core.engine.dispose()
+
+
+def build_deps(settings: Settings) -> Deps:
+    core = build_core(settings)
+    redis = create_redis(settings)
+    return Deps(
+        settings=core.settings,
+        engine=core.engine,
+        sessions=core.sessions,
+        pg=core.pg,
+        pg_http=core.pg_http,
+        redis=redis,
+        idempotency=IdempotencyStore(redis, settings, "payments"),
+        orders=OrdersClient(settings),
+        verifier=build_verifier(settings),
+    )
+
+
+async def close_deps(deps: Deps) -> None:
+    await deps.orders.aclose()
+    await deps.redis.aclose()
+    await close_core(deps)
+
+
+async def check_rabbitmq(settings: Settings) -> None:
+    connection = await aio_pika.connect(settings.amqp_url, timeout=2)
+    await connection.close()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging("payments", settings.log_level, settings.log_json)
+
+    from snapshoe.payments.api import router  # api imports Deps from here
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        deps = build_deps(settings)
+        app.state.deps = deps
+        app.state.settings = settings
+        app.state.verifier = deps.verifier
+        try:
+            yield
+        finally:
+            await close_deps(deps)
+
+    async def check_db() -> None:
+        await ping(app.state.deps.engine)
+
+    async def check_redis() -> None:
+        await app.state.deps.redis.ping()
+
+    async def check_amqp() -> None:
+        await check_rabbitmq(settings)
+
+    app = create_service_app(
+        "payments",
+        routers=[router],
+        readiness={"database": check_db, "redis": check_redis, "rabbitmq": check_amqp},
+        lifespan=lifespan,
+        title="SnapShoe payments",
+    )
+    return app

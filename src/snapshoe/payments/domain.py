@@ -1,0 +1,126 @@
+"""Payment rules: statuses, ids, the PG idempotency keys derived from our ids, backoff.
+Pure: no I/O."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    IN_PROGRESS = "IN_PROGRESS"  # the confirm is being sent to the PG
+    DONE = "DONE"  # the PG approved: money taken
+    ABORTED = "ABORTED"  # the PG definitively refused: nothing taken
+    UNKNOWN = "UNKNOWN"  # no definitive answer; the reconciler asks the PG
+    CANCELED = "CANCELED"  # approved, then fully refunded
+
+
+class RefundStatus(StrEnum):
+    PENDING = "PENDING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+
+
+# Payments whose outcome is not known yet: only these may move to DONE or ABORTED.
+UNRESOLVED: tuple[Status, ...] = (Status.IN_PROGRESS, Status.UNKNOWN)
+
+PAYABLE_ORDER_STATUS = "PENDING_PAYMENT"
+
+# A confirm still IN_PROGRESS this long after the PG timeout is assumed lost (the process died
+# mid-call) and handed to the reconciler.
+STALE_IN_PROGRESS_GRACE = timedelta(seconds=5)
+FIRST_CHECK_DELAY = timedelta(seconds=1)
+MAX_BACKOFF_SECONDS = 300.0
+CLAIM_LEASE = timedelta(seconds=30)
+
+
+def utcnow() -> datetime:
+    """UTC, naive (DATETIME(6) columns hold UTC without an offset)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def new_payment_id() -> str:
+    # Unguessable: a payment id in a URL grants nothing, but must not be enumerable.
+    return "pay_" + secrets.token_urlsafe(16)
+
+
+def new_refund_id() -> str:
+    return "rf_" + secrets.token_urlsafe(16)
+
+
+def confirm_idempotency_key(payment_id: str) -> str:
+    """The PG Idempotency-Key of a payment's confirm: every retry (the handler's, the
+    reconciler's) sends the same key, so the PG can never charge twice."""
+    return f"snapshoe-confirm-{payment_id}"
+
+
+def refund_idempotency_key(refund_id: str) -> str:
+    return f"snapshoe-refund-{refund_id}"
+
+
+def backoff(attempts: int) -> timedelta:
+    """Wait before asking the PG again after ``attempts`` inconclusive tries: 1, 2, 4 ... 300 s."""
+    exponent = min(max(attempts - 1, 0), 16)  # 2**16 s is past the cap already; no overflow
+    return timedelta(seconds=min(2.0**exponent, MAX_BACKOFF_SECONDS))
+
+
+def rfc3339(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(timespec="microseconds") + "Z"
+
+
+def as_utc_naive(value: datetime) -> datetime:
+    """An aware datetime (the PG renders +09:00) as naive UTC for storage."""
+    if value.tzinfo is None:
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    id: str
+    order_id: str
+    buyer_id: str
+    payment_key: str
+    amount: int
+    status: Status
+    pg_code: str | None
+    pg_message: str | None
+    approved_at: datetime | None
+    canceled_at: datetime | None
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+
+    def view(self) -> dict[str, object]:
+        """The public representation (API.md)."""
+        return {
+            "id": self.id,
+            "order_id": self.order_id,
+            "status": self.status.value,
+            "amount": self.amount,
+            "approved_at": rfc3339(self.approved_at),
+            "canceled_at": rfc3339(self.canceled_at),
+            "failure": (
+                {"code": self.pg_code, "message": self.pg_message or ""}
+                if self.status is Status.ABORTED and self.pg_code
+                else None
+            ),
+            "created_at": rfc3339(self.created_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Refund:
+    id: str
+    payment_id: str
+    order_id: str
+    amount: int
+    reason: str
+    status: RefundStatus
+    attempts: int

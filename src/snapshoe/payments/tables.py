@@ -1,0 +1,74 @@
+"""Tables of the payments service database (``<namespace>_payments``).
+
+``payments`` has UNIQUE(order_id): one confirm attempt per order, ever. A declined attempt fails
+the order (``PaymentFailed`` -> ``PAYMENT_FAILED``), so there is never a second one to make, and
+two concurrent confirms of one order cannot both reach the PG: at most one charge per order.
+
+``refunds`` has UNIQUE(payment_id): one full refund per payment, however many events ask for it.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table
+from sqlalchemy.dialects.mysql import DATETIME
+
+from snapshoe.kernel.messaging import messaging_tables
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def _ts(name: str, *, nullable: bool = False) -> Column[object]:
+    return Column(name, DATETIME(fsp=6), nullable=nullable)
+
+
+payments = Table(
+    "payments",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("order_id", String(64), nullable=False, unique=True),
+    Column("buyer_id", String(32), nullable=False),
+    Column("payment_key", String(200), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    # IN_PROGRESS -> DONE | ABORTED | UNKNOWN; UNKNOWN -> DONE | ABORTED; DONE -> CANCELED
+    Column("status", String(16), nullable=False),
+    Column("pg_code", String(64), nullable=True),
+    Column("pg_message", String(255), nullable=True),
+    _ts("approved_at", nullable=True),
+    _ts("canceled_at", nullable=True),
+    # Reconciler bookkeeping: how often the PG was asked, and when to ask next.
+    Column("attempts", Integer, nullable=False, default=0),
+    _ts("next_check_at", nullable=True),
+    _ts("created_at"),
+    _ts("updated_at"),
+    Index("ix_payments_status_next_check_at", "status", "next_check_at"),
+    Index("ix_payments_payment_key", "payment_key"),
+    Index("ix_payments_buyer_id", "buyer_id"),
+)
+
+refunds = Table(
+    "refunds",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("payment_id", String(32), nullable=False, unique=True),
+    Column("order_id", String(64), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("reason", String(200), nullable=False),
+    # PENDING -> DONE (the PG confirmed the cancel) | FAILED (the PG definitively refused)
+    Column("status", String(16), nullable=False),
+    Column("pg_code", String(64), nullable=True),
+    Column("pg_message", String(255), nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    _ts("next_attempt_at"),
+    _ts("refunded_at", nullable=True),
+    _ts("created_at"),
+    _ts("updated_at"),
+    Index("ix_refunds_status_next_attempt_at", "status", "next_attempt_at"),
+)
+
+outbox, inbox = messaging_tables(metadata)
