@@ -1,0 +1,105 @@
+"""Build the orders service: ``create_app(settings=None)`` is the uvicorn factory.
+
+Everything that connects (engine, Redis, HTTP pools of products and users) is built in the
+lifespan and kept on ``app.state``, never at import time. The worker process builds the same
+:class:`Deps` with :func:`build_deps`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import aio_pika
+from fastapi import FastAPI
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from snapshoe.kernel.auth import build_verifier
+from snapshoe.kernel.clients.products import ProductsClient
+from snapshoe.kernel.clients.users import UsersClient
+from snapshoe.kernel.db import Sessions, create_engine, create_sessions, ping
+from snapshoe.kernel.http import create_service_app
+from snapshoe.kernel.idempotency import IdempotencyStore
+from snapshoe.kernel.logs import configure_logging
+from snapshoe.kernel.redis import create_redis
+from snapshoe.kernel.settings import Settings, get_settings
+from snapshoe.orders.snapshots import ItemSnapshots
+
+
+@dataclass(slots=True)
+class Deps:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: Sessions
+    redis: Redis
+    idempotency: IdempotencyStore
+    products: ProductsClient
+    users: UsersClient
+    items: ItemSnapshots
+    # Fire-and-forget compensations (releases) still running; kept so they aren't collected.
+    background: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+def build_deps(settings: Settings) -> Deps:
+    engine = create_engine(settings, "orders")
+    redis = create_redis(settings)
+    products = ProductsClient(settings)
+    return Deps(
+        settings=settings,
+        engine=engine,
+        sessions=create_sessions(engine),
+        redis=redis,
+        idempotency=IdempotencyStore(redis, settings, "orders"),
+        products=products,
+        users=UsersClient(settings),
+        items=ItemSnapshots(products),
+    )
+
+
+async def close_deps(deps: Deps) -> None:
+    if deps.background:
+        await asyncio.wait(deps.background, timeout=5)
+    await deps.products.aclose()
+    await deps.users.aclose()
+    await deps.redis.aclose()
+    await deps.engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging("orders", settings.log_level, settings.log_json)
+
+    from snapshoe.orders.api import internal_router, router  # api imports Deps from here
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        deps = build_deps(settings)
+        app.state.deps = deps
+        app.state.settings = settings
+        app.state.verifier = build_verifier(settings)
+        try:
+            yield
+        finally:
+            await close_deps(deps)
+
+    async def check_db() -> None:
+        await ping(app.state.deps.engine)
+
+    async def check_redis() -> None:
+        await app.state.deps.redis.ping()
+
+    async def check_rabbitmq() -> None:
+        connection = await aio_pika.connect(settings.amqp_url, timeout=2)
+        await connection.close()
+
+    app = create_service_app(
+        "orders",
+        routers=[router, internal_router],
+        readiness={"database": check_db, "redis": check_redis, "rabbitmq": check_rabbitmq},
+        lifespan=lifespan,
+        title="SnapShoe orders",
+    )
+    return app

@@ -1,0 +1,44 @@
+"""RabbitMQ consumers of the orders service: payment events -> order transitions.
+
+Each event is applied once (the kernel's inbox, in the same transaction as the effect); each
+effect is a conditional update from the expected state, so duplicates and reorderings of
+different events cannot apply a transition twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from snapshoe.kernel.contracts.payments import PaymentApproved, PaymentFailed, PaymentRefunded
+from snapshoe.kernel.messaging import Handler, consume
+from snapshoe.kernel.settings import Settings
+from snapshoe.orders import handlers
+from snapshoe.orders.bootstrap import Deps
+from snapshoe.orders.tables import inbox
+
+QUEUE = "orders.payments"
+
+
+def payment_handlers(settings: Settings) -> dict[str, Handler]:
+    async def approved(session: AsyncSession, body: dict[str, Any]) -> None:
+        await handlers.on_payment_approved(session, body, settings)
+
+    return {
+        PaymentApproved.routing_key(): approved,
+        PaymentFailed.routing_key(): handlers.on_payment_failed,
+        PaymentRefunded.routing_key(): handlers.on_payment_refunded,
+    }
+
+
+async def run_payment_consumer(deps: Deps, stop: asyncio.Event) -> None:
+    await consume(
+        deps.settings,
+        deps.sessions,
+        inbox,
+        queue=QUEUE,
+        handlers=payment_handlers(deps.settings),
+        stop=stop,
+    )

@@ -1,0 +1,183 @@
+"""SQL of the orders service (SQLAlchemy Core) on a session it is given. Never commits.
+
+Every status change is a conditional update from the expected state; the caller checks the
+returned row count (0: someone else moved the order first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy.engine import CursorResult, RowMapping
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from snapshoe.orders.domain import Status, StockState, to_db
+from snapshoe.orders.tables import order_history, order_lines, orders
+
+_UNSET: Any = object()
+
+
+async def insert_order(
+    session: AsyncSession,
+    *,
+    order: dict[str, Any],
+    lines: Sequence[dict[str, Any]],
+    now: datetime,
+) -> None:
+    await session.execute(insert(orders).values(**order))
+    await session.execute(
+        insert(order_lines),
+        [{"order_id": order["id"], "line_no": n, **x} for n, x in enumerate(lines)],
+    )
+    await add_history(session, order["id"], Status(order["status"]), now)
+
+
+async def add_history(
+    session: AsyncSession, order_id: str, status: Status, at: datetime, reason: str | None = None
+) -> None:
+    await session.execute(
+        insert(order_history).values(order_id=order_id, status=status, at=to_db(at), reason=reason)
+    )
+
+
+async def transition(
+    session: AsyncSession,
+    order_id: str,
+    *,
+    expected: Status,
+    to: Status,
+    now: datetime,
+    stock_state: StockState | None = None,
+    expected_stock: StockState | None = None,
+    next_transition_at: datetime | None = _UNSET,
+    reason: str | None = None,
+    **values: Any,
+) -> bool:
+    """``expected -> to`` if the order is still ``expected``; appends the history row."""
+    conditions = [orders.c.id == order_id, orders.c.status == expected]
+    if expected_stock is not None:
+        conditions.append(orders.c.stock_state == expected_stock)
+    changes: dict[str, Any] = {"status": to, "updated_at": to_db(now), **values}
+    if stock_state is not None:
+        changes["stock_state"] = stock_state
+    if next_transition_at is not _UNSET:
+        changes["next_transition_at"] = (
+            None if next_transition_at is None else to_db(next_transition_at)
+        )
+    result = cast(
+        CursorResult[Any], await session.execute(update(orders).where(*conditions).values(changes))
+    )
+    if result.rowcount != 1:
+        return False
+    await add_history(session, order_id, to, now, reason)
+    return True
+
+
+async def settle_stock(
+    session: AsyncSession, order_id: str, *, expected: StockState, to: StockState, now: datetime
+) -> bool:
+    result = cast(
+        CursorResult[Any],
+        await session.execute(
+            update(orders)
+            .where(orders.c.id == order_id, orders.c.stock_state == expected)
+            .values(stock_state=to, updated_at=to_db(now))
+        ),
+    )
+    return result.rowcount == 1
+
+
+async def mark_refunded(session: AsyncSession, order_id: str, at: datetime) -> bool:
+    result = cast(
+        CursorResult[Any],
+        await session.execute(
+            update(orders)
+            .where(orders.c.id == order_id, orders.c.refunded_at.is_(None))
+            .values(refunded_at=to_db(at))
+        ),
+    )
+    return result.rowcount == 1
+
+
+async def get_order(
+    session: AsyncSession, order_id: str, buyer_id: str | None = None
+) -> RowMapping | None:
+    query = select(orders).where(orders.c.id == order_id)
+    if buyer_id is not None:
+        query = query.where(orders.c.buyer_id == buyer_id)
+    return (await session.execute(query)).mappings().first()
+
+
+async def order_by_key(session: AsyncSession, buyer_id: str, key: str) -> RowMapping | None:
+    return (
+        (
+            await session.execute(
+                select(orders).where(orders.c.buyer_id == buyer_id, orders.c.idempotency_key == key)
+            )
+        )
+        .mappings()
+        .first()
+    )
+
+
+async def lines_of(session: AsyncSession, order_id: str) -> Sequence[RowMapping]:
+    return (
+        (
+            await session.execute(
+                select(order_lines)
+                .where(order_lines.c.order_id == order_id)
+                .order_by(order_lines.c.line_no)
+            )
+        )
+        .mappings()
+        .all()
+    )
+
+
+async def history_of(session: AsyncSession, order_id: str) -> Sequence[RowMapping]:
+    return (
+        (
+            await session.execute(
+                select(order_history.c.status, order_history.c.at, order_history.c.reason)
+                .where(order_history.c.order_id == order_id)
+                .order_by(order_history.c.id)
+            )
+        )
+        .mappings()
+        .all()
+    )
+
+
+async def page_of_buyer(
+    session: AsyncSession, buyer_id: str, *, limit: int, after: tuple[datetime, str] | None
+) -> Sequence[RowMapping]:
+    """Newest first, keyset on (created_at, id): inserts between pages never shift a page."""
+    query = select(orders).where(orders.c.buyer_id == buyer_id)
+    if after is not None:
+        at, order_id = after
+        query = query.where(
+            or_(
+                orders.c.created_at < at,
+                and_(orders.c.created_at == at, orders.c.id < order_id),
+            )
+        )
+    query = query.order_by(orders.c.created_at.desc(), orders.c.id.desc()).limit(limit)
+    return (await session.execute(query)).mappings().all()
+
+
+async def pending_stock(session: AsyncSession, limit: int) -> Sequence[RowMapping]:
+    return (
+        (
+            await session.execute(
+                select(orders.c.id, orders.c.stock_state, orders.c.status)
+                .where(orders.c.stock_state.in_([StockState.COMMITTING, StockState.RELEASING]))
+                .order_by(orders.c.updated_at)
+                .limit(limit)
+            )
+        )
+        .mappings()
+        .all()
+    )
