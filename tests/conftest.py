@@ -8,10 +8,10 @@ import pytest
 
 from tests.support.platform import (
     Platform,
+    make_test_settings,
     reset_state,
     start_platform,
     stop_platform_process,
-    make_test_settings,
 )
 
 
