@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 
 from snapshoe.kernel.auth import Principal, current_principal, verified_principal
+from snapshoe.kernel.internal import internal_caller
 from snapshoe.users import handlers
 from snapshoe.users.bootstrap import Deps
+from snapshoe.users.domain import ITEM_ID_PATTERN, CartView
 from snapshoe.users.schemas import (
     Accepted,
     Cart,
+    CartLine,
+    CartLineRequest,
+    InternalCart,
+    InternalCartLine,
     LoginRequest,
     Me,
     RefreshRequest,
@@ -98,8 +104,83 @@ async def jwks(d: Deps = Depends(deps)) -> dict[str, Any]:
     return d.verifier.jwks
 
 
-# PLACEHOLDER until the cart issue: the route exists so the email_not_verified rule can be
-# exercised end to end; it always answers an empty cart.
+# Cart (a verified email is required: kernel.auth.verified_principal)
+
+ItemIdPath = Annotated[str, Path(pattern=ITEM_ID_PATTERN, description="an item id")]
+
+
+def _cart(view: CartView) -> Cart:
+    return Cart(
+        lines=[
+            CartLine(
+                item_id=line.item_id,
+                quantity=line.quantity,
+                product_id=line.product_id,
+                product_name=line.product_name,
+                size=line.size,
+                color=line.color,
+                unit_price=line.unit_price,
+                available=line.available,
+            )
+            for line in view.lines
+        ],
+        total_amount=view.total_amount,
+        degraded=view.degraded,
+    )
+
+
 @router.get("/api/cart", tags=["cart"], responses=_errors(401, 403))
-async def get_cart(_: Principal = Depends(verified_principal)) -> Cart:
-    return Cart()
+async def get_cart(
+    principal: Principal = Depends(verified_principal), d: Deps = Depends(deps)
+) -> Cart:
+    return _cart(await handlers.get_cart(d, user_id=principal.user_id))
+
+
+@router.put(
+    "/api/cart/lines/{item_id}", tags=["cart"], responses=_errors(401, 403, 404, 409, 422, 503)
+)
+async def put_cart_line(
+    item_id: ItemIdPath,
+    body: CartLineRequest,
+    principal: Principal = Depends(verified_principal),
+    d: Deps = Depends(deps),
+) -> Cart:
+    view = await handlers.set_cart_line(
+        d, user_id=principal.user_id, item_id=item_id, quantity=body.quantity
+    )
+    return _cart(view)
+
+
+@router.delete("/api/cart/lines/{item_id}", tags=["cart"], responses=_errors(401, 403, 422))
+async def delete_cart_line(
+    item_id: ItemIdPath,
+    principal: Principal = Depends(verified_principal),
+    d: Deps = Depends(deps),
+) -> Cart:
+    return _cart(await handlers.remove_cart_line(d, user_id=principal.user_id, item_id=item_id))
+
+
+@router.delete("/api/cart", status_code=204, tags=["cart"], responses=_errors(401, 403))
+async def clear_cart(
+    principal: Principal = Depends(verified_principal), d: Deps = Depends(deps)
+) -> Response:
+    await handlers.clear_cart(d, user_id=principal.user_id)
+    return Response(status_code=204)
+
+
+# Internal API (never routed by the gateway; the shared internal token is required)
+
+internal_router = APIRouter(
+    prefix="/internal", tags=["internal"], dependencies=[Depends(internal_caller)]
+)
+
+
+@internal_router.get("/carts/{user_id}", responses=_errors(403, 422))
+async def internal_cart(
+    user_id: Annotated[str, Path(min_length=1, max_length=32)], d: Deps = Depends(deps)
+) -> InternalCart:
+    """The buyer's cart lines as stored (an unknown user has an empty cart)."""
+    entries = await handlers.cart_entries(d, user_id=user_id)
+    return InternalCart(
+        lines=[InternalCartLine(item_id=e.item_id, quantity=e.quantity) for e in entries]
+    )

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from snapshoe.kernel.auth import TokenIssuer, TokenVerifier, build_issuer, build_verifier
+from snapshoe.kernel.clients.products import ProductsClient
 from snapshoe.kernel.db import Sessions, create_engine, create_sessions, ping
 from snapshoe.kernel.http import create_service_app
 from snapshoe.kernel.logs import configure_logging
@@ -39,6 +40,19 @@ class Deps:
     # so a login for an unknown address costs what a wrong password costs.
     dummy_hash: str
     mailer: Mailer
+    # Item details for the cart view and the existence check of a new line.
+    products: ProductsClient
+
+
+# The cart asks products on every view. Each attempt is bounded by the client's timeouts
+# (connect 1 s, then PRODUCTS_TIMEOUT_SECONDS per read/write/pool wait) and there is one
+# retry, so a hung products costs a cart request about 2 x 1.5 s before the view degrades.
+# No overall asyncio deadline on top: in a saturated process it fired on the event loop's
+# own backlog (200 concurrent PUTs: products answered in < 150 ms, yet some calls "timed
+# out"), turning load into false 503s. The pool is the kernel's default size, for the same
+# reason (the timeout also bounds the wait for a pooled connection).
+PRODUCTS_TIMEOUT_SECONDS = 1.5
+PRODUCTS_RETRIES = 1
 
 
 async def build_deps(settings: Settings) -> Deps:
@@ -56,10 +70,16 @@ async def build_deps(settings: Settings) -> Deps:
         hasher=hasher,
         dummy_hash=dummy_hash,
         mailer=Mailer(settings),
+        products=ProductsClient(
+            settings,
+            timeout=PRODUCTS_TIMEOUT_SECONDS,
+            retries=PRODUCTS_RETRIES,
+        ),
     )
 
 
 async def close_deps(deps: Deps) -> None:
+    await deps.products.aclose()
     await deps.redis.aclose()
     await deps.engine.dispose()
 
@@ -68,7 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging("users", settings.log_level, settings.log_json)
 
-    from snapshoe.users.api import router  # api imports Deps from here
+    from snapshoe.users.api import internal_router, router  # api imports Deps from here
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -88,9 +108,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = create_service_app(
         "users",
-        routers=[router],
+        routers=[router, internal_router],
         readiness={"database": check_db, "redis": check_redis},
         lifespan=lifespan,
         title="SnapShoe users",
     )
+    app.state.settings = settings  # kernel.internal.internal_caller reads it
     return app

@@ -165,3 +165,104 @@ def hash_refresh_token(token: str) -> str:
 
 def new_family_id() -> str:
     return secrets.token_urlsafe(16)
+
+
+# Cart
+#
+# A cart stores only (item, quantity); what an item is called, costs and whether it is in
+# stock belong to products and are fetched when the cart is shown. When products cannot be
+# reached the cart is still shown, "degraded": lines with what the cart knows and the rest
+# unknown (null), and no total, because a total without prices would be a wrong number.
+
+CART_MAX_LINES = 50  # distinct items; a cart is a shopping list, not a warehouse
+CART_MAX_QUANTITY = 10  # per line (API.md: 1..10)
+# Item ids are opaque; anything outside URL-unreserved characters cannot be one (and a comma
+# would break the products ``ids=a,b`` query).
+ITEM_ID_PATTERN = r"^[A-Za-z0-9_.~-]{1,64}$"
+
+
+@dataclass(frozen=True, slots=True)
+class CartEntry:
+    item_id: str
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class ItemInfo:
+    """What products says about an item, as far as the cart shows it."""
+
+    item_id: str
+    product_id: str
+    product_name: str
+    size: int
+    color: str
+    unit_price: int
+    available: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CartLineView:
+    item_id: str
+    quantity: int
+    product_id: str | None = None
+    product_name: str | None = None
+    size: int | None = None
+    color: str | None = None
+    unit_price: int | None = None
+    available: bool | None = None  # None: unknown (products unreachable)
+
+
+@dataclass(frozen=True, slots=True)
+class CartView:
+    lines: tuple[CartLineView, ...]
+    total_amount: int | None
+    degraded: bool
+
+
+def build_cart_view(entries: list[CartEntry], details: dict[str, ItemInfo] | None) -> CartView:
+    """``details`` is None when products could not be asked: the view is degraded. An item
+    products no longer knows is shown as unavailable, without details, and adds nothing to
+    the total. The total counts every priced line, in stock or not (it is the cart's value;
+    an order of a sold-out line is refused by the order itself)."""
+    if details is None:
+        lines = tuple(CartLineView(e.item_id, e.quantity) for e in entries)
+        return CartView(lines, None if entries else 0, degraded=bool(entries))
+    out: list[CartLineView] = []
+    total = 0
+    for e in entries:
+        info = details.get(e.item_id)
+        if info is None:
+            out.append(CartLineView(e.item_id, e.quantity, available=False))
+            continue
+        out.append(
+            CartLineView(
+                item_id=e.item_id,
+                quantity=e.quantity,
+                product_id=info.product_id,
+                product_name=info.product_name,
+                size=info.size,
+                color=info.color,
+                unit_price=info.unit_price,
+                available=info.available,
+            )
+        )
+        total += info.unit_price * e.quantity
+    return CartView(tuple(out), total, degraded=False)
+
+
+def bought_quantities(lines: list[tuple[str, int]]) -> dict[str, int]:
+    """Units bought per item in an order (an order may name an item on several lines)."""
+    bought: dict[str, int] = {}
+    for item_id, quantity in lines:
+        if quantity > 0:
+            bought[item_id] = bought.get(item_id, 0) + quantity
+    return bought
+
+
+def quantity_left(in_cart: int, bought: int) -> int:
+    """What stays in a cart line after an order from the cart bought ``bought`` units of it.
+
+    Only what was bought is taken out: if the buyer raised the line after ordering (2 ordered,
+    line now 3), 1 stays; if they lowered or removed it meanwhile, nothing is left (never
+    negative). 0 means the line is deleted."""
+    return max(0, in_cart - bought)

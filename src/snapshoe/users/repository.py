@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from snapshoe.users.domain import StoredCode, parse_roles
+from snapshoe.users.domain import CartEntry, StoredCode, parse_roles
 from snapshoe.users.tables import (
+    cart_lines,
     refresh_families,
     refresh_tokens,
     users,
@@ -271,4 +272,109 @@ async def revoke_family(session: AsyncSession, family_id: str, now: datetime) ->
         update(refresh_families)
         .where(refresh_families.c.id == family_id, refresh_families.c.revoked.is_(False))
         .values(revoked=True, revoked_at=now)
+    )
+
+
+# Cart
+
+
+async def lock_user(session: AsyncSession, user_id: str) -> bool:
+    """Lock the user row: cart changes of one user run one after another, so the line limit
+    holds under concurrent adds. False if there is no such user."""
+    row = (
+        await session.execute(select(users.c.id).where(users.c.id == user_id).with_for_update())
+    ).first()
+    return row is not None
+
+
+async def cart_entries(session: AsyncSession, user_id: str) -> list[CartEntry]:
+    rows = (
+        await session.execute(
+            select(cart_lines.c.item_id, cart_lines.c.quantity)
+            .where(cart_lines.c.user_id == user_id)
+            .order_by(cart_lines.c.created_at, cart_lines.c.item_id)
+        )
+    ).all()
+    return [CartEntry(r.item_id, r.quantity) for r in rows]
+
+
+async def cart_line_count(session: AsyncSession, user_id: str) -> int:
+    n = (
+        await session.execute(
+            select(func.count()).select_from(cart_lines).where(cart_lines.c.user_id == user_id)
+        )
+    ).scalar_one()
+    return int(n)
+
+
+async def cart_has_line(session: AsyncSession, user_id: str, item_id: str) -> bool:
+    row = (
+        await session.execute(
+            select(cart_lines.c.item_id).where(
+                cart_lines.c.user_id == user_id, cart_lines.c.item_id == item_id
+            )
+        )
+    ).first()
+    return row is not None
+
+
+async def update_cart_line(
+    session: AsyncSession, *, user_id: str, item_id: str, quantity: int, now: datetime
+) -> bool:
+    """Set the quantity of a line already in the cart; False if there is no such line."""
+    result = await session.execute(
+        update(cart_lines)
+        .where(cart_lines.c.user_id == user_id, cart_lines.c.item_id == item_id)
+        .values(quantity=quantity, updated_at=now)
+    )
+    return _rowcount(result) == 1
+
+
+async def put_cart_line(
+    session: AsyncSession, *, user_id: str, item_id: str, quantity: int, now: datetime
+) -> None:
+    """Set the line's quantity (PUT semantics: the same request twice leaves the same cart)."""
+    stmt = mysql_insert(cart_lines).values(
+        user_id=user_id, item_id=item_id, quantity=quantity, created_at=now, updated_at=now
+    )
+    stmt = stmt.on_duplicate_key_update(
+        quantity=stmt.inserted.quantity, updated_at=stmt.inserted.updated_at
+    )
+    await session.execute(stmt)
+
+
+async def delete_cart_line(session: AsyncSession, user_id: str, item_id: str) -> int:
+    result = await session.execute(
+        delete(cart_lines).where(cart_lines.c.user_id == user_id, cart_lines.c.item_id == item_id)
+    )
+    return _rowcount(result)
+
+
+async def clear_cart(session: AsyncSession, user_id: str) -> int:
+    result = await session.execute(delete(cart_lines).where(cart_lines.c.user_id == user_id))
+    return _rowcount(result)
+
+
+async def take_from_cart_line(
+    session: AsyncSession, *, user_id: str, item_id: str, bought: int, now: datetime
+) -> None:
+    """Take ``bought`` units out of a line (domain.quantity_left): lower it if more remain,
+    delete it otherwise. Both statements are conditional on the row as it is now, so a
+    concurrent change of the line is never overwritten with a stale quantity."""
+    # Delete first: lowering first could bring a line under ``bought`` and delete it too.
+    await session.execute(
+        delete(cart_lines).where(
+            cart_lines.c.user_id == user_id,
+            cart_lines.c.item_id == item_id,
+            cart_lines.c.quantity <= bought,
+        )
+    )
+    await session.execute(
+        update(cart_lines)
+        .where(
+            cart_lines.c.user_id == user_id,
+            cart_lines.c.item_id == item_id,
+            cart_lines.c.quantity > bought,
+        )
+        .values(quantity=cart_lines.c.quantity - bought, updated_at=now)
     )

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from snapshoe.users.domain import (
+    CART_MAX_QUANTITY,
     EMAIL_MAX_LENGTH,
     PASSWORD_MAX_LENGTH,
     check_name,
@@ -86,17 +87,36 @@ class Me(BaseModel):
     roles: list[str]
 
 
+class CartLineRequest(_Request):
+    quantity: Annotated[int, Field(ge=1, le=CART_MAX_QUANTITY)]
+
+
 class CartLine(BaseModel):
+    """A cart line. The product fields are null when products could not be asked (the cart
+    is then ``degraded``) or no longer knows the item (``available`` is then false)."""
+
     item_id: str
     quantity: int
-    product_id: str
-    product_name: str
-    size: int
-    color: str
-    unit_price: int
-    available: bool
+    product_id: str | None
+    product_name: str | None
+    size: int | None
+    color: str | None
+    unit_price: int | None
+    available: bool | None
 
 
 class Cart(BaseModel):
     lines: list[CartLine] = Field(default_factory=list)
-    total_amount: int = 0
+    # null only when degraded: without prices there is no honest total.
+    total_amount: int | None = 0
+    # True when products could not be reached: lines are listed without their details.
+    degraded: bool = False
+
+
+class InternalCartLine(BaseModel):
+    item_id: str
+    quantity: int
+
+
+class InternalCart(BaseModel):
+    lines: list[InternalCartLine]

@@ -15,10 +15,13 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
 )
 from sqlalchemy.dialects.mysql import DATETIME
+
+from snapshoe.kernel.messaging import messaging_tables
 
 metadata = MetaData(
     naming_convention={
@@ -88,3 +91,21 @@ refresh_tokens = Table(
     _ts("created_at"),
     Index("ix_refresh_tokens_family_id", "family_id"),
 )
+
+# The cart: one row per (user, item). Only what the buyer chose is stored; names, prices and
+# availability belong to products and are fetched when the cart is shown. ``item_id`` is not a
+# foreign key: items live in another service's database.
+cart_lines = Table(
+    "cart_lines",
+    metadata,
+    Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("item_id", String(64), nullable=False),
+    Column("quantity", Integer, nullable=False),
+    _ts("created_at"),
+    _ts("updated_at"),
+    PrimaryKeyConstraint("user_id", "item_id", name="pk_cart_lines"),
+)
+
+# Inbox: event ids the cart consumer already applied (duplicates have no second effect). The
+# outbox is created with it (the kernel defines the pair); users publishes no event yet.
+outbox, inbox = messaging_tables(metadata)

@@ -1,0 +1,25 @@
+"""RabbitMQ consumers of the users service: turn an event into a handler call.
+
+The cart listens to ``order.placed``: an order made from the cart takes what it bought out of
+the cart. Queue ``<namespace>.users.cart`` (quorum, inbox-deduplicated, dead-lettered to
+``.dlq`` after the kernel's delivery limit).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from snapshoe.kernel.contracts.orders import OrderPlaced
+from snapshoe.kernel.messaging import Handler
+from snapshoe.users import handlers
+
+CART_QUEUE = "users.cart"
+
+
+async def on_order_placed(session: AsyncSession, body: dict[str, Any]) -> None:
+    await handlers.apply_order_placed(session, OrderPlaced.model_validate(body))
+
+
+CART_HANDLERS: dict[str, Handler] = {OrderPlaced.routing_key(): on_order_placed}
