@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,6 +51,9 @@ from snapshoe.kernel.settings import Settings
 log = logging.getLogger("snapshoe.messaging")
 
 DELIVERY_LIMIT = 5
+# Reconnect backoff cap: a refused connection costs nothing, and events wait in the outbox
+# until the relay is back, so a broker that returns is noticed within a few seconds.
+MAX_BACKOFF_SECONDS = 5.0
 
 
 def messaging_tables(metadata: MetaData) -> tuple[Table, Table]:
@@ -119,12 +122,14 @@ class Relay:
         *,
         batch_size: int = 200,
         idle_seconds: float = 0.05,
+        publish_timeout: float = 30.0,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.outbox = outbox
         self.batch_size = batch_size
         self.idle = idle_seconds
+        self.publish_timeout = publish_timeout
         self.published = 0
 
     async def publish_batch(self, exchange: AbstractExchange) -> int:
@@ -142,23 +147,27 @@ class Relay:
             ).all()
             if not rows:
                 return 0
-            # Pipelined publishes; each awaits its broker confirm.
-            await asyncio.gather(
-                *(
-                    exchange.publish(
-                        aio_pika.Message(
-                            orjson.dumps(row.body),
-                            message_id=row.event_id,
-                            content_type="application/json",
-                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                            type=str(row.body.get("event_type", "")),
-                        ),
-                        routing_key=row.routing_key,
-                        mandatory=False,
+            # Pipelined publishes; each awaits its broker confirm. Bounded: a robust channel
+            # waits for its connection to come back and a half-open socket never confirms, and
+            # meanwhile this transaction holds the rows; on timeout it rolls back (rows stay
+            # unpublished) and run() starts over on a new connection.
+            async with asyncio.timeout(self.publish_timeout):
+                await asyncio.gather(
+                    *(
+                        exchange.publish(
+                            aio_pika.Message(
+                                orjson.dumps(row.body),
+                                message_id=row.event_id,
+                                content_type="application/json",
+                                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                                type=str(row.body.get("event_type", "")),
+                            ),
+                            routing_key=row.routing_key,
+                            mandatory=False,
+                        )
+                        for row in rows
                     )
-                    for row in rows
                 )
-            )
             await session.execute(
                 update(o).where(o.c.id.in_([r.id for r in rows])).values(published_at=_now())
             )
@@ -181,7 +190,7 @@ class Relay:
             except Exception:
                 log.exception("outbox relay failed; retrying in %.1fs", backoff)
                 await _sleep_or_stop(stop, backoff)
-                backoff = min(backoff * 2, 10)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
 
 Handler = Callable[[AsyncSession, dict[str, Any]], Awaitable[None]]
@@ -214,6 +223,19 @@ async def declare_consumer_queue(
     for key in routing_keys:
         await q.bind(exchange, routing_key=key)
     return q
+
+
+async def declare_queues(settings: Settings, queues: Mapping[str, Sequence[str]]) -> None:
+    """Declare consumer queues and their bindings ahead of any consumer (``snapshoe migrate``
+    does this): an event published before its consumer first starts then waits in the queue
+    instead of being dropped by an exchange with nowhere to route it."""
+    connection = await connect(settings)
+    async with connection:
+        channel = await connection.channel()
+        for queue, routing_keys in queues.items():
+            await declare_consumer_queue(
+                channel, settings, f"{settings.namespace}.{queue}", list(routing_keys)
+            )
 
 
 async def handle_once(
@@ -285,7 +307,7 @@ async def consume(
         except Exception:
             log.exception("consumer %s failed; reconnecting in %.1fs", name, backoff)
             await _sleep_or_stop(stop, backoff)
-            backoff = min(backoff * 2, 10)
+            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

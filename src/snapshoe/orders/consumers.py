@@ -20,6 +20,12 @@ from snapshoe.orders.bootstrap import Deps
 from snapshoe.orders.tables import inbox
 
 QUEUE = "orders.payments"
+ROUTING_KEYS = [
+    PaymentApproved.routing_key(),
+    PaymentFailed.routing_key(),
+    PaymentRefunded.routing_key(),
+]
+QUEUES = {QUEUE: ROUTING_KEYS}  # declared by `snapshoe migrate`, before any publisher runs
 
 
 def payment_handlers(settings: Settings) -> dict[str, Handler]:

@@ -17,6 +17,7 @@ HANDLERS: dict[str, Handler] = {
     OrderCancelled.routing_key(): handlers.on_order_cancelled,
     OrderRefundRequired.routing_key(): handlers.on_refund_required,
 }
+QUEUES = {REFUNDS_QUEUE: list(HANDLERS)}  # declared by `snapshoe migrate`
 
 
 async def run_refund_consumer(settings: Settings, core: Core, stop: asyncio.Event) -> None:

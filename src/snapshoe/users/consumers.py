@@ -23,3 +23,4 @@ async def on_order_placed(session: AsyncSession, body: dict[str, Any]) -> None:
 
 
 CART_HANDLERS: dict[str, Handler] = {OrderPlaced.routing_key(): on_order_placed}
+QUEUES = {CART_QUEUE: list(CART_HANDLERS)}  # declared by `snapshoe migrate`
