@@ -51,7 +51,14 @@ async def _mariadb(settings: Settings) -> Check:
     try:
         async with engine.connect() as conn:
             version = (await conn.execute(text("SELECT VERSION()"))).scalar_one()
-        return Check("mariadb", True, f"{where} ({version})")
+            limit = (await conn.execute(text("SELECT @@max_connections"))).scalar_one()
+        note = ""
+        if int(limit) < 500:
+            note = (
+                f"; max_connections={limit} is low for a drop: "
+                "SET GLOBAL max_connections = 1000 (scripts/ensure-services does)"
+            )
+        return Check("mariadb", True, f"{where} ({version}){note}")
     except Exception as exc:
         return Check("mariadb", False, f"cannot connect to {where}: {_short(exc)}")
     finally:

@@ -13,6 +13,9 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeout
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -116,6 +119,18 @@ def install_error_handlers(app: FastAPI) -> None:
             Problem(exc.status_code, code, title, detail, headers=dict(exc.headers or {}))
         )
 
+    async def on_backend_down(request: Request, exc: Exception) -> Response:
+        # The database or Redis could not be reached: the client may retry; it is not a bug.
+        log.error("backend unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return problem_response(
+            Problem(
+                503,
+                "service_unavailable",
+                detail="A backing service is unavailable; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        )
+
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         # A bug: log it with the request id, never leak internals to the client.
         log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -124,4 +139,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, on_problem)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+    for backend_error in (OperationalError, InterfaceError, RedisConnectionError, RedisTimeout):
+        app.add_exception_handler(backend_error, on_backend_down)
     app.add_exception_handler(Exception, on_unexpected)

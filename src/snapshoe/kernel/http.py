@@ -65,10 +65,13 @@ class RequestContextMiddleware:
         start = time.perf_counter()
         status = 500
 
+        status_sent = False
+
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, status_sent
             if message["type"] == "http.response.start":
                 status = message["status"]
+                status_sent = True
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             await send(message)
 
@@ -80,6 +83,15 @@ class RequestContextMiddleware:
                 await self.app(scope, _limited(receive, self.max_body), send_wrapper)
         except _BodyTooLarge:
             await _send_problem(send_wrapper, Problem(413, "payload_too_large"))
+        except Exception:
+            # Answered here rather than by Starlette's outer error middleware, so a 500 still
+            # carries the request id and is logged with it.
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            if status_sent:
+                raise
+            await _send_problem(
+                send_wrapper, Problem(500, "internal_error", detail="Unexpected error")
+            )
         finally:
             elapsed = time.perf_counter() - start
             route = scope.get("route")

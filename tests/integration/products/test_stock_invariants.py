@@ -267,7 +267,7 @@ async def test_redis_flushed_in_the_middle_of_a_burst(
     """FLUSHDB of the test Redis db while reservations and releases are in flight: the gate is
     rebuilt from the ledger, and afterwards no unit is lost or created."""
     env = products_env
-    assert env.redis.connection_pool.connection_kwargs.get("db") in (13, 15)  # never db 0
+    assert env.redis.connection_pool.connection_kwargs.get("db") in range(10, 16)  # a test db
     product = await env.product(client, name="Flush", per_user_limit=2)
     items = [(await env.item(client, product["id"], 40, size=s))["id"] for s in (250, 255, 260)]
     rng = random.Random(3)
