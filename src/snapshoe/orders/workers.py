@@ -1,8 +1,11 @@
-"""Background loops of the orders service: the outbox relay, the payment-event consumer and
-the stock settler (commit/release intents carried out at products, retried until done).
+"""Background loops of the orders service: the outbox relay, the payment-event consumer,
+the stock settler (commit/release intents carried out at products, retried until done) and the
+lifecycle worker (unpaid expiry, PREPARING -> SHIPPING -> DELIVERED; see ``lifecycle.py``).
 
-Any number of worker processes may run: the relay claims rows with SKIP LOCKED, the consumer
-shares a queue, and settling is idempotent at products and conditional here.
+Any number of worker processes may run: the relay and the lifecycle worker claim rows with
+SKIP LOCKED, the consumer shares a queue, and settling is idempotent at products and
+conditional here. ``run_lifecycle`` runs the lifecycle worker alone
+(``snapshoe orders lifecycle --run``), for a deployment that scales it apart.
 """
 
 from __future__ import annotations
@@ -11,11 +14,18 @@ import asyncio
 import contextlib
 import logging
 
+from prometheus_client import start_http_server
+
+from snapshoe.kernel.clock import Clock, SystemClock
+from snapshoe.kernel.db import Sessions, create_engine, create_sessions
 from snapshoe.kernel.messaging import Relay
 from snapshoe.kernel.settings import Settings
 from snapshoe.orders import handlers
 from snapshoe.orders.bootstrap import Deps, build_deps, close_deps
 from snapshoe.orders.consumers import run_payment_consumer
+from snapshoe.orders.domain import rfc3339
+from snapshoe.orders.lifecycle import Lifecycle, due_status
+from snapshoe.orders.settings import LifecycleSettings
 from snapshoe.orders.tables import outbox
 
 log = logging.getLogger("snapshoe.orders.worker")
@@ -41,13 +51,68 @@ async def run_settler(deps: Deps, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), delay)
 
 
+def lifecycle_worker(
+    settings: Settings,
+    sessions: Sessions,
+    lifecycle: LifecycleSettings | None = None,
+    clock: Clock | None = None,
+) -> Lifecycle:
+    lc = lifecycle or LifecycleSettings()
+    worker = Lifecycle(
+        sessions,
+        stage_seconds=settings.order_stage_seconds,
+        batch_size=lc.batch_size,
+        poll_seconds=lc.poll_seconds,
+        concurrency=lc.concurrency,
+    )
+    if clock is not None:
+        worker.clock = clock
+    return worker
+
+
+def serve_metrics(settings: Settings, lifecycle: LifecycleSettings) -> None:
+    """The worker has no HTTP app: its metrics get their own small endpoint, if a port is set."""
+    if lifecycle.metrics_port:
+        start_http_server(lifecycle.metrics_port, addr=settings.host)
+        log.info("worker metrics on %s:%d/metrics", settings.host, lifecycle.metrics_port)
+
+
+async def run_lifecycle(settings: Settings, stop: asyncio.Event) -> None:
+    """The lifecycle worker alone: only a database connection pool, nothing else."""
+    lc = LifecycleSettings()
+    serve_metrics(settings, lc)
+    engine = create_engine(settings, "orders", pool_size=lc.concurrency + 1)
+    try:
+        await lifecycle_worker(settings, create_sessions(engine), lc).run(stop)
+    finally:
+        await engine.dispose()
+
+
+async def lifecycle_status(settings: Settings, clock: Clock | None = None) -> str:
+    """``snapshoe orders lifecycle --status``: due orders per status, the oldest one's lag."""
+    engine = create_engine(settings, "orders", pool_size=1)
+    try:
+        now = (clock or SystemClock()).now()
+        rows = await due_status(create_sessions(engine), now)
+    finally:
+        await engine.dispose()
+    lines = [f"{'status':<16} {'due':>9}  {'oldest due at':<27} {'lag':>10}"]
+    for d in rows:
+        oldest = rfc3339(d.oldest_due_at) or "-"
+        lines.append(f"{d.status:<16} {d.due:>9}  {oldest:<27} {d.lag_seconds(now):>9.1f}s")
+    return "\n".join(lines)
+
+
 async def run(settings: Settings, stop: asyncio.Event) -> None:
+    lc = LifecycleSettings()
+    serve_metrics(settings, lc)
     deps = build_deps(settings)
     try:
         await asyncio.gather(
             Relay(settings, deps.sessions, outbox).run(stop),
             run_payment_consumer(deps, stop),
             run_settler(deps, stop),
+            lifecycle_worker(settings, deps.sessions, lc).run(stop),
         )
     finally:
         await close_deps(deps)
