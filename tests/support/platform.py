@@ -13,8 +13,10 @@ import os
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,22 +31,31 @@ _LOCKS: list[Any] = []
 
 
 def _claim_slot() -> int:
-    """Several test runs may share this machine (developers working in parallel): each claims a
-    slot with its own ports, namespace, Redis db and data dir, held by a file lock for the
-    life of the process. ``SNAPSHOE_TEST_SLOT`` forces one."""
-    base = ROOT / ".snapshoe"
-    base.mkdir(parents=True, exist_ok=True)
+    """Several test runs may share this machine (other checkouts, CI, developers working in
+    parallel): each claims a slot with its own ports, namespace, Redis db and data dir, held
+    by a machine-wide file lock for the life of the process, and skips a slot whose ports
+    something else holds. ``SNAPSHOE_TEST_SLOT`` forces one."""
+    locks = Path(tempfile.gettempdir()) / "snapshoe-test-slots"
+    locks.mkdir(parents=True, exist_ok=True)
     forced = os.environ.get("SNAPSHOE_TEST_SLOT")
     for slot in [int(forced)] if forced else range(5):
-        handle = (base / f"test-slot-{slot}.lock").open("w")
+        handle = (locks / f"slot-{slot}.lock").open("w")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
             continue
+        if not forced and _port_busy(18000 + slot * 1000):
+            handle.close()
+            continue
         _LOCKS.append(handle)
         return slot
     raise RuntimeError("all 5 test slots are in use by other test runs")
+
+
+def _port_busy(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 SLOT = _claim_slot()
