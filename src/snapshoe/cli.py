@@ -23,8 +23,12 @@ from snapshoe.kernel.settings import SERVICES, Settings, get_settings
 app = typer.Typer(help="SnapShoe: limited-edition sneaker drops.", no_args_is_help=True)
 users_app = typer.Typer(help="Accounts.", no_args_is_help=True)
 products_app = typer.Typer(help="Catalog and stock.", no_args_is_help=True)
+orders_app = typer.Typer(help="Orders.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks against the running platform.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 app.add_typer(products_app, name="products")
+app.add_typer(orders_app, name="orders")
+app.add_typer(bench_app, name="bench")
 
 HTTP_APPS = ("users", "products", "orders", "payments", "sandbox_pg", "mail_sink")
 
@@ -61,6 +65,7 @@ def doctor() -> None:
 @app.command()
 def migrate() -> None:
     """Create each service's database and upgrade it to the latest migration."""
+    from snapshoe.kernel.messaging import declare_queues
     from snapshoe.kernel.migrate import migrate_service
 
     settings = get_settings()
@@ -69,6 +74,11 @@ def migrate() -> None:
         for service in _migratable():
             await migrate_service(settings, service)
             typer.echo(f"migrated {settings.database_name(service)}")
+        for service in SERVICES:
+            if _has_module(f"snapshoe.{service}.consumers"):
+                queues = importlib.import_module(f"snapshoe.{service}.consumers").QUEUES
+                await declare_queues(settings, queues)
+                typer.echo(f"declared queues of {service}: {', '.join(queues)}")
 
     _run(go())
 
@@ -255,6 +265,87 @@ def reconcile() -> None:
 
     report = _run(run_reconcile(get_settings()))
     typer.echo(str(report))
+
+
+@orders_app.command("lifecycle")
+def orders_lifecycle(
+    status: Annotated[
+        bool, typer.Option("--status", help="due orders per status and how late the oldest is")
+    ] = False,
+    run: Annotated[
+        bool, typer.Option("--run", help="run the lifecycle worker alone until SIGTERM")
+    ] = False,
+) -> None:
+    """The lifecycle worker (expiry, PREPARING -> SHIPPING -> DELIVERED): status or run."""
+    import signal
+
+    from snapshoe.kernel.logs import configure_logging
+    from snapshoe.orders.workers import lifecycle_status, run_lifecycle
+
+    settings = get_settings()
+    if status == run:
+        raise typer.BadParameter("give one of --status or --run")
+    if status:
+        typer.echo(_run(lifecycle_status(settings)))
+        return
+    configure_logging("orders-lifecycle", settings.log_level, settings.log_json)
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_lifecycle(settings, stop)
+
+    _run(go())
+
+
+@bench_app.command("drop")
+def bench_drop(
+    buyers: Annotated[int, typer.Option("--buyers", "-n", help="N buyers")] = 20_000,
+    pairs: Annotated[int, typer.Option("--pairs", "-s", help="S pairs")] = 1_000,
+    sizes: Annotated[int, typer.Option(help="sizes the pairs are spread over")] = 10,
+    limit: Annotated[int, typer.Option(help="per-buyer limit")] = 1,
+    connections: Annotated[int, typer.Option("--connections", "-c")] = 1_000,
+    threads: Annotated[int, typer.Option(help="wrk threads")] = 2,
+    decline_share: Annotated[float, typer.Option(help="share of declined payments")] = 0.1,
+    compare: Annotated[
+        bool, typer.Option("--compare/--no-compare", help="also the floor and the db_lock drop")
+    ] = False,
+    compare_seconds: Annotated[float, typer.Option(help="time cap of the db_lock drop")] = 15.0,
+    max_seconds: Annotated[float, typer.Option(help="time cap of the stampede")] = 120.0,
+    seed: Annotated[int | None, typer.Option(help="random seed (sizes, declines)")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="result JSON (default bench/out/drop-<time>.json)")
+    ] = None,
+) -> None:
+    """A drop through the gateway of a running platform (`snapshoe up`): N buyers stampede
+    for S pairs; then payments, checks from the databases, a JSON result and an HTML report."""
+    from snapshoe.bench.drop import DropConfig, run_drop, summary_lines
+
+    cfg = DropConfig(
+        buyers=buyers,
+        pairs=pairs,
+        sizes=sizes,
+        per_user_limit=limit,
+        connections=connections,
+        threads=threads,
+        decline_share=decline_share,
+        compare=compare,
+        compare_seconds=compare_seconds,
+        max_seconds=max_seconds,
+        seed=seed,
+        out=out,
+    )
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    result = _run(run_drop(get_settings(), cfg))
+    for line in summary_lines(result):
+        typer.echo(line)
+    if not result["ok"]:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -76,6 +76,14 @@ async def list_orders(
     return await handlers.list_orders(deps, buyer_id=buyer.user_id, limit=limit, cursor=cursor)
 
 
+@router.get("/-/floor", include_in_schema=False)
+async def floor(buyer: Buyer) -> Response:
+    """The benchmark floor (``snapshoe bench drop --compare``): the same gateway, JWT checks,
+    service and token verification as an order, and nothing else (no DB, no Redis). Routed
+    before ``/{order_id}``, which would otherwise take ``-``."""
+    return Response(orjson.dumps({"user_id": buyer.user_id}), media_type="application/json")
+
+
 @router.get("/{order_id}", response_model=schemas.OrderOut, responses=_errors(401, 403, 404))
 async def get_order(deps: DepsDep, buyer: Buyer, order_id: OrderId) -> schemas.OrderOut:
     return await handlers.get_order(deps, buyer_id=buyer.user_id, order_id=order_id)

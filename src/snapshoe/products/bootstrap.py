@@ -32,6 +32,8 @@ class Deps:
     cache: TTLCache = field(default_factory=TTLCache)
     # item id -> product id; an item never moves to another product, so this never goes stale.
     item_products: dict[str, str] = field(default_factory=dict)
+    # product id -> stock mode ('gate' | 'db_lock'); set at creation, never changed.
+    product_modes: dict[str, str] = field(default_factory=dict)
 
 
 @asynccontextmanager

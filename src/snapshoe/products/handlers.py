@@ -229,6 +229,8 @@ def _product_out(
 
 async def _register_quietly(deps: Deps, epoch: int, row: RowMapping, avail: dict[str, int]) -> None:
     """Tell the gate; if Redis is down the rebuild will read the ledger anyway."""
+    if row.get("stock_mode", "gate") != "gate":
+        return  # a db_lock product never enters the gate
     try:
         await deps.gate.register(
             epoch, row["id"], epoch_ms(row["release_at"]), row["per_user_limit"], avail
@@ -375,10 +377,19 @@ async def _products_of(deps: Deps, item_ids: Sequence[str]) -> dict[str, str]:
         async with deps.sessions() as session:
             for r in await repo.item_details(session, missing):
                 deps.item_products[r["id"]] = r["product_id"]
+                deps.product_modes[r["product_id"]] = r["stock_mode"]
     unknown = [i for i in item_ids if i not in deps.item_products]
     if unknown:
         raise Problem(404, "not_found", detail="Unknown item", item_ids=unknown)
     return {i: deps.item_products[i] for i in item_ids}
+
+
+async def _modes_of(deps: Deps, pids: Sequence[str]) -> dict[str, str]:
+    missing = [p for p in pids if p not in deps.product_modes]
+    if missing:
+        async with deps.sessions() as session:
+            deps.product_modes.update(await repo.stock_modes(session, missing))
+    return {p: deps.product_modes.get(p, "gate") for p in pids}
 
 
 async def _register_products(deps: Deps, pids: Sequence[str]) -> None:
@@ -439,6 +450,16 @@ async def reserve(deps: Deps, body: schemas.ReserveIn) -> schemas.ReservationOut
     lines = merge_lines(Line(x.item_id, x.quantity) for x in body.lines)
     product_of = await _products_of(deps, [x.item_id for x in lines])
     groups = group_by_product(lines, product_of)
+    modes = await _modes_of(deps, [g.product_id for g in groups])
+    if "db_lock" in modes.values():
+        if set(modes.values()) != {"db_lock"}:
+            raise Problem(
+                422,
+                "mixed_stock_modes",
+                detail="A reservation cannot mix db_lock and gate products",
+            )
+        out: schemas.ReservationOut = await _retrying(_reserve_db_lock, deps, body, lines)
+        return out
     rid, buyer = body.reservation_id, body.buyer_id
     try:
         for _ in range(RESERVE_ATTEMPTS):
@@ -546,6 +567,74 @@ async def _write_reservation(
     )
 
 
+async def _reserve_db_lock(
+    deps: Deps, body: schemas.ReserveIn, lines: list[Line]
+) -> schemas.ReservationOut:
+    """The obvious design, kept as a benchmark/teaching baseline (``stock_mode = 'db_lock'``):
+    every attempt, sold out or not, is a transaction of row locks. With a per-buyer limit the
+    product row is locked FOR UPDATE first: under READ COMMITTED a locked SUM takes no gap
+    lock, so without it one buyer could take two sizes at once. That lock serializes the drop."""
+    rid, buyer = body.reservation_id, body.buyer_id
+    now = utcnow()
+    item_ids = sorted({x.item_id for x in lines})
+    try:
+        async with deps.sessions.begin() as session:
+            metas = await repo.lock_products(
+                session, sorted({deps.item_products[i] for i in item_ids})
+            )
+            for m in metas:
+                if to_db(now) < m["release_at"]:
+                    raise Problem(
+                        409,
+                        "drop_not_open",
+                        detail="The drop has not started",
+                        product_id=m["id"],
+                    )
+            available = await repo.lock_items(session, item_ids)
+            short = [x.item_id for x in lines if available.get(x.item_id, 0) < x.quantity]
+            if short:
+                raise Problem(409, "sold_out", detail="Not enough stock", item_ids=short)
+            for m in metas:
+                if m["per_user_limit"] <= 0:
+                    continue
+                units = sum(x.quantity for x in lines if deps.item_products[x.item_id] == m["id"])
+                held = await repo.held_by_buyer(session, m["id"], buyer)
+                if held + units > m["per_user_limit"]:
+                    raise Problem(
+                        409,
+                        "purchase_limit_exceeded",
+                        detail="The per-buyer limit of this drop is reached",
+                        product_id=m["id"],
+                    )
+            await repo.insert_reservation(session, rid, buyer, body.reserved_until, now)
+            for x in lines:
+                if not await repo.take_stock(session, x):  # cannot fail under the row lock
+                    raise RuntimeError(f"ledger: {x.item_id} changed under its row lock")
+            details = {r["id"]: r for r in await repo.item_details(session, item_ids)}
+            rows = [
+                {
+                    "item_id": x.item_id,
+                    "product_id": details[x.item_id]["product_id"],
+                    "quantity": x.quantity,
+                    "unit_price": details[x.item_id]["unit_price"],
+                }
+                for x in lines
+            ]
+            await repo.insert_lines(session, rid, rows)
+    except IntegrityError as exc:
+        if not _is_duplicate(exc):
+            raise
+        return await _existing(deps, body, lines)
+    return schemas.ReservationOut(
+        reservation_id=rid,
+        buyer_id=buyer,
+        state="ACTIVE",
+        reserved_until=rfc3339(body.reserved_until),
+        lines=[schemas.ReservedLine(**r) for r in rows],
+        total_amount=sum(r["quantity"] * r["unit_price"] for r in rows),
+    )
+
+
 async def _existing(
     deps: Deps, body: schemas.ReserveIn, lines: list[Line]
 ) -> schemas.ReservationOut:
@@ -617,7 +706,10 @@ async def release_reservation(
     allowance comes back. A second call finds RELEASED and changes nothing. The sweeper passes
     ``only_expired_before`` and then only releases ACTIVE reservations past that time."""
     out, epoch, groups = await _retrying(_release, deps, rid, only_expired_before)
-    if out.changed and epoch is not None:
+    if groups:
+        modes = await _modes_of(deps, [g.product_id for g in groups])
+        groups = [g for g in groups if modes[g.product_id] == "gate"]
+    if out.changed and epoch is not None and groups:
         try:
             await deps.gate.give_back(epoch, out.buyer_id, groups)
         except RedisError:

@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from snapshoe.products.domain import Line, ReservationState, like_pattern, to_db
 from snapshoe.products.tables import gate_state, items, products, reservation_lines, reservations
 
+_LIVE = (ReservationState.ACTIVE.value, ReservationState.COMMITTED.value)
+
 # Catalog
 
 
@@ -103,6 +105,7 @@ async def item_details(session: AsyncSession, item_ids: Sequence[str]) -> list[R
             products.c.brand,
             products.c.release_at,
             products.c.per_user_limit,
+            products.c.stock_mode,
         )
         .join(products, products.c.id == items.c.product_id)
         .where(items.c.id.in_(list(item_ids)))
@@ -137,6 +140,52 @@ async def epoch_exclusive(session: AsyncSession) -> int:
 
 async def set_epoch(session: AsyncSession, epoch: int) -> None:
     await session.execute(update(gate_state).where(gate_state.c.id == 1).values(epoch=epoch))
+
+
+# Stock modes and the row-lock baseline (``stock_mode = 'db_lock'``)
+
+
+async def stock_modes(session: AsyncSession, pids: Sequence[str]) -> dict[str, str]:
+    result = await session.execute(
+        select(products.c.id, products.c.stock_mode).where(products.c.id.in_(list(pids)))
+    )
+    return {str(r[0]): str(r[1]) for r in result.all()}
+
+
+async def lock_products(session: AsyncSession, pids: Sequence[str]) -> list[RowMapping]:
+    """The products' rows FOR UPDATE, in id order (one lock order: no deadlocks)."""
+    stmt = (
+        select(products.c.id, products.c.release_at, products.c.per_user_limit)
+        .where(products.c.id.in_(list(pids)))
+        .order_by(products.c.id)
+        .with_for_update()
+    )
+    return list((await session.execute(stmt)).mappings().all())
+
+
+async def lock_items(session: AsyncSession, item_ids: Sequence[str]) -> dict[str, int]:
+    """``available`` of each item, its row locked FOR UPDATE, in id order."""
+    stmt = (
+        select(items.c.id, items.c.available)
+        .where(items.c.id.in_(list(item_ids)))
+        .order_by(items.c.id)
+        .with_for_update()
+    )
+    return {str(r[0]): int(r[1]) for r in (await session.execute(stmt)).all()}
+
+
+async def held_by_buyer(session: AsyncSession, pid: str, buyer: str) -> int:
+    """Units the buyer holds of a product (ACTIVE and COMMITTED reservations)."""
+    stmt = (
+        select(func.coalesce(func.sum(reservation_lines.c.quantity), 0))
+        .join(reservations, reservations.c.id == reservation_lines.c.reservation_id)
+        .where(
+            reservation_lines.c.product_id == pid,
+            reservations.c.buyer_id == buyer,
+            reservations.c.state.in_(_LIVE),
+        )
+    )
+    return int((await session.execute(stmt)).scalar_one())
 
 
 # Reservations and the ledger
@@ -241,8 +290,11 @@ async def expired_reservations(session: AsyncSession, now: datetime, limit: int)
 
 
 async def all_products_meta(session: AsyncSession) -> list[RowMapping]:
+    """Products the gate admits for (``db_lock`` products never enter the gate)."""
     result = await session.execute(
-        select(products.c.id, products.c.release_at, products.c.per_user_limit)
+        select(products.c.id, products.c.release_at, products.c.per_user_limit).where(
+            products.c.stock_mode == "gate"
+        )
     )
     return list(result.mappings().all())
 
@@ -259,9 +311,6 @@ async def all_items_stock(session: AsyncSession) -> list[RowMapping]:
         )
     )
     return list(result.mappings().all())
-
-
-_LIVE = (ReservationState.ACTIVE.value, ReservationState.COMMITTED.value)
 
 
 async def held_units(session: AsyncSession) -> list[RowMapping]:

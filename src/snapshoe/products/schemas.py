@@ -34,6 +34,7 @@ def _aware(value: datetime) -> datetime:
 
 
 AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
+StockMode = Literal["gate", "db_lock"]
 
 
 class _In(BaseModel):
@@ -48,6 +49,9 @@ class ProductCreate(_In):
     release_at: AwareDatetime
     per_user_limit: Limit = 0
     thumbnail_url: Url | None = None
+    # A benchmark/teaching baseline, not a production path: 'db_lock' takes stock with database
+    # row locks only, without the Redis gate (docs/products.md, "Stock modes").
+    stock_mode: StockMode = "gate"
 
 
 class ProductPatch(_In):

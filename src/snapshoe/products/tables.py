@@ -48,8 +48,12 @@ products = Table(
     Column("per_user_limit", Integer, nullable=False, server_default="0"),
     _ts("created_at", nullable=False),
     _ts("updated_at", nullable=False),
+    # 'gate' (Redis gate in front of the ledger) or 'db_lock': a benchmark/teaching baseline
+    # that takes stock with row locks only (docs/products.md). Set at creation, never changed.
+    Column("stock_mode", String(8), nullable=False, server_default="gate"),
     CheckConstraint("price >= 0", name="price_nonneg"),
     CheckConstraint("per_user_limit >= 0", name="limit_nonneg"),
+    CheckConstraint("stock_mode IN ('gate', 'db_lock')", name="stock_mode"),
     Index(None, "brand", "id"),
 )
 
