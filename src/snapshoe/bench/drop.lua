@@ -90,8 +90,12 @@ end
 
 function response(status, headers, body)
   local t = now_us()
-  last_us = t
   answered = answered + 1
+  if status ~= 200 and status ~= 408 then
+    -- The stampede ends with the last answer to an order attempt; a 408 from an idle
+    -- connection seconds later is not part of it.
+    last_us = t
+  end
   local k
   if status == 201 then
     local loc = headers["location"] or headers["Location"] or ""

@@ -70,7 +70,7 @@ def fingerprint(method: str, path: str, body: Any) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
-def require_key(request: Request) -> str:
+async def require_key(request: Request) -> str:
     """The request's key, validated: 1..255 visible ASCII characters."""
     value = request.headers.get(HEADER)
     if value is None or not value.strip():

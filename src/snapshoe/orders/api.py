@@ -34,7 +34,7 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: _PROBLEM for s in statuses}
 
 
-def deps_of(request: Request) -> Deps:
+async def deps_of(request: Request) -> Deps:
     deps: Deps = request.app.state.deps
     return deps
 

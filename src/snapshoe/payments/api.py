@@ -25,7 +25,7 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: _PROBLEM for s in statuses}
 
 
-def deps(request: Request) -> Deps:
+async def deps(request: Request) -> Deps:
     d: Deps = request.app.state.deps
     return d
 
@@ -44,7 +44,7 @@ async def confirm(
     principal: Principal = Depends(verified_principal),
     d: Deps = Depends(deps),
 ) -> Response:
-    key = require_key(request)
+    key = await require_key(request)
     status, out = await handlers.confirm(
         d,
         buyer_id=principal.user_id,

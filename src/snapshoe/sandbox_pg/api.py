@@ -42,7 +42,7 @@ MAX_IDEMPOTENCY_KEY = 300
 Body = TypeVar("Body", bound=BaseModel)
 
 
-def get_deps(request: Request) -> Deps:
+async def get_deps(request: Request) -> Deps:
     deps: Deps = request.app.state.deps
     return deps
 
@@ -61,13 +61,17 @@ def _secret_ok(deps: Deps, authorization: str | None) -> bool:
     return hmac.compare_digest(decoded, expected)
 
 
-def toss_auth(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
-    if not _secret_ok(get_deps(request), authorization):
+async def toss_auth(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> None:
+    if not _secret_ok(await get_deps(request), authorization):
         raise domain.UNAUTHORIZED
 
 
-def sandbox_auth(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
-    if not _secret_ok(get_deps(request), authorization):
+async def sandbox_auth(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> None:
+    if not _secret_ok(await get_deps(request), authorization):
         raise Problem(
             401,
             "unauthorized",

@@ -37,7 +37,7 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: _PROBLEM for s in statuses}
 
 
-def deps(request: Request) -> Deps:
+async def deps(request: Request) -> Deps:
     d: Deps = request.app.state.deps
     return d
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-import httpx
 from pwdlib import PasswordHash
 from sqlalchemy.exc import IntegrityError
 
@@ -389,7 +388,7 @@ async def _item_details(deps: Deps, item_ids: list[str]) -> dict[str, ItemInfo] 
             )
             for i in body["items"]
         }
-    except (UpstreamUnavailable, httpx.HTTPError) as exc:
+    except UpstreamUnavailable as exc:
         log.warning("products unreachable for the cart: %r", exc)
     except (UpstreamProblem, KeyError, TypeError, ValueError) as exc:
         # A 4xx or a malformed answer is a bug (or a wrong internal token), not the buyer's.

@@ -1,8 +1,13 @@
 """Typed HTTP clients of other services' ``/internal`` APIs.
 
-One pooled keep-alive ``httpx.AsyncClient`` per client, built in a service's lifespan (never at
+One pooled keep-alive connection pool per client, built in a service's lifespan (never at
 import). Timeouts everywhere; retries only for requests that are safe to repeat (GETs, and POSTs
 that the callee makes idempotent by an id in the request).
+
+Library: aiohttp. These calls sit on the drop path (orders -> products for every attempt);
+the drop benchmark profiled httpx's pool at 92% of the orders process's CPU under 200
+concurrent requests (it scans its connections per request), while aiohttp's connector hands a
+free keep-alive connection out in constant time.
 """
 
 from __future__ import annotations
@@ -11,7 +16,8 @@ import asyncio
 import logging
 from typing import Any
 
-import httpx
+import aiohttp
+import orjson
 
 from snapshoe.kernel.internal import internal_headers
 from snapshoe.kernel.settings import Settings
@@ -42,23 +48,38 @@ class InternalClient:
         timeout: float = 3.0,
         retries: int = 2,
         max_connections: int = 200,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.retries = retries
-        self.http = httpx.AsyncClient(
-            base_url=settings.service_url(service),
-            headers=internal_headers(settings),
-            timeout=httpx.Timeout(timeout, connect=1.0),
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_connections,
-                keepalive_expiry=60,
-            ),
-            transport=transport,
-        )
+        self.base_url = settings.service_url(service)
+        self._headers = internal_headers(settings)
+        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=1.0)
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        # Created on first use, inside the running loop (aiohttp requires one).
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections,
+                limit_per_host=self._max_connections,
+                keepalive_timeout=60,  # below uvicorn's 75 s, so the server never cuts first
+                ttl_dns_cache=300,
+            )
+            self._session = aiohttp.ClientSession(
+                base_url=self.base_url,
+                headers=self._headers,
+                timeout=self._timeout,
+                connector=connector,
+                json_serialize=lambda obj: orjson.dumps(obj).decode(),
+                raise_for_status=False,
+            )
+        return self._session
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def request(
         self, method: str, path: str, *, retry: bool, **kwargs: Any
@@ -66,19 +87,24 @@ class InternalClient:
         attempts = 1 + (self.retries if retry else 0)
         for attempt in range(attempts):
             try:
-                response = await self.http.request(method, path, **kwargs)
-            except httpx.TransportError as exc:
+                async with self.session.request(method, path, **kwargs) as response:
+                    status = response.status
+                    content = await response.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 if attempt + 1 < attempts:
                     await asyncio.sleep(0.05 * 2**attempt)
                     continue
                 raise UpstreamUnavailable(f"{method} {path}: {type(exc).__name__}") from exc
-            if response.status_code >= 500:
+            if status >= 500:
                 if attempt + 1 < attempts:
                     await asyncio.sleep(0.05 * 2**attempt)
                     continue
-                raise UpstreamUnavailable(f"{method} {path}: {response.status_code}")
-            body: dict[str, Any] = response.json() if response.content else {}
-            if response.status_code >= 400:
-                raise UpstreamProblem(response.status_code, str(body.get("code", "")), body)
+                raise UpstreamUnavailable(f"{method} {path}: {status}")
+            try:
+                body: dict[str, Any] = orjson.loads(content) if content else {}
+            except orjson.JSONDecodeError as exc:
+                raise UpstreamUnavailable(f"{method} {path}: not JSON ({status})") from exc
+            if status >= 400:
+                raise UpstreamProblem(status, str(body.get("code", "")), body)
             return body
         raise AssertionError("unreachable")
