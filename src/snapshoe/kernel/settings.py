@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     # Orders
     order_stage_seconds: float = 24 * 3600
     order_payment_ttl_seconds: float = 600
+    # How long orders turns a sold-out item away without asking products again (0 = always ask).
+    sold_out_hint_seconds: float = Field(default=0.5, ge=0, le=10)
 
     # Payments / PG
     pg_base_url: str = ""  # empty: the local sandbox PG

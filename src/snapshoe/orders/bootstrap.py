@@ -26,6 +26,7 @@ from snapshoe.kernel.idempotency import IdempotencyStore
 from snapshoe.kernel.logs import configure_logging
 from snapshoe.kernel.redis import create_redis
 from snapshoe.kernel.settings import Settings, get_settings
+from snapshoe.orders.domain import SoldOutHints
 from snapshoe.orders.snapshots import ItemSnapshots
 
 
@@ -39,6 +40,7 @@ class Deps:
     products: ProductsClient
     users: UsersClient
     items: ItemSnapshots
+    sold_out: SoldOutHints
     # Fire-and-forget compensations (releases) still running; kept so they aren't collected.
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -56,6 +58,7 @@ def build_deps(settings: Settings) -> Deps:
         products=products,
         users=UsersClient(settings),
         items=ItemSnapshots(products),
+        sold_out=SoldOutHints(settings.sold_out_hint_seconds),
     )
 
 

@@ -113,3 +113,33 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         if isinstance(exc, InvalidCursor):
             raise
         raise InvalidCursor("malformed cursor") from exc
+
+
+class SoldOutHints:
+    """Items products refused as sold out moments ago, remembered for ``ttl`` seconds so the
+    rest of a stampede is turned away here, without the round trip to products.
+
+    A hint can only refuse, never admit: products' gate stays the only judge of a sale. The
+    price is staleness bounded by ``ttl``: a pair that comes back (a declined payment, an
+    expiry) is offered again at most ``ttl`` seconds later.
+    """
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._until: dict[str, float] = {}
+
+    def remember(self, item_ids: Iterable[str], now: float) -> None:
+        if self.ttl <= 0:
+            return
+        for item_id in item_ids:
+            self._until[item_id] = now + self.ttl
+        if len(self._until) > 10_000:  # bounded: forget what has lapsed
+            self._until = {k: t for k, t in self._until.items() if t > now}
+
+    def refused(self, item_ids: Iterable[str], now: float) -> list[str]:
+        """The requested items still hinted sold out (empty: ask products)."""
+        return [i for i in item_ids if self._until.get(i, 0.0) > now]
+
+    def forget(self, item_ids: Iterable[str]) -> None:
+        for item_id in item_ids:
+            self._until.pop(item_id, None)

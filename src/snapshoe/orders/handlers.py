@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -135,6 +136,10 @@ async def _place(
     else:
         lines = await _cart_lines(deps, buyer_id)
     settings = deps.settings
+    hinted = deps.sold_out.refused([x.item_id for x in lines], time.monotonic())
+    if hinted:
+        # Most of a stampede ends here: no call to products, no database.
+        raise Problem(409, "sold_out", detail="Not enough stock", item_ids=hinted)
     now = utcnow()
     order_id = new_order_id()
     until = expires_at(now, settings.order_payment_ttl_seconds)
@@ -146,6 +151,11 @@ async def _place(
             until,
         )
     except UpstreamProblem as exc:
+        if exc.code == "sold_out":
+            # Only a refusal of a single unit proves nothing is left of that item.
+            single = {x.item_id for x in lines if x.quantity == 1}
+            refused = [str(i) for i in exc.body.get("item_ids") or [] if i in single]
+            deps.sold_out.remember(refused, time.monotonic())
         raise _from_products(exc) from exc
     except UpstreamUnavailable as exc:
         # It may have been reserved before the answer was lost: give it back.

@@ -6,11 +6,12 @@ platform, with its database sessions replaced by a tripwire.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import httpx
-from tests.integration.orders.helpers import OrdersEnv, assert_problem, key
+from tests.integration.orders.helpers import OrdersEnv, admin_headers, assert_problem, key
 
 from snapshoe.orders.bootstrap import create_app
 
@@ -57,3 +58,51 @@ async def test_sold_out_never_opens_a_db_session(orders_env: OrdersEnv) -> None:
                 assert r.headers["idempotent-replayed"] == "true"
     assert tripwire.calls == 0
     print(f"sold-out refusal, in-process orders -> products: {elapsed / 50 * 1000:.2f} ms each")
+
+
+async def test_sold_out_hint_spares_the_products_call_and_lapses(orders_env: OrdersEnv) -> None:
+    """After products refuses an item as sold out, orders turns the next buyers away itself
+    for `sold_out_hint_seconds`; after that, a pair that came back is sold again."""
+    env = orders_env
+    async with env.client() as c:
+        _, items = await env.drop(c, [1])
+        assert (await env.order(c, env.buyer(), [(items[0]["id"], 1)])).status_code == 201
+
+    app = create_app(env.settings.model_copy(update={"sold_out_hint_seconds": 0.5}))
+    async with app.router.lifespan_context(app):
+        deps = app.state.deps
+        calls = 0
+        reserve = deps.products.reserve
+
+        async def counting_reserve(*args: Any, **kwargs: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            return await reserve(*args, **kwargs)
+
+        deps.products.reserve = counting_reserve
+        transport = httpx.ASGITransport(app=app)
+        body = {"lines": [{"item_id": items[0]["id"], "quantity": 1}]}
+        async with httpx.AsyncClient(transport=transport, base_url="http://orders") as direct:
+            for _ in range(30):
+                r = await direct.post(
+                    "/api/orders",
+                    json=body,
+                    headers={**env.buyer().auth, "Idempotency-Key": key()},
+                )
+                assert_problem(r, 409, "sold_out")
+                assert r.json()["item_ids"] == [items[0]["id"]]
+            assert calls == 1  # only the first refusal asked products
+
+            async with env.client() as c:  # a pair comes back
+                r = await c.patch(
+                    f"/api/admin/items/{items[0]['id']}",
+                    json={"stock_delta": 1},
+                    headers=admin_headers(env.settings),
+                )
+                assert r.status_code == 200, r.text
+            await asyncio.sleep(0.6)  # the hint lapses
+            r = await direct.post(
+                "/api/orders", json=body, headers={**env.buyer().auth, "Idempotency-Key": key()}
+            )
+            assert r.status_code == 201, r.text
+            assert calls == 2

@@ -103,3 +103,24 @@ def test_create_order_takes_lines_or_the_cart(body: dict[str, object]) -> None:
 def test_create_order_refuses(body: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         CreateOrder.model_validate(body)
+
+
+def test_sold_out_hints_refuse_only_hinted_items_until_they_lapse() -> None:
+    from snapshoe.orders.domain import SoldOutHints
+
+    hints = SoldOutHints(ttl=0.5)
+    hints.remember(["a"], now=10.0)
+    assert hints.refused(["a", "b"], now=10.1) == ["a"]
+    assert hints.refused(["b"], now=10.1) == []
+    assert hints.refused(["a"], now=10.5) == []  # lapsed exactly at ttl
+    hints.remember(["a"], now=11.0)
+    hints.forget(["a"])
+    assert hints.refused(["a"], now=11.1) == []
+
+
+def test_sold_out_hints_off_with_zero_ttl() -> None:
+    from snapshoe.orders.domain import SoldOutHints
+
+    hints = SoldOutHints(ttl=0)
+    hints.remember(["a"], now=1.0)
+    assert hints.refused(["a"], now=1.0) == []
