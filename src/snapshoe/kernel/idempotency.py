@@ -51,6 +51,22 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
 """
 
+# Begin and complete in one round trip, for an answer known before any work (a refusal the
+# service can give on its own): stored like any completed request, or, if the key is already
+# known, the same outcomes as _BEGIN.
+_ANSWER = """
+local fp = redis.call('HGET', KEYS[1], 'fp')
+if not fp then
+  redis.call('HSET', KEYS[1], 'fp', ARGV[1], 'state', 'done', 'status', ARGV[2], 'body', ARGV[3])
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  return {'stored'}
+end
+if fp ~= ARGV[1] then return {'reused'} end
+local r = redis.call('HMGET', KEYS[1], 'state', 'status', 'body')
+if r[1] == 'pending' then return {'in_use'} end
+return {'replay', r[2], r[3]}
+"""
+
 _ABANDON = """
 local r = redis.call('HMGET', KEYS[1], 'fp', 'state')
 if r[1] == ARGV[1] and r[2] == 'pending' then return redis.call('DEL', KEYS[1]) end
@@ -91,6 +107,7 @@ class IdempotencyStore:
         self._begin = redis.register_script(_BEGIN)
         self._complete = redis.register_script(_COMPLETE)
         self._abandon = redis.register_script(_ABANDON)
+        self._answer = redis.register_script(_ANSWER)
 
     def _key(self, user_id: str, key: str) -> str:
         digest = hashlib.sha256(key.encode()).hexdigest()[:32]  # bounded key length
@@ -98,6 +115,20 @@ class IdempotencyStore:
 
     async def begin(self, user_id: str, key: str, fp: str) -> Begin:
         result = await self._begin(keys=[self._key(user_id, key)], args=[fp, PENDING_LEASE_SECONDS])
+        return self._outcome(result)
+
+    async def answer(self, user_id: str, key: str, fp: str, status: int, body: Any) -> Begin:
+        """Record ``status``/``body`` as this key's response unless the key is known: one round
+        trip. ``proceed`` means it was stored (send it); otherwise as :meth:`begin`."""
+        result = await self._answer(
+            keys=[self._key(user_id, key)], args=[fp, status, orjson.dumps(body), KEEP_SECONDS]
+        )
+        if result[0] == "stored":
+            return Begin("proceed")
+        return self._outcome(result)
+
+    @staticmethod
+    def _outcome(result: list[Any]) -> Begin:
         outcome = result[0]
         if outcome == "proceed":
             return Begin("proceed")

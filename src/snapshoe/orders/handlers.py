@@ -98,8 +98,15 @@ async def create_order(
 ) -> Answer:
     fp = fingerprint("POST", "/api/orders", request.model_dump(mode="json"))
     store = deps.idempotency
+    refusal = _hinted_refusal(deps, request)
     try:
-        begin = await store.begin(buyer_id, key, fp)
+        if refusal is not None:
+            # Most of a stampede: one Redis round trip, no products call, no database.
+            begin = await store.answer(buyer_id, key, fp, refusal.status, refusal.body())
+            if begin.outcome == "proceed":
+                raise refusal
+        else:
+            begin = await store.begin(buyer_id, key, fp)
     except RedisError as exc:
         raise unavailable("Idempotency storage") from exc
     if begin.outcome == "replay":
@@ -121,6 +128,16 @@ async def create_order(
     return answer
 
 
+def _hinted_refusal(deps: Deps, request: schemas.CreateOrder) -> Problem | None:
+    """A sold-out refusal orders can give without products (see domain.SoldOutHints)."""
+    if request.lines is None:
+        return None
+    hinted = deps.sold_out.refused([x.item_id for x in request.lines], time.monotonic())
+    if not hinted:
+        return None
+    return Problem(409, "sold_out", detail="Not enough stock", item_ids=hinted)
+
+
 async def _quietly(op: Any) -> None:
     try:
         await op
@@ -136,10 +153,6 @@ async def _place(
     else:
         lines = await _cart_lines(deps, buyer_id)
     settings = deps.settings
-    hinted = deps.sold_out.refused([x.item_id for x in lines], time.monotonic())
-    if hinted:
-        # Most of a stampede ends here: no call to products, no database.
-        raise Problem(409, "sold_out", detail="Not enough stock", item_ids=hinted)
     now = utcnow()
     order_id = new_order_id()
     until = expires_at(now, settings.order_payment_ttl_seconds)
