@@ -31,6 +31,8 @@ app.add_typer(orders_app, name="orders")
 app.add_typer(bench_app, name="bench")
 
 HTTP_APPS = ("users", "products", "orders", "payments", "sandbox_pg", "mail_sink")
+# Dev stand-ins with one listening SMTP socket or per-process knobs: never forked.
+SINGLE_PROCESS = ("sandbox_pg", "mail_sink")
 
 
 def _run(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -110,6 +112,8 @@ def serve(
     settings = get_settings()
     n = workers if workers is not None else settings.http_workers
     n = n or (os.cpu_count() or 1)
+    if service in SINGLE_PROCESS:
+        n = 1
     uvicorn.run(
         f"snapshoe.{service}.bootstrap:create_app",
         factory=True,

@@ -80,6 +80,9 @@ TEST_ENV = {
     "SNAPSHOE_VERIFICATION_RATE_PER_MINUTE": "30",
     # Tests check that a released pair is on sale again at once; the hint's own test turns it on.
     "SNAPSHOE_SOLD_OUT_HINT_SECONDS": "0",
+    # One process per service: tests read right after they write, and per-process caches
+    # (products' 1 s read cache) would make that depend on which worker answers.
+    "SNAPSHOE_HTTP_WORKERS": "1",
 }
 
 CODE_RE = re.compile(r"\b(\d{6})\b")

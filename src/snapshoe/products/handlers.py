@@ -506,6 +506,21 @@ async def _undo(deps: Deps, epoch: int, buyer: str, groups: list[ProductLines], 
         log.warning("gate undo failed for %s; reconcile will repair", rid)
 
 
+async def _undo_unless_written(
+    deps: Deps, epoch: int, buyer: str, groups: list[ProductLines], rid: str
+) -> None:
+    try:
+        async with deps.sessions() as session:
+            written = await repo.get_reservation(session, rid) is not None
+    except Exception:
+        # Unknown: keep the admission. The gate then under-counts (refuses a pair it could
+        # sell) until reconcile, which is safe; giving units back that the ledger sold is not.
+        log.warning("cannot tell whether %s reached the ledger; reconcile will repair", rid)
+        return
+    if not written:
+        await _undo(deps, epoch, buyer, groups, rid)
+
+
 async def _write_reservation(
     deps: Deps,
     body: schemas.ReserveIn,
@@ -554,8 +569,11 @@ async def _write_reservation(
     except _StaleEpoch:
         raise
     except BaseException:
+        # The commit may have reached MariaDB before the failure (a cancelled request, a lost
+        # connection): undo the admission only if the ledger really lacks the reservation.
+        # Shielded, so a cancellation cannot leave the check half done.
         if fresh:
-            await _undo(deps, epoch, buyer, groups, rid)
+            await asyncio.shield(_undo_unless_written(deps, epoch, buyer, groups, rid))
         raise
     return schemas.ReservationOut(
         reservation_id=rid,

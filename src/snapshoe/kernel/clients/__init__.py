@@ -52,7 +52,9 @@ class InternalClient:
         self.retries = retries
         self.base_url = settings.service_url(service)
         self._headers = internal_headers(settings)
-        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=1.0)
+        # Per-socket limits, not a total: waiting for a pooled connection under a stampede
+        # is backpressure, not an outage (HAProxy's server timeout bounds the whole request).
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=1.0, sock_read=timeout)
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
 

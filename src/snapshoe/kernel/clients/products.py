@@ -20,13 +20,16 @@ class ProductsClient(InternalClient):
         lines: list[dict[str, Any]],
         reserved_until: datetime,
     ) -> dict[str, Any]:
-        """All-or-nothing; idempotent by ``reservation_id``, so retrying is safe. Raises
-        UpstreamProblem with code sold_out / drop_not_open / purchase_limit_exceeded /
-        not_found."""
+        """All-or-nothing, idempotent by ``reservation_id``. Raises UpstreamProblem with code
+        sold_out / drop_not_open / purchase_limit_exceeded / not_found.
+
+        Not retried here: under a stampede a retry can race the first attempt still writing
+        the same reservation (the drop benchmark caught the gate over-counting that way). The
+        caller releases what an unanswered attempt may have taken."""
         return await self.request(
             "POST",
             "/internal/reservations",
-            retry=True,
+            retry=False,
             json={
                 "reservation_id": reservation_id,
                 "buyer_id": buyer_id,
