@@ -110,7 +110,8 @@ def test_up_fails_fast_when_a_dependency_is_down(dead_redis_port: int) -> None:
 def test_up_starts_and_stops_cleanly() -> None:
     """A second platform on other ports and another namespace: starts, answers through the
     gateway, and on Ctrl-C (SIGINT) exits 0 leaving no process and no listening port."""
-    base = 30000 + SLOT * 200  # apart from the main test platform and other test runs
+    # Below 32768: ports in the kernel's ephemeral range can be taken by outgoing connections.
+    base = 24000 + SLOT * 200  # apart from the main test platform and other test runs
     ports = {
         "SNAPSHOE_GATEWAY_PORT": base,
         "SNAPSHOE_USERS_PORT": base + 101,

@@ -32,7 +32,8 @@ POLL = 0.5  # the worker's default poll interval
 
 @pytest.fixture(scope="module")
 def short_platform() -> Iterator[Platform]:
-    base = 34000 + SLOT * 200  # apart from the main test platform, test_cli and other runs
+    # Below 32768: ports in the kernel's ephemeral range can be taken by outgoing connections.
+    base = 26000 + SLOT * 200  # apart from the main test platform, test_cli and other runs
     env = {
         "SNAPSHOE_GATEWAY_PORT": base,
         "SNAPSHOE_USERS_PORT": base + 101,
