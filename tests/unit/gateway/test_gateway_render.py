@@ -54,11 +54,11 @@ def test_every_target_passes_haproxy_check(
 @pytest.mark.parametrize("target", TARGETS)
 def test_jwt_checks_are_pinned_in_every_target(settings: Settings, target: Target) -> None:
     cfg = render_config(settings, target)
-    assert f'-m str "{kid_of(settings)}"' in cfg
+    assert f'-m str -- "{kid_of(settings)}"' in cfg
     assert "jwt_header_query('$.alg') -m str ES256" in cfg
     assert "jwt_header_query('$.typ') -m str at+jwt" in cfg
-    assert f'-m str "{settings.jwt_issuer}"' in cfg
-    assert f'-m str "{settings.jwt_audience}"' in cfg
+    assert f'-m str -- "{settings.jwt_issuer}"' in cfg
+    assert f'-m str -- "{settings.jwt_audience}"' in cfg
     assert 'jwt_verify("ES256",' in cfg
     assert ") -m int 1" in cfg
     assert "sc_http_req_rate(1,st_login) gt 7" in cfg
@@ -97,7 +97,7 @@ def test_settings_values_cannot_inject_directives(settings: Settings, tmp_path: 
     path = tmp_path / "tricky.cfg"
     path.write_text(render_config(tricky))
     check_config(path)
-    assert r'-m str "https://x/\"\$HOME\\ # not a comment"' in path.read_text()
+    assert r'-m str -- "https://x/\"\$HOME\\ # not a comment"' in path.read_text()
     evil = settings.model_copy(update={"jwt_audience": "api\n    http-request allow"})
     with pytest.raises(ValueError, match="line break"):
         render_config(evil)
@@ -135,3 +135,19 @@ def test_rotating_the_key_changes_the_pinned_kid(settings: Settings) -> None:
     after = render_config(settings)
     assert kid_of(settings) in after
     assert kid_of(settings) not in before
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_kid_starting_with_a_dash_still_parses(tmp_path: Path, target: Target) -> None:
+    """A base64url kid starts with '-' one time in 64; HAProxy read it as an ACL option until
+    patterns were put behind '--' (found by a CI run that drew such a key)."""
+    for attempt in range(2000):
+        s = Settings(data_dir=tmp_path / f"k{attempt}")
+        ensure_dev_keys(s)
+        if kid_of(s).startswith("-"):
+            break
+    else:
+        pytest.fail("no key with a kid starting with '-' in 2,000 tries")
+    path = tmp_path / f"{target}.cfg"
+    path.write_text(render_config(s, target))
+    check_config(path)
