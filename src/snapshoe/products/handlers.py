@@ -575,9 +575,14 @@ async def _write_reservation(
         if fresh:
             await asyncio.shield(_undo_unless_written(deps, epoch, buyer, groups, rid))
         raise
+    return _active_out(body, rows)
+
+
+def _active_out(body: schemas.ReserveIn, rows: list[dict[str, Any]]) -> schemas.ReservationOut:
+    """The answer to a reservation just written (gate or db_lock)."""
     return schemas.ReservationOut(
-        reservation_id=rid,
-        buyer_id=buyer,
+        reservation_id=body.reservation_id,
+        buyer_id=body.buyer_id,
         state="ACTIVE",
         reserved_until=rfc3339(body.reserved_until),
         lines=[schemas.ReservedLine(**r) for r in rows],
@@ -643,14 +648,7 @@ async def _reserve_db_lock(
         if not _is_duplicate(exc):
             raise
         return await _existing(deps, body, lines)
-    return schemas.ReservationOut(
-        reservation_id=rid,
-        buyer_id=buyer,
-        state="ACTIVE",
-        reserved_until=rfc3339(body.reserved_until),
-        lines=[schemas.ReservedLine(**r) for r in rows],
-        total_amount=sum(r["quantity"] * r["unit_price"] for r in rows),
-    )
+    return _active_out(body, rows)
 
 
 async def _existing(
