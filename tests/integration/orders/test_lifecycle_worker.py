@@ -186,7 +186,9 @@ async def _open_batch(engine: AsyncEngine, timeout: float = 30) -> int:
 async def test_sigkill_mid_batch_then_restart_skips_and_repeats_nothing(
     db: AsyncEngine, lc_settings: Settings
 ) -> None:
-    n = 30_000
+    # Enough orders that the worker is still busy (~8 s at ~15,000/s) when the test looks for
+    # an open batch: with 30,000 a fast run could finish before the first look (seen in CI).
+    n = 120_000
     await seed(db, n, kinds=("expire", "ship", "deliver"))
     cmd = [sys.executable, "-m", "snapshoe.cli", "orders", "lifecycle", "--run"]
     env = _env(lc_settings, SNAPSHOE_ORDERS_LIFECYCLE_BATCH_SIZE="500")
