@@ -24,6 +24,7 @@ import httpx
 import pytest
 from bench.lifecycle import fresh_database, seed, verify
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.support.platform import ROOT, TEST_ENV, make_test_settings
 
@@ -166,21 +167,24 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _open_batch(engine: AsyncEngine, timeout: float = 30) -> int:
-    """Wait until some transaction holds row locks in the lifecycle database: a batch is in
-    flight. Returns how many rows it holds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        locked = await _scalar(
-            engine,
-            "SELECT COALESCE(MAX(t.trx_rows_locked), 0) FROM information_schema.innodb_trx t "
-            "JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id "
-            "WHERE p.db = DATABASE() AND p.id <> CONNECTION_ID()",
-        )
-        if locked:
-            return int(locked)
-        await asyncio.sleep(0.002)
-    raise AssertionError("no batch in flight")
+async def _rows_held(engine: AsyncEngine) -> int:
+    """1 if the (frozen) worker holds a batch open: the worker claims the oldest due rows of a
+    status, so one of them can't be locked without waiting."""
+    for status in ("PENDING_PAYMENT", "PREPARING", "SHIPPING"):
+        async with engine.connect() as conn:
+            try:
+                await conn.execute(
+                    text(
+                        "SELECT id FROM orders WHERE status = :s AND next_transition_at <= "
+                        "UTC_TIMESTAMP(6) ORDER BY next_transition_at LIMIT 1 FOR UPDATE NOWAIT"
+                    ),
+                    {"s": status},
+                )
+            except OperationalError:  # lock wait refused: the worker holds that row
+                return 1
+            finally:
+                await conn.rollback()
+    return 0
 
 
 async def test_sigkill_mid_batch_then_restart_skips_and_repeats_nothing(
@@ -198,7 +202,17 @@ async def test_sigkill_mid_batch_then_restart_skips_and_repeats_nothing(
         await asyncio.sleep(0.5)
         while await _scalar(db, "SELECT COUNT(*) FROM order_history") < 2_000:
             await asyncio.sleep(0.01)
-        held = await _open_batch(db)
+        # Freeze the worker, look whether it holds a batch open, and kill it only then: a
+        # frozen process can't race the look (polling a running one missed its short
+        # transactions on a loaded CI machine).
+        held = 0
+        deadline = time.monotonic() + 60
+        while not held and time.monotonic() < deadline and first.poll() is None:
+            first.send_signal(signal.SIGSTOP)
+            held = await _rows_held(db)
+            if not held:
+                first.send_signal(signal.SIGCONT)
+                await asyncio.sleep(0.003)
         first.send_signal(signal.SIGKILL)
         assert first.wait(10) == -signal.SIGKILL
     finally:
