@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import RedisError
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from snapshoe.kernel.errors import Problem, not_found
 from snapshoe.products import repository as repo
@@ -542,19 +543,7 @@ async def _write_reservation(
             refused = [x.item_id for x in lines if not await repo.take_stock(session, x)]
             if refused:
                 raise _LedgerRefused(refused)
-            details = {
-                r["id"]: r for r in await repo.item_details(session, [x.item_id for x in lines])
-            }
-            rows = [
-                {
-                    "item_id": x.item_id,
-                    "product_id": details[x.item_id]["product_id"],
-                    "quantity": x.quantity,
-                    "unit_price": details[x.item_id]["unit_price"],
-                }
-                for x in lines
-            ]
-            await repo.insert_lines(session, rid, rows)
+            rows = await _insert_lines(session, rid, lines)
     except IntegrityError as exc:
         if fresh:
             await _undo(deps, epoch, buyer, groups, rid)
@@ -576,6 +565,23 @@ async def _write_reservation(
             await asyncio.shield(_undo_unless_written(deps, epoch, buyer, groups, rid))
         raise
     return _active_out(body, rows)
+
+
+async def _insert_lines(session: AsyncSession, rid: str, lines: list[Line]) -> list[dict[str, Any]]:
+    """The reservation's lines with product and unit price as the ledger has them now (the
+    order snapshots these), inserted in the caller's transaction."""
+    details = {r["id"]: r for r in await repo.item_details(session, [x.item_id for x in lines])}
+    rows = [
+        {
+            "item_id": x.item_id,
+            "product_id": details[x.item_id]["product_id"],
+            "quantity": x.quantity,
+            "unit_price": details[x.item_id]["unit_price"],
+        }
+        for x in lines
+    ]
+    await repo.insert_lines(session, rid, rows)
+    return rows
 
 
 def _active_out(body: schemas.ReserveIn, rows: list[dict[str, Any]]) -> schemas.ReservationOut:
@@ -633,17 +639,7 @@ async def _reserve_db_lock(
             for x in lines:
                 if not await repo.take_stock(session, x):  # cannot fail under the row lock
                     raise RuntimeError(f"ledger: {x.item_id} changed under its row lock")
-            details = {r["id"]: r for r in await repo.item_details(session, item_ids)}
-            rows = [
-                {
-                    "item_id": x.item_id,
-                    "product_id": details[x.item_id]["product_id"],
-                    "quantity": x.quantity,
-                    "unit_price": details[x.item_id]["unit_price"],
-                }
-                for x in lines
-            ]
-            await repo.insert_lines(session, rid, rows)
+            rows = await _insert_lines(session, rid, lines)
     except IntegrityError as exc:
         if not _is_duplicate(exc):
             raise
