@@ -2,7 +2,7 @@
 1,000,000), reported as transitions per second.
 
     uv run python bench/lifecycle.py [--orders 1000000] [--processes 1] [--concurrency 2]
-        [--batch 2000] [--kind mix|expire|ship|deliver] [--keep]
+        [--batch 4000] [--kind mix|expire|ship|deliver] [--keep]
 
 It never touches dev or test data: everything happens in a dedicated database
 (``<namespace>_orders`` with the namespace ``snapshoe_lcbench``), dropped and migrated first.
@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from snapshoe.kernel.db import create_engine, create_sessions, drop_database
 from snapshoe.kernel.migrate import migrate_service
 from snapshoe.kernel.settings import Settings
-from snapshoe.orders.lifecycle import STEPS, Lifecycle, due_query
+from snapshoe.orders.lifecycle import SHIP, STEPS, Lifecycle, due_query, update_sql
 
 BENCH_NAMESPACE = "snapshoe_lcbench"
 KINDS = {s.kind: s for s in STEPS}
@@ -144,6 +144,18 @@ async def explain(engine: AsyncEngine) -> list[str]:
                 f"rows={row['rows']} Extra={row['Extra']}"
             )
             lines.append(f"         {' '.join(sql.split())}")
+        # The batch's UPDATE: the JSON array of claimed ids drives PRIMARY KEY lookups.
+        now = datetime.now(UTC).replace(tzinfo=None)
+        ids = '["a", "b"]'
+        for row in (
+            await conn.exec_driver_sql(
+                "EXPLAIN " + update_sql(SHIP), (ids, "SHIPPING", now, now, "PREPARING")
+            )
+        ).mappings():
+            lines.append(
+                f"update   table={row['table']} type={row['type']} key={row['key']} "
+                f"Extra={row['Extra']}"
+            )
     return lines
 
 
@@ -161,7 +173,7 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=1_000_000)
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=4000)
     parser.add_argument("--kind", default="mix", choices=["mix", *KINDS])
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

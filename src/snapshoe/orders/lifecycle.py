@@ -3,12 +3,16 @@
 Each order row carries the time of its next automatic step, ``next_transition_at`` (indexed
 with ``status``). A step is applied to a batch of due orders in ONE transaction:
 
-1. ``SELECT id, buyer_id ... WHERE status = :from AND next_transition_at <= :now
+1. ``SELECT id ... WHERE status = :from AND next_transition_at <= :now
    ORDER BY next_transition_at LIMIT :n FOR UPDATE SKIP LOCKED`` (a range of the
    ``(status, next_transition_at)`` index; rows another worker holds are skipped, not waited for);
-2. one ``UPDATE ... WHERE id IN (...) AND status = :from`` (the conditional transition; the row
+2. one ``UPDATE`` of the claimed ids ``AND status = :from`` (the conditional transition; the row
    count must equal the batch, or the whole batch rolls back);
-3. one multi-row INSERT of the history rows, one of the outbox events.
+3. one ``INSERT ... SELECT`` of the history rows, one of the outbox events (bodies rendered
+   by MariaDB from the contract's message template).
+
+The claimed ids travel as one JSON array parameter per statement (``JSON_TABLE`` joined on the
+primary key), so a batch costs the worker almost no Python work per row.
 
 Nothing lives in memory between batches: a worker that dies mid-batch leaves an uncommitted
 transaction the server rolls back, so its orders are still due and the next claim takes them.
@@ -25,18 +29,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import orjson
 from prometheus_client import Counter, Gauge, Histogram
-from sqlalchemy import and_, func, select, update
-from sqlalchemy.engine import CursorResult
+from sqlalchemy import and_, func, select
 from sqlalchemy.exc import DBAPIError
 
 from snapshoe.kernel.clock import Clock, SystemClock
@@ -50,6 +53,8 @@ log = logging.getLogger("snapshoe.orders.lifecycle")
 
 # Event ids of lifecycle events are uuid5(this, "<order id>/<event type>").
 EVENT_NAMESPACE = uuid.UUID("0b6f3c1e-5a53-4d0e-9a43-1f0c8f7e2a61")
+_NS_BYTES = EVENT_NAMESPACE.bytes
+_VARIANT = "89ab"  # RFC 4122 variant bits over the hash's two low bits
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,22 +117,12 @@ class BatchConflict(RuntimeError):
 
 
 def event_id(order_id: str, step: Step) -> str:
-    return str(uuid.uuid5(EVENT_NAMESPACE, f"{order_id}/{step.event.TYPE}"))
-
-
-def event_bodies(
-    step: Step, rows: Sequence[tuple[str, str]], now: datetime, ids: Sequence[str] | None = None
-) -> list[str]:
-    """Outbox bodies (JSON) for ``(order_id, buyer_id)`` rows: exactly what
-    ``step.event(...).to_message()`` gives, without building a model per row."""
-    template = step.event.model_validate(
-        {"order_id": "", "buyer_id": "", "event_id": "", "occurred_at": now}
-    ).to_message()
-    ids = ids if ids is not None else [event_id(oid, step) for oid, _ in rows]
-    return [
-        orjson.dumps({**template, "event_id": eid, "order_id": oid, "buyer_id": buyer}).decode()
-        for (oid, buyer), eid in zip(rows, ids, strict=True)
-    ]
+    """``str(uuid.uuid5(EVENT_NAMESPACE, f"{order_id}/{step.event.TYPE}"))``, computed directly
+    from the SHA-1 (a third of the time: a million of these per benchmark run)."""
+    h = hashlib.sha1(
+        _NS_BYTES + f"{order_id}/{step.event.TYPE}".encode(), usedforsecurity=False
+    ).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"
 
 
 def due_query(step: Step, now: datetime, limit: int) -> Any:
@@ -135,7 +130,7 @@ def due_query(step: Step, now: datetime, limit: int) -> Any:
     if step.requires_stock is not None:
         conditions.append(orders.c.stock_state == step.requires_stock)
     return (
-        select(orders.c.id, orders.c.buyer_id)
+        select(orders.c.id)
         .where(and_(*conditions))
         .order_by(orders.c.next_transition_at)
         .limit(limit)
@@ -143,8 +138,40 @@ def due_query(step: Step, now: datetime, limit: int) -> Any:
     )
 
 
-_HISTORY_SQL = "INSERT INTO order_history (order_id, status, reason, at) VALUES (%s, %s, %s, %s)"
-_OUTBOX_SQL = "INSERT INTO outbox (event_id, routing_key, body, created_at) VALUES (%s, %s, %s, %s)"
+# The batch is passed to MariaDB once per statement as ONE JSON array parameter, joined
+# through JSON_TABLE on the primary key: no per-row escaping or parameter compiling in Python
+# (executemany of 2,000 rows per table was half of the worker's CPU in the profile).
+# Multi-table UPDATE syntax because MariaDB 10.x does no semi-join for a single-table UPDATE
+# with an IN (subquery).
+_IDS = "JSON_TABLE(%s, '$[*]' COLUMNS (id VARCHAR(32) PATH '$')) AS b"
+_IDS_EIDS = (
+    "JSON_TABLE(%s, '$[*]' COLUMNS (id VARCHAR(32) PATH '$[0]', eid CHAR(36) PATH '$[1]')) AS b"
+)
+# Statements below are assembled from constants only (S608: no input in the text).
+_HISTORY_SQL = (
+    "INSERT INTO order_history (order_id, status, reason, at) "  # noqa: S608
+    f"SELECT o.id, %s, %s, %s FROM {_IDS} JOIN orders AS o ON o.id = b.id"
+)
+# The body is the contract's own message for the step (a template rendered by the event model,
+# so the contract stays in Python) with the per-order fields set by MariaDB.
+_OUTBOX_SQL = (
+    "INSERT INTO outbox (event_id, routing_key, body, created_at) "  # noqa: S608
+    "SELECT b.eid, %s, JSON_SET(%s, '$.event_id', b.eid, '$.order_id', o.id, "
+    f"'$.buyer_id', o.buyer_id), %s FROM {_IDS_EIDS} JOIN orders AS o ON o.id = b.id"
+)
+
+
+def update_sql(step: Step) -> str:
+    sets = "o.status = %s, o.updated_at = %s, o.next_transition_at = %s"
+    if step.sets_stock is not None:
+        sets += ", o.stock_state = %s"
+    return f"UPDATE {_IDS} JOIN orders AS o ON o.id = b.id SET {sets} WHERE o.status = %s"  # noqa: S608
+
+
+def message_template(step: Step, now: datetime) -> str:
+    """The step's event message (JSON) with empty per-order fields."""
+    blank = {"order_id": "", "buyer_id": "", "event_id": "", "occurred_at": now}
+    return orjson.dumps(step.event.model_validate(blank).to_message()).decode()
 
 
 async def advance(
@@ -154,44 +181,26 @@ async def advance(
     started = time.perf_counter()
     at = to_db(now)
     async with sessions.begin() as session:
-        rows = [(r[0], r[1]) for r in (await session.execute(due_query(step, now, limit))).all()]
-        if not rows:
+        ids = [r[0] for r in (await session.execute(due_query(step, now, limit))).all()]
+        if not ids:
             return 0
-        ids = [oid for oid, _ in rows]
-        changes: dict[str, Any] = {
-            "status": step.target,
-            "updated_at": at,
-            "next_transition_at": (
-                to_db(now + timedelta(seconds=stage_seconds)) if step.schedules_next else None
-            ),
-        }
+        batch = orjson.dumps(ids).decode()
+        nxt = to_db(now + timedelta(seconds=stage_seconds)) if step.schedules_next else None
+        params: tuple[Any, ...] = (step.target.value, at, nxt)
         if step.sets_stock is not None:
-            changes["stock_state"] = step.sets_stock
-        result = cast(
-            CursorResult[Any],
-            await session.execute(
-                update(orders)
-                .where(orders.c.id.in_(ids), orders.c.status == step.source)
-                .values(changes)
-            ),
-        )
+            params += (step.sets_stock.value,)
+        conn = await session.connection()
+        result = await conn.exec_driver_sql(update_sql(step), (batch, *params, step.source.value))
         if result.rowcount != len(ids):
             raise BatchConflict(f"{step.kind}: claimed {len(ids)}, moved {result.rowcount}")
-        # Driver-level executemany: one multi-row INSERT per table, no per-row objects.
-        conn = await session.connection()
+        await conn.exec_driver_sql(_HISTORY_SQL, (step.target.value, step.reason, at, batch))
+        pairs = orjson.dumps([(oid, event_id(oid, step)) for oid in ids]).decode()
         await conn.exec_driver_sql(
-            _HISTORY_SQL, [(oid, step.target.value, step.reason, at) for oid in ids]
+            _OUTBOX_SQL, (step.event.routing_key(), message_template(step, now), at, pairs)
         )
-        routing_key = step.event.routing_key()
-        eids = [event_id(oid, step) for oid in ids]
-        bodies = event_bodies(step, rows, now, eids)
-        await conn.exec_driver_sql(
-            _OUTBOX_SQL,
-            [(eid, routing_key, body, at) for eid, body in zip(eids, bodies, strict=True)],
-        )
-    TRANSITIONS.labels(step.kind).inc(len(rows))
+    TRANSITIONS.labels(step.kind).inc(len(ids))
     BATCH_SECONDS.labels(step.kind).observe(time.perf_counter() - started)
-    return len(rows)
+    return len(ids)
 
 
 @dataclass(frozen=True, slots=True)

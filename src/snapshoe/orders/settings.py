@@ -14,7 +14,7 @@ class LifecycleSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SNAPSHOE_ORDERS_LIFECYCLE_", extra="ignore")
 
     # Orders claimed per transaction: one SELECT ... FOR UPDATE SKIP LOCKED, one UPDATE, one
-    # multi-row INSERT each for history and outbox, whatever the size.
+    # INSERT ... SELECT each for history and outbox, whatever the size.
     batch_size: int = Field(default=1000, ge=1, le=20_000)
     # How often an idle worker looks for due orders (the lateness of a step is at most this).
     poll_seconds: float = Field(default=0.5, gt=0, le=60)

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from bench.lifecycle import fresh_database, seed, verify
 from sqlalchemy import text
@@ -31,7 +32,7 @@ from tests.support.platform import ROOT, TEST_ENV, make_test_settings
 from snapshoe.kernel.clock import ManualClock
 from snapshoe.kernel.db import create_engine, create_sessions, drop_database
 from snapshoe.kernel.settings import Settings
-from snapshoe.orders.lifecycle import TRANSITIONS, Lifecycle
+from snapshoe.orders.lifecycle import STEPS, TRANSITIONS, Lifecycle, event_id
 
 STAGE = 24 * 3600.0
 
@@ -90,6 +91,29 @@ async def test_workers_advance_10000_due_orders_exactly_once(db: AsyncEngine, wo
         "order.shipped.v1": 3334,
         "order.delivered.v1": 3333,
     }
+    # MariaDB rendered the event bodies: each is the contract's message for its order.
+    async with db.connect() as conn:
+        sample = (
+            await conn.execute(
+                text(
+                    "SELECT x.event_id, x.routing_key, x.body, o.id, o.buyer_id, o.status "
+                    "FROM outbox x JOIN orders o ON o.id = JSON_VALUE(x.body, '$.order_id') "
+                    "ORDER BY RAND() LIMIT 300"
+                )
+            )
+        ).all()
+    by_target = {s.target.value: s for s in STEPS}
+    for eid, routing_key, body, oid, buyer, status in sample:
+        step = by_target[status]
+        message = orjson.loads(body)
+        assert eid == message["event_id"] == event_id(oid, step)
+        assert routing_key == step.event.routing_key()
+        assert (
+            message
+            == step.event(
+                order_id=oid, buyer_id=buyer, event_id=eid, occurred_at=message["occurred_at"]
+            ).to_message()
+        )
     after = {k: TRANSITIONS.labels(k)._value.get() for k in before}
     assert {k: after[k] - before[k] for k in before} == {
         "expire": 3333,
