@@ -102,6 +102,25 @@ def _validation_problem(exc: RequestValidationError) -> Problem:
     return Problem(422, "validation_error", detail="The request is not valid", errors=errors)
 
 
+# The database or Redis could not be reached: the client may retry; it is not a bug.
+BACKEND_ERRORS: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    RedisConnectionError,
+    RedisTimeout,
+)
+
+
+def backend_down(method: str, path: str, exc: Exception) -> Problem:
+    log.error("backend unavailable on %s %s: %s", method, path, exc)
+    return Problem(
+        503,
+        "service_unavailable",
+        detail="A backing service is unavailable; retry shortly",
+        headers={"Retry-After": "1"},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_problem(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, Problem)
@@ -120,16 +139,7 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     async def on_backend_down(request: Request, exc: Exception) -> Response:
-        # The database or Redis could not be reached: the client may retry; it is not a bug.
-        log.error("backend unavailable on %s %s: %s", request.method, request.url.path, exc)
-        return problem_response(
-            Problem(
-                503,
-                "service_unavailable",
-                detail="A backing service is unavailable; retry shortly",
-                headers={"Retry-After": "1"},
-            )
-        )
+        return problem_response(backend_down(request.method, request.url.path, exc))
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         # A bug: log it with the request id, never leak internals to the client.
@@ -139,6 +149,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, on_problem)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
-    for backend_error in (OperationalError, InterfaceError, RedisConnectionError, RedisTimeout):
+    for backend_error in BACKEND_ERRORS:
         app.add_exception_handler(backend_error, on_backend_down)
     app.add_exception_handler(Exception, on_unexpected)

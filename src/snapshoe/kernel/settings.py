@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     order_payment_ttl_seconds: float = 600
     # How long orders turns a sold-out item away without asking products again (0 = always ask).
     sold_out_hint_seconds: float = Field(default=0.5, ge=0, le=10)
+    # Reservations one orders process has in flight at products at once; the rest of a
+    # stampede waits in orders (cheap) and is re-checked against the sold-out hint when its
+    # turn comes, instead of piling onto products until its answers time out.
+    reserve_concurrency: int = Field(default=16, ge=1, le=1000)
 
     # Payments / PG
     pg_base_url: str = ""  # empty: the local sandbox PG

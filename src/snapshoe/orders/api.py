@@ -10,10 +10,12 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import ValidationError
 from starlette.responses import Response
+from starlette.types import Scope
 
 from snapshoe.kernel.auth import Principal, verified_principal
-from snapshoe.kernel.errors import PROBLEM_JSON
+from snapshoe.kernel.errors import PROBLEM_JSON, Problem
 from snapshoe.kernel.idempotency import require_key
 from snapshoe.kernel.internal import internal_caller
 from snapshoe.orders import handlers, schemas
@@ -54,7 +56,12 @@ async def create_order(
     key: Annotated[str, Depends(require_key)],
     body: schemas.CreateOrder,
 ) -> Response:
+    """The documented route; :func:`fast_create_order` answers the well-formed requests."""
     answer = await handlers.create_order(deps, buyer_id=buyer.user_id, key=key, request=body)
+    return _answer_response(answer)
+
+
+def _answer_response(answer: handlers.Answer) -> Response:
     headers = {"Idempotent-Replayed": "true"} if answer.replayed else {}
     if answer.status < 400:
         headers["Location"] = f"/api/orders/{answer.body['id']}"
@@ -64,6 +71,47 @@ async def create_order(
         media_type="application/json" if answer.status < 400 else PROBLEM_JSON,
         headers=headers,
     )
+
+
+async def fast_create_order(scope: Scope, body: bytes) -> Response | None:
+    """``POST /api/orders`` without FastAPI's dependency solving and body handling, for the
+    drop's stampede (the framework was about 40 % of this process's CPU per order attempt in
+    the py-spy profile). It takes only the well-formed case: a bearer token that verifies, a
+    verified email, a valid Idempotency-Key, a JSON body the schema accepts. Anything else
+    returns None and the FastAPI route below answers it, so errors stay exactly the same."""
+    auth = key = ctype = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            auth = value
+        elif name == b"idempotency-key":
+            key = value
+        elif name == b"content-type":
+            ctype = value
+    if auth is None or key is None or ctype is None:
+        return None
+    if ctype.split(b";", 1)[0].strip().lower() != b"application/json":
+        return None
+    scheme, _, token = auth.decode("latin-1").partition(" ")
+    idem = key.decode("latin-1").strip().strip('"')
+    if scheme.lower() != "bearer" or not token.strip() or not _valid_key(idem):
+        return None
+    app = scope["app"]
+    try:
+        buyer = app.state.verifier.verify(token.strip())
+        request = schemas.CreateOrder.model_validate(orjson.loads(body))
+    except (Problem, ValidationError, orjson.JSONDecodeError):
+        return None
+    if not buyer.email_verified:
+        return None
+    answer = await handlers.create_order(
+        app.state.deps, buyer_id=buyer.user_id, key=idem, request=request
+    )
+    return _answer_response(answer)
+
+
+def _valid_key(value: str) -> bool:
+    """What :func:`require_key` accepts."""
+    return 1 <= len(value) <= 255 and all(33 <= ord(c) <= 126 for c in value)
 
 
 @router.get("", response_model=schemas.OrderPage, responses=_errors(401, 403, 422))

@@ -41,6 +41,7 @@ class Deps:
     users: UsersClient
     items: ItemSnapshots
     sold_out: SoldOutHints
+    reserve_slots: asyncio.Semaphore
     # Fire-and-forget compensations (releases) still running; kept so they aren't collected.
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -59,6 +60,7 @@ def build_deps(settings: Settings) -> Deps:
         users=UsersClient(settings),
         items=ItemSnapshots(products),
         sold_out=SoldOutHints(settings.sold_out_hint_seconds),
+        reserve_slots=asyncio.Semaphore(settings.reserve_concurrency),
     )
 
 
@@ -75,7 +77,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging("orders", settings.log_level, settings.log_json)
 
-    from snapshoe.orders.api import internal_router, router  # api imports Deps from here
+    from snapshoe.orders.api import (  # api imports Deps from here
+        fast_create_order,
+        internal_router,
+        router,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -104,5 +110,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         readiness={"database": check_db, "redis": check_redis, "rabbitmq": check_rabbitmq},
         lifespan=lifespan,
         title="SnapShoe orders",
+        fast_paths={("POST", "/api/orders"): fast_create_order},
     )
     return app

@@ -157,12 +157,18 @@ async def _place(
     order_id = new_order_id()
     until = expires_at(now, settings.order_payment_ttl_seconds)
     try:
-        reservation = await deps.products.reserve(
-            order_id,
-            buyer_id,
-            [{"item_id": x.item_id, "quantity": x.quantity} for x in lines],
-            until,
-        )
+        async with deps.reserve_slots:
+            # Backpressure: while this request waited for a slot, products may have said the
+            # item is sold out; then the answer is known without asking again.
+            hinted = deps.sold_out.refused([x.item_id for x in lines], time.monotonic())
+            if hinted:
+                raise Problem(409, "sold_out", detail="Not enough stock", item_ids=hinted)
+            reservation = await deps.products.reserve(
+                order_id,
+                buyer_id,
+                [{"item_id": x.item_id, "quantity": x.quantity} for x in lines],
+                until,
+            )
     except UpstreamProblem as exc:
         if exc.code == "sold_out":
             # Only a refusal of a single unit proves nothing is left of that item.

@@ -655,6 +655,12 @@ async def _existing(
     if found is None:  # rolled back in between; the caller may retry
         raise gate_unavailable()
     head, stored = found
+    if not stored and head["state"] == ReservationState.RELEASED:
+        raise Problem(
+            409,
+            "reservation_released",
+            detail="This reservation id was released before the reservation reached the ledger",
+        )
     same = head["buyer_id"] == body.buyer_id and [
         (s["item_id"], s["quantity"]) for s in stored
     ] == [(x.item_id, x.quantity) for x in lines]
@@ -717,7 +723,10 @@ async def release_reservation(
     """Release (ACTIVE) or refund (COMMITTED): units go back to stock and the buyer's
     allowance comes back. A second call finds RELEASED and changes nothing. The sweeper passes
     ``only_expired_before`` and then only releases ACTIVE reservations past that time."""
-    out, epoch, groups = await _retrying(_release, deps, rid, only_expired_before)
+    released = await _retrying(_release, deps, rid, only_expired_before)
+    if released is None:
+        raise not_found("reservation")
+    out, epoch, groups = released
     if groups:
         modes = await _modes_of(deps, [g.product_id for g in groups])
         groups = [g for g in groups if modes[g.product_id] == "gate"]
@@ -732,13 +741,20 @@ async def release_reservation(
 
 async def _release(
     deps: Deps, rid: str, only_expired_before: datetime | None
-) -> tuple[schemas.ReservationOut, int | None, list[ProductLines]]:
+) -> tuple[schemas.ReservationOut, int | None, list[ProductLines]] | None:
+    """None: no such reservation (now a tombstone, unless the sweeper asked)."""
     now = utcnow()
     async with deps.sessions.begin() as session:
         epoch = await repo.epoch_shared(session)
         found = await repo.get_reservation(session, rid, for_update=True)
         if found is None:
-            raise not_found("reservation")
+            if only_expired_before is None:
+                # Released before it was made: the caller gave up on a reserve that may still
+                # be on its way (a timeout under load). The tombstone, committed with this
+                # transaction, makes that late reserve fail on the primary key instead of
+                # holding pairs nobody will pay for until the sweeper.
+                await repo.insert_tombstone(session, rid, now)
+            return None  # leaving the block commits the tombstone
         head, lines = found
         state = ReservationState(head["state"])
         if state is ReservationState.RELEASED or (

@@ -207,6 +207,22 @@ async def insert_reservation(
     )
 
 
+async def insert_tombstone(session: AsyncSession, rid: str, now: datetime) -> None:
+    """A RELEASED reservation without lines (and without a buyer): the id is spent."""
+    await session.execute(
+        insert(reservations)
+        .prefix_with("IGNORE")
+        .values(
+            id=rid,
+            buyer_id="",
+            state=ReservationState.RELEASED.value,
+            reserved_until=to_db(now),
+            created_at=to_db(now),
+            updated_at=to_db(now),
+        )
+    )
+
+
 async def take_stock(session: AsyncSession, line: Line) -> int:
     result = await session.execute(
         update(items)

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 from tests.integration.orders.helpers import OrdersEnv, admin_headers, assert_problem, key
 
+from snapshoe.kernel.http import FAST_PATH
 from snapshoe.orders.bootstrap import create_app
 
 
@@ -106,3 +107,77 @@ async def test_sold_out_hint_spares_the_products_call_and_lapses(orders_env: Ord
             )
             assert r.status_code == 201, r.text
             assert calls == 2
+
+
+async def test_fast_path_answers_well_formed_orders_and_hands_the_rest_to_the_route(
+    orders_env: OrdersEnv,
+) -> None:
+    """POST /api/orders has a hand-written fast path (kernel.http.FastPath): well-formed
+    requests are answered there (201, sold out, replays), everything else goes to the FastAPI
+    route with the body replayed and gets the route's usual answer."""
+    env = orders_env
+    async with env.client() as c:
+        _, items = await env.drop(c, [2])
+    body = {"lines": [{"item_id": items[0]["id"], "quantity": 1}]}
+
+    def count(outcome: str) -> float:
+        value = FAST_PATH.labels("orders", "/api/orders", outcome)._value.get()
+        return float(value)
+
+    app = create_app(env.settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://orders") as direct:
+            answered, handed = count("answered"), count("handed_over")
+            buyer, k = env.buyer(), key()
+            headers = {**buyer.auth, "Idempotency-Key": k}
+            first = await direct.post("/api/orders", json=body, headers=headers)
+            assert first.status_code == 201, first.text
+            assert first.headers["location"] == f"/api/orders/{first.json()['id']}"
+            assert first.headers["x-request-id"]
+            again = await direct.post("/api/orders", json=body, headers=headers)
+            assert again.status_code == 201
+            assert again.headers["idempotent-replayed"] == "true"
+            assert again.json() == first.json()
+            assert count("answered") == answered + 2
+            assert count("handed_over") == handed
+
+            # The route's own answers, unchanged: each of these is handed over.
+            other = env.buyer()
+            cases = [
+                ({"Idempotency-Key": key()}, body, 401, "unauthorized"),
+                (other.auth, body, 400, "idempotency_key_missing"),
+                ({**other.auth, "Idempotency-Key": "a b"}, body, 400, "idempotency_key_invalid"),
+                (
+                    {**env.buyer(verified=False).auth, "Idempotency-Key": key()},
+                    body,
+                    403,
+                    "email_not_verified",
+                ),
+                ({**other.auth, "Idempotency-Key": key()}, {"lines": []}, 422, "validation_error"),
+                (
+                    {**other.auth, "Idempotency-Key": key(), "Authorization": "Bearer x.y.z"},
+                    body,
+                    401,
+                    "unauthorized",
+                ),
+            ]
+            for headers, payload, status, code in cases:
+                r = await direct.post("/api/orders", json=payload, headers=headers)
+                assert_problem(r, status, code)
+            raw = await direct.post(
+                "/api/orders",
+                content=b"{not json",
+                headers={
+                    **other.auth,
+                    "Idempotency-Key": key(),
+                    "Content-Type": "application/json",
+                },
+            )
+            assert_problem(raw, 400, "invalid_json")
+            assert count("handed_over") == handed + len(cases) + 1
+            assert count("answered") == answered + 2
+    async with env.client() as c:
+        # The one order placed is real, through the platform's gateway as well.
+        r = await c.get(f"/api/orders/{first.json()['id']}", headers=buyer.auth)
+        assert r.status_code == 200, r.text

@@ -10,7 +10,8 @@ Invariants, checked after every scenario (:func:`check_invariants`):
 3. No oversell: per item, ``sold + reserved <= initial`` (follows from 1, checked per scenario
    against the stock the test put in).
 4. No half reservation: every reservation has all the lines it was asked for, and none exists
-   without lines.
+   without lines, except the tombstone of an id released before it was reserved (RELEASED,
+   no buyer, no lines, holds nothing).
 5. Per-buyer limit: for every product with ``per_user_limit > 0``, no buyer holds more units
    than the limit in ACTIVE + COMMITTED reservations.
 6. Gate = ledger: once the service is idle, the gate's available units per item and held units
@@ -51,7 +52,8 @@ async def check_invariants(env: ProductsEnv, client: httpx.AsyncClient) -> None:
             await conn.execute(
                 text(
                     "SELECT COUNT(*) FROM reservations r WHERE NOT EXISTS "
-                    "(SELECT 1 FROM reservation_lines l WHERE l.reservation_id = r.id)"
+                    "(SELECT 1 FROM reservation_lines l WHERE l.reservation_id = r.id) "
+                    "AND NOT (r.state = 'RELEASED' AND r.buyer_id = '')"
                 )
             )
         ).scalar_one()
@@ -258,6 +260,43 @@ async def test_reserve_release_commit_are_idempotent(
     assert all(r.json()["refunded"] for r in refunds)
     assert await env.ledger(item) == {"initial": 10, "sold": 0, "reserved": 0, "available": 10}
     assert await env.gate_available(pid, item) == 10
+    await check_invariants(env, client)
+
+
+async def test_release_before_reserve_leaves_no_orphan(
+    products_env: ProductsEnv, client: httpx.AsyncClient
+) -> None:
+    """Orders gives up on a reserve under load and releases its id at once; the reserve may
+    reach products after that release. It must not hold pairs nobody will pay for."""
+    env = products_env
+    product = await env.product(client, name="Tombstone")
+    item = (await env.item(client, product["id"], 100))["id"]
+    pid = product["id"]
+
+    late = rid()
+    gone = await env.release(client, late)
+    assert gone.status_code == 404  # unknown, as before, but the id is now spent
+    refused = await env.reserve(client, late, "slow", [(item, 1)])
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["code"] == "reservation_released"
+    assert await env.ledger(item) == {"initial": 100, "sold": 0, "reserved": 0, "available": 100}
+    assert await env.gate_available(pid, item) == 100
+
+    # 60 releases racing their own reserves: whichever lands first, nothing stays held.
+    ids = [rid() for _ in range(60)]
+
+    async def race(i: int, r: str) -> None:
+        calls = [env.reserve(client, r, f"racer{i}", [(item, 1)]), env.release(client, r)]
+        await asyncio.gather(*(calls if i % 2 else calls[::-1]))
+
+    await asyncio.gather(*(race(i, r) for i, r in enumerate(ids)))
+    # A release that lost the race to its own reserve found nothing yet and left a tombstone
+    # only if the reserve had not written; a reserve that came second was refused. Either way
+    # the pair is free again, or still reserved only by a reservation that exists (and that a
+    # second release now frees).
+    await asyncio.gather(*(env.release(client, r) for r in ids))
+    assert await env.ledger(item) == {"initial": 100, "sold": 0, "reserved": 0, "available": 100}
+    assert await env.gate_available(pid, item) == 100
     await check_invariants(env, client)
 
 
