@@ -540,10 +540,13 @@ async def _write_reservation(
             # The primary key makes the ledger idempotent by itself (a replay whose gate marker
             # is gone lands here as a duplicate).
             await repo.insert_reservation(session, rid, buyer, body.reserved_until, now)
+            # Read before the stock update: from that update to the commit this transaction
+            # holds the item's row lock, which every other buyer of the size waits for.
+            details = await _line_details(session, lines)
             refused = [x.item_id for x in lines if not await repo.take_stock(session, x)]
             if refused:
                 raise _LedgerRefused(refused)
-            rows = await _insert_lines(session, rid, lines)
+            rows = await _insert_lines(session, rid, lines, details)
     except IntegrityError as exc:
         if fresh:
             await _undo(deps, epoch, buyer, groups, rid)
@@ -567,10 +570,20 @@ async def _write_reservation(
     return _active_out(body, rows)
 
 
-async def _insert_lines(session: AsyncSession, rid: str, lines: list[Line]) -> list[dict[str, Any]]:
+async def _line_details(session: AsyncSession, lines: list[Line]) -> dict[str, RowMapping]:
+    return {r["id"]: r for r in await repo.item_details(session, [x.item_id for x in lines])}
+
+
+async def _insert_lines(
+    session: AsyncSession,
+    rid: str,
+    lines: list[Line],
+    details: dict[str, RowMapping] | None = None,
+) -> list[dict[str, Any]]:
     """The reservation's lines with product and unit price as the ledger has them now (the
     order snapshots these), inserted in the caller's transaction."""
-    details = {r["id"]: r for r in await repo.item_details(session, [x.item_id for x in lines])}
+    if details is None:
+        details = await _line_details(session, lines)
     rows = [
         {
             "item_id": x.item_id,
@@ -651,11 +664,11 @@ async def _existing(
     deps: Deps, body: schemas.ReserveIn, lines: list[Line]
 ) -> schemas.ReservationOut:
     async with deps.sessions() as session:
-        found = await repo.get_reservation(session, body.reservation_id)
+        found = await repo.get_reservation(session, body.reservation_id, tombstone=True)
     if found is None:  # rolled back in between; the caller may retry
         raise gate_unavailable()
     head, stored = found
-    if not stored and head["state"] == ReservationState.RELEASED:
+    if not stored and repo.is_tombstone(head):
         raise Problem(
             409,
             "reservation_released",

@@ -240,8 +240,10 @@ async def insert_lines(session: AsyncSession, rid: str, rows: list[dict[str, Any
 
 
 async def get_reservation(
-    session: AsyncSession, rid: str, *, for_update: bool = False
+    session: AsyncSession, rid: str, *, for_update: bool = False, tombstone: bool = False
 ) -> tuple[RowMapping, list[RowMapping]] | None:
+    """The reservation and its lines; None if there is none. A tombstone (see
+    :func:`insert_tombstone`) counts as none unless ``tombstone`` asks for it."""
     stmt = select(reservations).where(reservations.c.id == rid)
     if for_update:
         stmt = stmt.with_for_update()
@@ -253,7 +255,14 @@ async def get_reservation(
         .where(reservation_lines.c.reservation_id == rid)
         .order_by(reservation_lines.c.item_id)
     )
-    return head, list(lines.mappings().all())
+    found = list(lines.mappings().all())
+    if not found and is_tombstone(head) and not tombstone:
+        return None
+    return head, found
+
+
+def is_tombstone(head: RowMapping) -> bool:
+    return bool(head["state"] == ReservationState.RELEASED.value and head["buyer_id"] == "")
 
 
 async def move_state(

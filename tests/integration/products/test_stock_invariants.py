@@ -281,6 +281,9 @@ async def test_release_before_reserve_leaves_no_orphan(
     assert refused.json()["code"] == "reservation_released"
     assert await env.ledger(item) == {"initial": 100, "sold": 0, "reserved": 0, "available": 100}
     assert await env.gate_available(pid, item) == 100
+    # For everything else the spent id is still no reservation.
+    assert (await env.commit(client, late)).status_code == 404
+    assert (await env.release(client, late)).status_code == 404
 
     # 60 releases racing their own reserves: whichever lands first, nothing stays held.
     ids = [rid() for _ in range(60)]
