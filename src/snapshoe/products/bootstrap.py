@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ class Deps:
     item_products: dict[str, str] = field(default_factory=dict)
     # product id -> stock mode ('gate' | 'db_lock'); set at creation, never changed.
     product_modes: dict[str, str] = field(default_factory=dict)
+    # Bounds the ledger writes in flight (Settings.ledger_write_concurrency).
+    ledger_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
 
 
 @asynccontextmanager
@@ -47,6 +50,7 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
             sessions=create_sessions(engine),
             redis=redis,
             gate=Gate(redis, settings.namespace),
+            ledger_slots=asyncio.Semaphore(settings.ledger_write_concurrency),
         )
     finally:
         await redis.aclose()

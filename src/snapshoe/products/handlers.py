@@ -489,9 +489,10 @@ async def reserve(deps: Deps, body: schemas.ReserveIn) -> schemas.ReservationOut
                 )
             else:
                 try:
-                    return await _write_reservation(
-                        deps, body, lines, groups, verdict.epoch, fresh=verdict.outcome == "ok"
-                    )
+                    async with deps.ledger_slots:
+                        return await _write_reservation(
+                            deps, body, lines, groups, verdict.epoch, fresh=verdict.outcome == "ok"
+                        )
                 except _StaleEpoch:
                     continue  # admitted by a gate that no longer exists: ask the new one
     except RedisError as exc:

@@ -5,8 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import aiohttp
+
 from snapshoe.kernel.clients import InternalClient
 from snapshoe.kernel.settings import Settings
+
+RESERVE_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=1.0, sock_read=20.0)
 
 
 class ProductsClient(InternalClient):
@@ -30,6 +34,9 @@ class ProductsClient(InternalClient):
             "POST",
             "/internal/reservations",
             retry=False,
+            # An admitted reserve may wait its turn for the ledger in a stampede: give it up
+            # to 20 s (HAProxy's server timeout is 30 s) rather than fail it as an outage.
+            timeout=RESERVE_TIMEOUT,
             json={
                 "reservation_id": reservation_id,
                 "buyer_id": buyer_id,
