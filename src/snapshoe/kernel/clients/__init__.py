@@ -25,6 +25,11 @@ from snapshoe.kernel.settings import Settings
 log = logging.getLogger("snapshoe.clients")
 
 
+# Failures to establish a connection: the request was never sent.
+_NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+CONNECT_RETRIES = 3
+
+
 class UpstreamProblem(Exception):
     """The other service answered with a problem (4xx): a business answer, not an outage."""
 
@@ -87,19 +92,32 @@ class InternalClient:
         self, method: str, path: str, *, retry: bool, **kwargs: Any
     ) -> dict[str, Any]:
         attempts = 1 + (self.retries if retry else 0)
-        for attempt in range(attempts):
+        not_sent = 0
+        attempt = 0
+        while attempt < attempts:
             try:
                 async with self.session.request(method, path, **kwargs) as response:
                     status = response.status
                     content = await response.read()
+            except _NOT_SENT as exc:
+                # No connection was made, so the request never left: safe to try again even
+                # for a request that is not idempotent (under a stampede the other service
+                # may accept new connections late).
+                not_sent += 1
+                if not_sent <= CONNECT_RETRIES:
+                    await asyncio.sleep(0.05 * 2**not_sent)
+                    continue
+                raise UpstreamUnavailable(f"{method} {path}: {type(exc).__name__}") from exc
             except (aiohttp.ClientError, TimeoutError) as exc:
                 if attempt + 1 < attempts:
                     await asyncio.sleep(0.05 * 2**attempt)
+                    attempt += 1
                     continue
                 raise UpstreamUnavailable(f"{method} {path}: {type(exc).__name__}") from exc
             if status >= 500:
                 if attempt + 1 < attempts:
                     await asyncio.sleep(0.05 * 2**attempt)
+                    attempt += 1
                     continue
                 raise UpstreamUnavailable(f"{method} {path}: {status}")
             try:

@@ -27,9 +27,10 @@ class ProductsClient(InternalClient):
         """All-or-nothing, idempotent by ``reservation_id``. Raises UpstreamProblem with code
         sold_out / drop_not_open / purchase_limit_exceeded / not_found.
 
-        Not retried here: under a stampede a retry can race the first attempt still writing
-        the same reservation (the drop benchmark caught the gate over-counting that way). The
-        caller releases what an unanswered attempt may have taken."""
+        Not retried once sent: under a stampede a retry can race the first attempt still
+        writing the same reservation (the drop benchmark caught the gate over-counting that
+        way). Only a connection that was never made is tried again (the request never left).
+        The caller releases what an unanswered attempt may have taken."""
         return await self.request(
             "POST",
             "/internal/reservations",
