@@ -132,7 +132,11 @@ def _hinted_refusal(deps: Deps, request: schemas.CreateOrder) -> Problem | None:
     """A sold-out refusal orders can give without products (see domain.SoldOutHints)."""
     if request.lines is None:
         return None
-    hinted = deps.sold_out.refused([x.item_id for x in request.lines], time.monotonic())
+    return _hinted_sold_out(deps, [x.item_id for x in request.lines])
+
+
+def _hinted_sold_out(deps: Deps, item_ids: list[str]) -> Problem | None:
+    hinted = deps.sold_out.refused(item_ids, time.monotonic())
     if not hinted:
         return None
     return Problem(409, "sold_out", detail="Not enough stock", item_ids=hinted)
@@ -160,9 +164,8 @@ async def _place(
         async with deps.reserve_slots:
             # Backpressure: while this request waited for a slot, products may have said the
             # item is sold out; then the answer is known without asking again.
-            hinted = deps.sold_out.refused([x.item_id for x in lines], time.monotonic())
-            if hinted:
-                raise Problem(409, "sold_out", detail="Not enough stock", item_ids=hinted)
+            if (refusal := _hinted_sold_out(deps, [x.item_id for x in lines])) is not None:
+                raise refusal
             reservation = await deps.products.reserve(
                 order_id,
                 buyer_id,
