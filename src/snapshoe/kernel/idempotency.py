@@ -31,18 +31,25 @@ HEADER = "Idempotency-Key"
 KEEP_SECONDS = 26 * 3600  # >= 24 h, with margin for clock skew between client and us
 PENDING_LEASE_SECONDS = 60  # a crashed request frees its key after this
 
-_BEGIN = """
+# A key already known: the same request (replay, or still in progress) or another one.
+_KNOWN = """
+if fp ~= ARGV[1] then return {'reused'} end
+local r = redis.call('HMGET', KEYS[1], 'state', 'status', 'body')
+if r[1] == 'pending' then return {'in_use'} end
+return {'replay', r[2], r[3]}
+"""
+
+_BEGIN = (
+    """
 local fp = redis.call('HGET', KEYS[1], 'fp')
 if not fp then
   redis.call('HSET', KEYS[1], 'fp', ARGV[1], 'state', 'pending')
   redis.call('EXPIRE', KEYS[1], ARGV[2])
   return {'proceed'}
 end
-if fp ~= ARGV[1] then return {'reused'} end
-local r = redis.call('HMGET', KEYS[1], 'state', 'status', 'body')
-if r[1] == 'pending' then return {'in_use'} end
-return {'replay', r[2], r[3]}
 """
+    + _KNOWN
+)
 
 _COMPLETE = """
 if redis.call('HGET', KEYS[1], 'fp') ~= ARGV[1] then return 0 end
@@ -54,18 +61,17 @@ return 1
 # Begin and complete in one round trip, for an answer known before any work (a refusal the
 # service can give on its own): stored like any completed request, or, if the key is already
 # known, the same outcomes as _BEGIN.
-_ANSWER = """
+_ANSWER = (
+    """
 local fp = redis.call('HGET', KEYS[1], 'fp')
 if not fp then
   redis.call('HSET', KEYS[1], 'fp', ARGV[1], 'state', 'done', 'status', ARGV[2], 'body', ARGV[3])
   redis.call('EXPIRE', KEYS[1], ARGV[4])
   return {'stored'}
 end
-if fp ~= ARGV[1] then return {'reused'} end
-local r = redis.call('HMGET', KEYS[1], 'state', 'status', 'body')
-if r[1] == 'pending' then return {'in_use'} end
-return {'replay', r[2], r[3]}
 """
+    + _KNOWN
+)
 
 _ABANDON = """
 local r = redis.call('HMGET', KEYS[1], 'fp', 'state')

@@ -30,13 +30,13 @@ class Deps:
     sessions: Sessions
     redis: Redis
     gate: Gate
+    # Bounds the ledger writes in flight (Settings.ledger_write_concurrency).
+    ledger_slots: asyncio.Semaphore
     cache: TTLCache = field(default_factory=TTLCache)
     # item id -> product id; an item never moves to another product, so this never goes stale.
     item_products: dict[str, str] = field(default_factory=dict)
     # product id -> stock mode ('gate' | 'db_lock'); set at creation, never changed.
     product_modes: dict[str, str] = field(default_factory=dict)
-    # Bounds the ledger writes in flight (Settings.ledger_write_concurrency).
-    ledger_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
 
 
 @asynccontextmanager

@@ -80,13 +80,19 @@ async def test_a_request_never_sent_is_tried_again_even_when_not_retried() -> No
 
 
 async def test_connect_retries_are_bounded() -> None:
-    client = _client(_free_port())  # nothing ever listens there
+    """Nothing ever listens: the client tries CONNECT_RETRIES more connects (its backoff
+    sleeps 0.1 + 0.2 + 0.4 s between them), then reports the service unavailable."""
+    client = _client(_free_port())
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     try:
         with pytest.raises(UpstreamUnavailable, match="ClientConnectorError"):
             await client.request("POST", "/internal/reservations", retry=False, json={})
     finally:
         await client.aclose()
-    assert CONNECT_RETRIES == 3
+    elapsed = loop.time() - started
+    backoff = sum(0.05 * 2**n for n in range(1, CONNECT_RETRIES + 1))
+    assert backoff <= elapsed < backoff + 3.0, elapsed
 
 
 async def test_a_sent_request_that_fails_is_not_repeated_unless_retried() -> None:
