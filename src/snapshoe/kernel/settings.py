@@ -105,9 +105,10 @@ class Settings(BaseSettings):
     # stampede waits in orders (cheap) and is re-checked against the sold-out hint when its
     # turn comes, instead of piling onto products until its answers time out.
     reserve_concurrency: int = Field(default=16, ge=1, le=1000)
-    # Admitted reservations one products process writes to the ledger at once; the rest wait
-    # for a slot, while sold-out refusals (the gate alone) are answered without waiting.
-    ledger_write_concurrency: int = Field(default=8, ge=1, le=1000)
+    # Ledger transactions one products process has open at once. Each writes every admitted
+    # reservation queued since the last one (group commit); sold-out refusals (the gate alone)
+    # never wait for them.
+    ledger_write_concurrency: int = Field(default=2, ge=1, le=64)
 
     # Payments / PG
     pg_base_url: str = ""  # empty: the local sandbox PG

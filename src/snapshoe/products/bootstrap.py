@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from snapshoe.kernel.auth import build_verifier
+from snapshoe.kernel.batching import GroupCommit
 from snapshoe.kernel.db import Sessions, create_engine, create_sessions, ping
 from snapshoe.kernel.http import create_service_app
 from snapshoe.kernel.logs import configure_logging
@@ -19,6 +19,8 @@ from snapshoe.kernel.redis import create_redis
 from snapshoe.kernel.settings import Settings, get_settings
 from snapshoe.products.cache import TTLCache
 from snapshoe.products.gate import Gate
+from snapshoe.products.handlers import LEDGER_BATCH_MAX, Admitted, write_admitted
+from snapshoe.products.schemas import ReservationOut
 
 SERVICE = "products"
 
@@ -30,8 +32,8 @@ class Deps:
     sessions: Sessions
     redis: Redis
     gate: Gate
-    # Bounds the ledger writes in flight (Settings.ledger_write_concurrency).
-    ledger_slots: asyncio.Semaphore
+    # Group commit of admitted reservations (handlers.write_admitted); started in open_deps.
+    ledger: GroupCommit[Admitted, ReservationOut] = field(init=False)
     cache: TTLCache = field(default_factory=TTLCache)
     # item id -> product id; an item never moves to another product, so this never goes stale.
     item_products: dict[str, str] = field(default_factory=dict)
@@ -43,16 +45,28 @@ class Deps:
 async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
     engine = create_engine(settings, SERVICE)
     redis = create_redis(settings)
+    deps = Deps(
+        settings=settings,
+        engine=engine,
+        sessions=create_sessions(engine),
+        redis=redis,
+        gate=Gate(redis, settings.namespace),
+    )
+
+    async def write(batch: list[Admitted]) -> list[ReservationOut | BaseException]:
+        return await write_admitted(deps, batch)
+
+    deps.ledger = GroupCommit(
+        "products_ledger",
+        write,
+        writers=settings.ledger_write_concurrency,
+        max_batch=LEDGER_BATCH_MAX,
+    )
+    deps.ledger.start()
     try:
-        yield Deps(
-            settings=settings,
-            engine=engine,
-            sessions=create_sessions(engine),
-            redis=redis,
-            gate=Gate(redis, settings.namespace),
-            ledger_slots=asyncio.Semaphore(settings.ledger_write_concurrency),
-        )
+        yield deps
     finally:
+        await deps.ledger.close()
         await redis.aclose()
         await engine.dispose()
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import Counter
 from redis.exceptions import RedisError
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -52,6 +53,17 @@ MYSQL_DUPLICATE_KEY = 1062
 MYSQL_RETRYABLE = (1205, 1213)  # lock wait timeout, deadlock
 GATE_WAIT_SECONDS = 5.0
 RESERVE_ATTEMPTS = 8
+# A retry the gate recognises waits this long for its first attempt's ledger write.
+REPLAY_WAIT_SECONDS = 3.0
+REPLAY_POLL_SECONDS = 0.02
+# Most admitted reservations one ledger transaction writes (group commit, see write_admitted).
+LEDGER_BATCH_MAX = 64
+
+
+LEDGER_FALLBACKS = Counter(
+    "snapshoe_products_ledger_batch_fallbacks_total",
+    "Ledger batches refused as a whole and then written one reservation at a time",
+)
 
 
 def gate_unavailable() -> Problem:
@@ -489,10 +501,11 @@ async def reserve(deps: Deps, body: schemas.ReserveIn) -> schemas.ReservationOut
                 )
             else:
                 try:
-                    async with deps.ledger_slots:
-                        return await _write_reservation(
-                            deps, body, lines, groups, verdict.epoch, fresh=verdict.outcome == "ok"
-                        )
+                    if verdict.outcome == "ok":
+                        # Group commit: written with whatever else the gate admitted meanwhile.
+                        out = await deps.ledger.submit(Admitted(body, lines, groups, verdict.epoch))
+                        return out
+                    return await _replayed(deps, body, lines, groups, verdict.epoch)
                 except _StaleEpoch:
                     continue  # admitted by a gate that no longer exists: ask the new one
     except RedisError as exc:
@@ -521,6 +534,99 @@ async def _undo_unless_written(
         return
     if not written:
         await _undo(deps, epoch, buyer, groups, rid)
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A reservation the gate has just admitted, on its way to the ledger (Deps.ledger)."""
+
+    body: schemas.ReserveIn
+    lines: list[Line]
+    groups: list[ProductLines]
+    epoch: int
+
+
+async def write_admitted(
+    deps: Deps, batch: list[Admitted]
+) -> list[schemas.ReservationOut | BaseException]:
+    """The group-commit writer: the whole batch in one transaction. If that transaction
+    refuses (a duplicate id, a size the gate over-counted) each reservation is written alone,
+    as a single one always is, so a bad reservation costs its batch time, never a result."""
+    if len(batch) > 1:
+        prepared: list[schemas.ReservationOut | BaseException] = []
+        committing = False
+        try:
+            async with deps.sessions.begin() as session:
+                prepared = await _write_together(session, batch)
+                committing = True
+            return prepared
+        except Exception as exc:
+            if committing and await _written_after_all(deps, prepared, exc):
+                return prepared
+            LEDGER_FALLBACKS.inc()
+            log.info("ledger batch of %d refused (%r); writing them one by one", len(batch), exc)
+    # Sequential: a fallback is rare, and concurrent single writes would fight for the rows.
+    results: list[schemas.ReservationOut | BaseException] = []
+    for a in batch:
+        try:
+            results.append(
+                await _write_reservation(deps, a.body, a.lines, a.groups, a.epoch, fresh=True)
+            )
+        except Exception as exc:
+            results.append(exc)
+    return results
+
+
+async def _write_together(
+    session: AsyncSession, batch: list[Admitted]
+) -> list[schemas.ReservationOut | BaseException]:
+    epoch = await repo.epoch_shared(session)
+    live = [a for a in batch if a.epoch == epoch]
+    rows: dict[str, list[dict[str, Any]]] = {}
+    if live:
+        await repo.insert_reservations(
+            session,
+            [(a.body.reservation_id, a.body.buyer_id, a.body.reserved_until) for a in live],
+            utcnow(),
+        )
+        totals: dict[str, int] = defaultdict(int)
+        for a in live:
+            for x in a.lines:
+                totals[x.item_id] += x.quantity
+        details = {r["id"]: r for r in await repo.item_details(session, list(totals))}
+        # Item-id order, as every ledger write: no deadlock with the other writers. The row
+        # locks are taken last, so they are held only for these updates and the commit.
+        for item_id in sorted(totals):
+            if not await repo.take_stock(session, Line(item_id, totals[item_id])):
+                raise _LedgerRefused([item_id])
+        for a in live:
+            rows[a.body.reservation_id] = _line_rows(a.lines, details)
+        await repo.insert_many_lines(
+            session,
+            [{"reservation_id": rid, **r} for rid, lines in rows.items() for r in lines],
+        )
+    return [
+        _active_out(a.body, rows[a.body.reservation_id]) if a.epoch == epoch else _StaleEpoch()
+        for a in batch
+    ]
+
+
+async def _written_after_all(
+    deps: Deps, prepared: list[schemas.ReservationOut | BaseException], exc: Exception
+) -> bool:
+    """The commit failed on its way (a lost connection): did it land? If that cannot be told
+    either, the admissions are kept and the callers get the error: the gate then under-counts
+    until reconcile, which is safe; giving back units the ledger sold is not."""
+    ids = {out.reservation_id for out in prepared if isinstance(out, schemas.ReservationOut)}
+    if not ids:
+        return False
+    try:
+        async with deps.sessions() as session:
+            written = await repo.written_ids(session, list(ids))
+    except Exception:
+        log.warning("cannot tell whether a ledger batch landed; reconcile will repair")
+        raise exc from None
+    return ids <= written
 
 
 async def _write_reservation(
@@ -585,7 +691,13 @@ async def _insert_lines(
     order snapshots these), inserted in the caller's transaction."""
     if details is None:
         details = await _line_details(session, lines)
-    rows = [
+    rows = _line_rows(lines, details)
+    await repo.insert_lines(session, rid, rows)
+    return rows
+
+
+def _line_rows(lines: list[Line], details: dict[str, RowMapping]) -> list[dict[str, Any]]:
+    return [
         {
             "item_id": x.item_id,
             "product_id": details[x.item_id]["product_id"],
@@ -594,8 +706,6 @@ async def _insert_lines(
         }
         for x in lines
     ]
-    await repo.insert_lines(session, rid, rows)
-    return rows
 
 
 def _active_out(body: schemas.ReserveIn, rows: list[dict[str, Any]]) -> schemas.ReservationOut:
@@ -661,6 +771,30 @@ async def _reserve_db_lock(
     return _active_out(body, rows)
 
 
+async def _replayed(
+    deps: Deps,
+    body: schemas.ReserveIn,
+    lines: list[Line],
+    groups: list[ProductLines],
+    epoch: int,
+) -> schemas.ReservationOut:
+    """The gate already admitted this id (a retry racing its first attempt): that attempt's
+    write is in flight, usually queued in a ledger batch. Wait for it rather than race it: had
+    this request written first, that one would find a duplicate and give its units back to the
+    gate, which would then count units the ledger has sold. Only if the first attempt is gone
+    (its process died) does this one finish the write."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + REPLAY_WAIT_SECONDS
+    while True:
+        async with deps.sessions() as session:
+            found = await repo.get_reservation(session, body.reservation_id, tombstone=True)
+        if found is not None:
+            return _answer_existing(found, body, lines)
+        if loop.time() > deadline:
+            return await _write_reservation(deps, body, lines, groups, epoch, fresh=False)
+        await asyncio.sleep(REPLAY_POLL_SECONDS)
+
+
 async def _existing(
     deps: Deps, body: schemas.ReserveIn, lines: list[Line]
 ) -> schemas.ReservationOut:
@@ -668,6 +802,12 @@ async def _existing(
         found = await repo.get_reservation(session, body.reservation_id, tombstone=True)
     if found is None:  # rolled back in between; the caller may retry
         raise gate_unavailable()
+    return _answer_existing(found, body, lines)
+
+
+def _answer_existing(
+    found: tuple[RowMapping, list[RowMapping]], body: schemas.ReserveIn, lines: list[Line]
+) -> schemas.ReservationOut:
     head, stored = found
     if not stored and repo.is_tombstone(head):
         raise Problem(

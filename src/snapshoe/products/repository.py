@@ -207,6 +207,34 @@ async def insert_reservation(
     )
 
 
+async def insert_reservations(
+    session: AsyncSession, heads: Sequence[tuple[str, str, datetime]], now: datetime
+) -> None:
+    """Many ``(id, buyer, reserved_until)`` at once (one multi-row INSERT by the driver's
+    executemany); raises IntegrityError if any id exists, and then none is written."""
+    at = to_db(now)
+    await session.execute(
+        insert(reservations),
+        [
+            {
+                "id": rid,
+                "buyer_id": buyer,
+                "state": ReservationState.ACTIVE.value,
+                "reserved_until": to_db(until),
+                "created_at": at,
+                "updated_at": at,
+            }
+            for rid, buyer, until in heads
+        ],
+    )
+
+
+async def written_ids(session: AsyncSession, rids: Sequence[str]) -> set[str]:
+    """Which of these reservation ids the ledger holds (tombstones included)."""
+    stmt = select(reservations.c.id).where(reservations.c.id.in_(list(rids)))
+    return set((await session.execute(stmt)).scalars().all())
+
+
 async def insert_tombstone(session: AsyncSession, rid: str, now: datetime) -> None:
     """A RELEASED reservation without lines (and without a buyer): the id is spent."""
     await session.execute(
@@ -237,6 +265,11 @@ async def take_stock(session: AsyncSession, line: Line) -> int:
 
 async def insert_lines(session: AsyncSession, rid: str, rows: list[dict[str, Any]]) -> None:
     await session.execute(insert(reservation_lines), [{"reservation_id": rid, **r} for r in rows])
+
+
+async def insert_many_lines(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Lines of many reservations; each row carries its ``reservation_id``."""
+    await session.execute(insert(reservation_lines), rows)
 
 
 async def get_reservation(

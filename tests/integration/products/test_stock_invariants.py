@@ -88,6 +88,20 @@ def rid() -> str:
     return "ord_" + secrets.token_urlsafe(12)
 
 
+async def ledger_batches(client: httpx.AsyncClient) -> tuple[float, float, float]:
+    """(batches, reservations in them, whole batches refused) from products' /metrics."""
+    text_ = (await client.get("/metrics")).text
+    found = {"count": 0.0, "sum": 0.0, "fallbacks": 0.0}
+    for line in text_.splitlines():
+        if line.startswith('snapshoe_group_commit_batch_size_count{name="products_ledger"}'):
+            found["count"] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith('snapshoe_group_commit_batch_size_sum{name="products_ledger"}'):
+            found["sum"] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("snapshoe_products_ledger_batch_fallbacks_total "):
+            found["fallbacks"] = float(line.rsplit(" ", 1)[1])
+    return found["count"], found["sum"], found["fallbacks"]
+
+
 async def test_thousand_buyers_three_items_of_fifty(
     products_env: ProductsEnv, client: httpx.AsyncClient
 ) -> None:
@@ -97,12 +111,17 @@ async def test_thousand_buyers_three_items_of_fifty(
     ids = [i["id"] for i in items]
     rng = random.Random(1)
     picks = [ids[rng.randrange(3)] for _ in range(1000)]
+    batches0, written0, _ = await ledger_batches(client)
 
     results = await asyncio.gather(
         *(env.reserve(client, rid(), f"buyer-{n}", [(item, 1)]) for n, item in enumerate(picks))
     )
     statuses = Counter(r.status_code for r in results)
     assert statuses == {201: 150, 409: 850}, statuses
+    batches, written, _ = await ledger_batches(client)
+    # Every admission went through the group commit once, and they went in shared batches.
+    assert written - written0 == 150
+    assert batches - batches0 < 150
     won = Counter(r.json()["lines"][0]["item_id"] for r in results if r.status_code == 201)
     assert won == {i: 50 for i in ids}  # each item sold out exactly, not one unit more
     for r in results:
@@ -457,6 +476,36 @@ async def test_reconcile_repairs_a_tampered_gate(
     assert await env.gate_available(product["id"], item) == 7
     again = await reconcile(env.settings)
     assert (again.repaired, again.differences) == (False, [])
+    await check_invariants(env, client)
+
+
+async def test_a_ledger_batch_refused_by_an_over_counting_gate_is_written_one_by_one(
+    products_env: ProductsEnv, client: httpx.AsyncClient
+) -> None:
+    """The gate says 40 but the ledger has 10: the gate admits 40 at once, their batches are
+    refused as a whole by the ledger's conditional update, and written alone each admission
+    gets the ledger's own answer: exactly 10 reservations, 30 refusals, no unit lost."""
+    from snapshoe.products.handlers import reconcile
+
+    env = products_env
+    product = await env.product(client, name="Over-counting gate")
+    item = (await env.item(client, product["id"], 10))["id"]
+    await env.redis.hset(f"{env.settings.namespace}:pgate:{{{product['id']}}}:avail", item, 40)
+    _, _, fallbacks0 = await ledger_batches(client)
+
+    results = await asyncio.gather(
+        *(env.reserve(client, rid(), f"buyer-{n}", [(item, 1)]) for n in range(40))
+    )
+    statuses = Counter(r.status_code for r in results)
+    assert statuses == {201: 10, 409: 30}, statuses
+    assert {r.json()["code"] for r in results if r.status_code == 409} == {"sold_out"}
+    _, _, fallbacks = await ledger_batches(client)
+    assert fallbacks > fallbacks0
+    assert await env.ledger(item) == {"initial": 10, "sold": 0, "reserved": 10, "available": 0}
+    # The refused admissions were given back to the gate, which still holds the tampered 30.
+    assert await env.gate_available(product["id"], item) == 30
+    await reconcile(env.settings)
+    assert await env.gate_available(product["id"], item) == 0
     await check_invariants(env, client)
 
 

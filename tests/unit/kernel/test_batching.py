@@ -1,0 +1,110 @@
+"""GroupCommit (kernel.batching): pure asyncio, with a fake writer that records its batches."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from snapshoe.kernel.batching import GroupCommit
+
+
+class Writer:
+    """Doubles each item; fails the items it is told to; holds every batch until released."""
+
+    def __init__(self, fail: set[int] | None = None, raise_on: int | None = None) -> None:
+        self.batches: list[list[int]] = []
+        self.fail = fail or set()
+        self.raise_on = raise_on
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def __call__(self, batch: list[int]) -> list[int | BaseException]:
+        self.batches.append(batch)
+        await self.gate.wait()
+        if self.raise_on in batch:
+            raise OSError("connection lost")
+        return [ValueError(i) if i in self.fail else 2 * i for i in batch]
+
+
+async def test_callers_that_arrive_during_a_write_go_together_in_the_next_batch() -> None:
+    writer = Writer()
+    gc: GroupCommit[int, int] = GroupCommit("t1", writer, writers=1, max_batch=64)
+    gc.start()
+    writer.gate.clear()
+    first = asyncio.create_task(gc.submit(0))
+    await asyncio.sleep(0.01)  # the writer now holds [0]
+    rest = [asyncio.create_task(gc.submit(i)) for i in range(1, 201)]
+    await asyncio.sleep(0.01)
+    writer.gate.set()
+    assert await first == 0
+    assert await asyncio.gather(*rest) == [2 * i for i in range(1, 201)]
+    # 200 waiting callers, at most 64 a batch: 4 batches after the first, none of them empty.
+    assert [len(b) for b in writer.batches] == [1, 64, 64, 64, 8]
+    assert sorted(i for b in writer.batches for i in b) == list(range(201))
+    await gc.close()
+
+
+async def test_a_lone_caller_is_written_at_once() -> None:
+    writer = Writer()
+    gc: GroupCommit[int, int] = GroupCommit("t2", writer, writers=2, max_batch=64)
+    gc.start()
+    assert await asyncio.wait_for(gc.submit(21), 1) == 42
+    assert writer.batches == [[21]]
+    await gc.close()
+
+
+async def test_each_caller_gets_its_own_exception_and_a_raising_writer_fails_its_batch() -> None:
+    writer = Writer(fail={3, 5}, raise_on=100)
+    gc: GroupCommit[int, int] = GroupCommit("t3", writer, writers=1, max_batch=8)
+    gc.start()
+    results = await asyncio.gather(*(gc.submit(i) for i in range(8)), return_exceptions=True)
+    for i, r in enumerate(results):
+        if i in (3, 5):
+            assert isinstance(r, ValueError)
+            assert r.args == (i,)
+        else:
+            assert r == 2 * i
+    with pytest.raises(OSError, match="connection lost"):
+        await gc.submit(100)
+    assert await gc.submit(7) == 14  # the writer task survived the raising batch
+    await gc.close()
+
+
+async def test_a_cancelled_caller_does_not_break_its_batch() -> None:
+    writer = Writer()
+    gc: GroupCommit[int, int] = GroupCommit("t4", writer, writers=1, max_batch=64)
+    gc.start()
+    writer.gate.clear()
+    waiting = [asyncio.create_task(gc.submit(i)) for i in range(10)]
+    await asyncio.sleep(0.01)
+    waiting[4].cancel()
+    writer.gate.set()
+    results = await asyncio.gather(*waiting, return_exceptions=True)
+    assert isinstance(results[4], asyncio.CancelledError)
+    assert [r for i, r in enumerate(results) if i != 4] == [2 * i for i in range(10) if i != 4]
+    assert 4 in [i for b in writer.batches for i in b]  # still written
+    await gc.close()
+
+
+async def test_close_fails_what_is_queued_and_submit_needs_a_start() -> None:
+    writer = Writer()
+    gc: GroupCommit[int, int] = GroupCommit("t5", writer, writers=1, max_batch=1)
+    with pytest.raises(RuntimeError, match="not started"):
+        await gc.submit(1)
+    gc.start()
+    writer.gate.clear()
+    held = asyncio.create_task(gc.submit(1))  # in the writer
+    await asyncio.sleep(0.01)
+    queued = asyncio.create_task(gc.submit(2))  # behind it
+    await asyncio.sleep(0.01)
+    await gc.close()
+    with pytest.raises(asyncio.CancelledError):
+        await held
+    with pytest.raises(RuntimeError, match="closed"):
+        await queued
+
+
+def test_bad_sizes_are_refused() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        GroupCommit("t6", Writer(), writers=0, max_batch=1)
