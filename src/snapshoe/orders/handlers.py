@@ -135,8 +135,10 @@ def _hinted_refusal(deps: Deps, request: schemas.CreateOrder) -> Problem | None:
     return _hinted_sold_out(deps, [x.item_id for x in request.lines])
 
 
-def _hinted_sold_out(deps: Deps, item_ids: list[str]) -> Problem | None:
-    hinted = deps.sold_out.refused(item_ids, time.monotonic())
+def _hinted_sold_out(deps: Deps, item_ids: list[str], *, waited: bool = False) -> Problem | None:
+    hints = deps.sold_out
+    now = time.monotonic()
+    hinted = hints.still_refused(item_ids, now) if waited else hints.refused(item_ids, now)
     if not hinted:
         return None
     return Problem(409, "sold_out", detail="Not enough stock", item_ids=hinted)
@@ -160,11 +162,12 @@ async def _place(
     now = utcnow()
     order_id = new_order_id()
     until = expires_at(now, settings.order_payment_ttl_seconds)
+    item_ids = [x.item_id for x in lines]
     try:
         async with deps.reserve_slots:
             # Backpressure: while this request waited for a slot, products may have said the
             # item is sold out; then the answer is known without asking again.
-            if (refusal := _hinted_sold_out(deps, [x.item_id for x in lines])) is not None:
+            if (refusal := _hinted_sold_out(deps, item_ids, waited=True)) is not None:
                 raise refusal
             reservation = await deps.products.reserve(
                 order_id,
@@ -178,11 +181,16 @@ async def _place(
             single = {x.item_id for x in lines if x.quantity == 1}
             refused = [str(i) for i in exc.body.get("item_ids") or [] if i in single]
             deps.sold_out.remember(refused, time.monotonic())
+        else:
+            # Refused for another reason (a limit, a closed drop): none of these items is
+            # known to be sold out, so a hint (and its probe) on them ends.
+            deps.sold_out.forget(item_ids)
         raise _from_products(exc) from exc
     except UpstreamUnavailable as exc:
         # It may have been reserved before the answer was lost: give it back.
         _release_in_background(deps, order_id)
         raise unavailable("The stock service") from exc
+    deps.sold_out.forget(item_ids)  # products just sold these: a hint on them is stale
 
     try:
         snapshot = await _snapshot(deps, reservation["lines"])

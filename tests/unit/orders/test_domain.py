@@ -112,10 +112,41 @@ def test_sold_out_hints_refuse_only_hinted_items_until_they_lapse() -> None:
     hints.remember(["a"], now=10.0)
     assert hints.refused(["a", "b"], now=10.1) == ["a"]
     assert hints.refused(["b"], now=10.1) == []
-    assert hints.refused(["a"], now=10.5) == []  # lapsed exactly at ttl
+    assert hints.still_refused(["a", "b"], now=10.1) == ["a"]
+    assert hints.refused(["a"], now=10.5) == []  # lapsed exactly at ttl: this caller probes
     hints.remember(["a"], now=11.0)
     hints.forget(["a"])
     assert hints.refused(["a"], now=11.1) == []
+    assert hints.refused(["a"], now=11.1) == []  # forgotten: no probe, everyone asks
+
+
+def test_a_lapsed_hint_lets_one_probe_through_and_refuses_the_rest_meanwhile() -> None:
+    from snapshoe.orders.domain import SoldOutHints
+
+    hints = SoldOutHints(ttl=0.5)
+    hints.remember(["a"], now=10.0)
+    assert hints.refused(["a"], now=10.6) == []  # the probe
+    assert [hints.refused(["a"], now=10.7) for _ in range(50)] == [["a"]] * 50
+    # The probe is not turned away by its own mark after waiting for a slot...
+    assert hints.still_refused(["a"], now=10.8) == []
+    # ...and products' answer renews the hint (sold out) or ends it (sold).
+    hints.remember(["a"], now=10.9)
+    assert hints.refused(["a"], now=11.3) == ["a"]
+    assert hints.still_refused(["a"], now=11.3) == ["a"]
+    assert hints.refused(["a"], now=11.5) == []  # lapsed again: a new probe
+    hints.forget(["a"])
+    assert hints.refused(["a"], now=11.6) == []
+    assert hints.refused(["a"], now=11.6) == []
+    # A probe that never hears back (a timeout) blocks others for at most another ttl.
+    hints.remember(["b"], now=20.0)
+    assert hints.refused(["b"], now=20.5) == []
+    assert hints.refused(["b"], now=20.9) == ["b"]
+    assert hints.refused(["b"], now=21.0) == []  # the next probe
+    # A caller refused for one item does not take the probe of another.
+    hints.remember(["c", "d"], now=30.0)
+    hints.remember(["d"], now=30.4)
+    assert hints.refused(["c", "d"], now=30.6) == ["d"]
+    assert hints.refused(["c"], now=30.6) == []  # still free to probe
 
 
 def test_sold_out_hints_off_with_zero_ttl() -> None:
