@@ -24,6 +24,7 @@ from fastapi import Request
 from redis.asyncio import Redis
 
 from snapshoe.kernel.errors import Problem
+from snapshoe.kernel.redis import ScriptPipeline
 from snapshoe.kernel.redis import key as redis_key
 from snapshoe.kernel.settings import Settings
 
@@ -114,20 +115,26 @@ class IdempotencyStore:
         self._complete = redis.register_script(_COMPLETE)
         self._abandon = redis.register_script(_ABANDON)
         self._answer = redis.register_script(_ANSWER)
+        self._run = ScriptPipeline(redis)
+
+    async def aclose(self) -> None:
+        await self._run.aclose()
 
     def _key(self, user_id: str, key: str) -> str:
         digest = hashlib.sha256(key.encode()).hexdigest()[:32]  # bounded key length
         return redis_key(self._settings, "idem", self._scope, user_id, digest)
 
     async def begin(self, user_id: str, key: str, fp: str) -> Begin:
-        result = await self._begin(keys=[self._key(user_id, key)], args=[fp, PENDING_LEASE_SECONDS])
+        result = await self._run(
+            self._begin, [self._key(user_id, key)], [fp, PENDING_LEASE_SECONDS]
+        )
         return self._outcome(result)
 
     async def answer(self, user_id: str, key: str, fp: str, status: int, body: Any) -> Begin:
         """Record ``status``/``body`` as this key's response unless the key is known: one round
         trip. ``proceed`` means it was stored (send it); otherwise as :meth:`begin`."""
-        result = await self._answer(
-            keys=[self._key(user_id, key)], args=[fp, status, orjson.dumps(body), KEEP_SECONDS]
+        result = await self._run(
+            self._answer, [self._key(user_id, key)], [fp, status, orjson.dumps(body), KEEP_SECONDS]
         )
         if result[0] == "stored":
             return Begin("proceed")
@@ -154,11 +161,12 @@ class IdempotencyStore:
         return Begin("replay", int(result[1]), orjson.loads(result[2]))
 
     async def complete(self, user_id: str, key: str, fp: str, status: int, body: Any) -> None:
-        await self._complete(
-            keys=[self._key(user_id, key)],
-            args=[fp, status, orjson.dumps(body), KEEP_SECONDS],
+        await self._run(
+            self._complete,
+            [self._key(user_id, key)],
+            [fp, status, orjson.dumps(body), KEEP_SECONDS],
         )
 
     async def abandon(self, user_id: str, key: str, fp: str) -> None:
         """Free the key after an unexpected failure, so the client's retry can proceed."""
-        await self._abandon(keys=[self._key(user_id, key)], args=[fp])
+        await self._run(self._abandon, [self._key(user_id, key)], [fp])

@@ -92,6 +92,7 @@ def build_deps(settings: Settings) -> Deps:
 
 async def close_deps(deps: Deps) -> None:
     await deps.orders.aclose()
+    await deps.idempotency.aclose()
     await deps.redis.aclose()
     await close_core(deps)
 
