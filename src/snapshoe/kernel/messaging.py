@@ -95,6 +95,22 @@ async def add_to_outbox(session: AsyncSession, outbox: Table, event: Event) -> N
     )
 
 
+async def add_many_to_outbox(session: AsyncSession, outbox: Table, events: Sequence[Event]) -> None:
+    now = _now()
+    await session.execute(
+        insert(outbox),
+        [
+            {
+                "event_id": e.event_id,
+                "routing_key": e.routing_key(),
+                "body": e.to_message(),
+                "created_at": now,
+            }
+            for e in events
+        ],
+    )
+
+
 def exchange_name(settings: Settings) -> str:
     return f"{settings.namespace}.events"
 

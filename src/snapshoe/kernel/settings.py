@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     # reservation queued since the last one (group commit); sold-out refusals (the gate alone)
     # never wait for them.
     ledger_write_concurrency: int = Field(default=2, ge=1, le=64)
+    # Transactions one orders process has open at once to write new orders, each with every
+    # order placed since its last (group commit).
+    order_write_concurrency: int = Field(default=2, ge=1, le=64)
 
     # Payments / PG
     pg_base_url: str = ""  # empty: the local sandbox PG

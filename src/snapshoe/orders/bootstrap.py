@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from snapshoe.kernel.auth import build_verifier
+from snapshoe.kernel.batching import GroupCommit
 from snapshoe.kernel.clients.products import ProductsClient
 from snapshoe.kernel.clients.users import UsersClient
 from snapshoe.kernel.db import Sessions, create_engine, create_sessions, ping
@@ -27,6 +28,7 @@ from snapshoe.kernel.logs import configure_logging
 from snapshoe.kernel.redis import create_redis
 from snapshoe.kernel.settings import Settings, get_settings
 from snapshoe.orders.domain import SoldOutHints
+from snapshoe.orders.handlers import PLACEMENT_BATCH_MAX, Placement, write_placements
 from snapshoe.orders.snapshots import ItemSnapshots
 
 
@@ -42,6 +44,8 @@ class Deps:
     items: ItemSnapshots
     sold_out: SoldOutHints
     reserve_slots: asyncio.Semaphore
+    # Group commit of new orders (handlers.write_placements); started by the app's lifespan.
+    placements: GroupCommit[Placement, None] = field(init=False)
     # Fire-and-forget compensations (releases) still running; kept so they aren't collected.
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -50,7 +54,7 @@ def build_deps(settings: Settings) -> Deps:
     engine = create_engine(settings, "orders")
     redis = create_redis(settings)
     products = ProductsClient(settings)
-    return Deps(
+    deps = Deps(
         settings=settings,
         engine=engine,
         sessions=create_sessions(engine),
@@ -63,12 +67,25 @@ def build_deps(settings: Settings) -> Deps:
         reserve_slots=asyncio.Semaphore(settings.reserve_concurrency),
     )
 
+    async def write(batch: list[Placement]) -> list[BaseException | None]:
+        return await write_placements(deps, batch)
+
+    deps.placements = GroupCommit(
+        "orders_placements",
+        write,
+        writers=settings.order_write_concurrency,
+        max_batch=PLACEMENT_BATCH_MAX,
+    )
+    return deps
+
 
 async def close_deps(deps: Deps) -> None:
     if deps.background:
         await asyncio.wait(deps.background, timeout=5)
+    await deps.placements.close()
     await deps.products.aclose()
     await deps.users.aclose()
+    await deps.idempotency.aclose()
     await deps.redis.aclose()
     await deps.engine.dispose()
 
@@ -86,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         deps = build_deps(settings)
+        deps.placements.start()
         app.state.deps = deps
         app.state.settings = settings
         app.state.verifier = build_verifier(settings)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import Counter
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy.engine import RowMapping
@@ -37,7 +38,7 @@ from snapshoe.kernel.contracts.orders import (
 from snapshoe.kernel.contracts.payments import PaymentApproved, PaymentFailed, PaymentRefunded
 from snapshoe.kernel.errors import Problem, not_found
 from snapshoe.kernel.idempotency import fingerprint
-from snapshoe.kernel.messaging import add_to_outbox
+from snapshoe.kernel.messaging import add_many_to_outbox, add_to_outbox
 from snapshoe.orders import repository as repo
 from snapshoe.orders import schemas
 from snapshoe.orders.domain import (
@@ -67,6 +68,13 @@ if TYPE_CHECKING:
     from snapshoe.orders.bootstrap import Deps
 
 log = logging.getLogger("snapshoe.orders")
+
+# Most new orders one transaction writes (group commit, see write_placements).
+PLACEMENT_BATCH_MAX = 64
+PLACEMENT_FALLBACKS = Counter(
+    "snapshoe_orders_placement_batch_fallbacks_total",
+    "Batches of new orders refused as a whole and then written one order at a time",
+)
 
 # Problem fields that are not "extras" worth passing on from an upstream problem.
 _PROBLEM_FIELDS = {"type", "title", "status", "detail", "code", "instance"}
@@ -224,9 +232,8 @@ async def _place(
             expires_at=until,
             from_cart=request.from_cart,
         )
-        async with deps.sessions.begin() as session:
-            await repo.insert_order(session, order=order, lines=snapshot, now=now)
-            await add_to_outbox(session, outbox, placed)
+        # Group commit: written with the other orders placed meanwhile (write_placements).
+        await deps.placements.submit(Placement(order, snapshot, placed, now))
     except IntegrityError as exc:
         await _release(deps, order_id)
         return await _existing_for_key(deps, buyer_id, key, fp, exc)
@@ -235,6 +242,57 @@ async def _place(
         raise
     body = _order_out(order, snapshot, [{"status": Status.PENDING_PAYMENT, "at": now}])
     return Answer(201, body.model_dump(mode="json"))
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """A reserved order on its way to the database (Deps.placements)."""
+
+    order: dict[str, Any]
+    lines: list[dict[str, Any]]
+    event: OrderPlaced
+    now: datetime
+
+
+async def write_placements(deps: Deps, batch: list[Placement]) -> list[BaseException | None]:
+    """The group-commit writer of new orders: the batch's orders, lines, history rows and
+    ``OrderPlaced`` events in one transaction. If it is refused (a duplicate idempotency key)
+    each order is written alone, so each caller gets its own answer."""
+    if len(batch) > 1:
+        committing = False
+        try:
+            async with deps.sessions.begin() as session:
+                await repo.insert_orders(session, [(p.order, p.lines, p.now) for p in batch])
+                await add_many_to_outbox(session, outbox, [p.event for p in batch])
+                committing = True
+            return [None] * len(batch)
+        except Exception as exc:
+            if committing and await _placed_after_all(deps, batch, exc):
+                return [None] * len(batch)
+            PLACEMENT_FALLBACKS.inc()
+            log.info("order batch of %d refused (%r); writing them one by one", len(batch), exc)
+    results: list[BaseException | None] = []
+    for p in batch:
+        try:
+            async with deps.sessions.begin() as session:
+                await repo.insert_order(session, order=p.order, lines=p.lines, now=p.now)
+                await add_to_outbox(session, outbox, p.event)
+            results.append(None)
+        except Exception as exc:
+            results.append(exc)
+    return results
+
+
+async def _placed_after_all(deps: Deps, batch: list[Placement], exc: Exception) -> bool:
+    """The commit failed on its way: did it land? If that cannot be told, the callers get the
+    error (and release their reservations, as for any failed insert)."""
+    ids = [p.order["id"] for p in batch]
+    try:
+        async with deps.sessions() as session:
+            found = await repo.existing_ids(session, ids)
+    except Exception:
+        raise exc from None
+    return found == set(ids)
 
 
 async def _cart_lines(deps: Deps, buyer_id: str) -> list[Line]:

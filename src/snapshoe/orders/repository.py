@@ -35,6 +35,35 @@ async def insert_order(
     await add_history(session, order["id"], Status(order["status"]), now)
 
 
+async def insert_orders(
+    session: AsyncSession,
+    placed: Sequence[tuple[dict[str, Any], Sequence[dict[str, Any]], datetime]],
+) -> None:
+    """Many ``(order, lines, now)`` as :func:`insert_order` writes one, in three multi-row
+    INSERTs (the driver's executemany); any duplicate key fails them all."""
+    await session.execute(insert(orders), [order for order, _, _ in placed])
+    await session.execute(
+        insert(order_lines),
+        [
+            {"order_id": order["id"], "line_no": n, **x}
+            for order, lines, _ in placed
+            for n, x in enumerate(lines)
+        ],
+    )
+    await session.execute(
+        insert(order_history),
+        [
+            {"order_id": order["id"], "status": order["status"], "at": to_db(now), "reason": None}
+            for order, _, now in placed
+        ],
+    )
+
+
+async def existing_ids(session: AsyncSession, order_ids: Sequence[str]) -> set[str]:
+    stmt = select(orders.c.id).where(orders.c.id.in_(list(order_ids)))
+    return set((await session.execute(stmt)).scalars().all())
+
+
 async def add_history(
     session: AsyncSession, order_id: str, status: Status, at: datetime, reason: str | None = None
 ) -> None:
