@@ -78,6 +78,8 @@ PLACEMENT_FALLBACKS = Counter(
 
 # Problem fields that are not "extras" worth passing on from an upstream problem.
 _PROBLEM_FIELDS = {"type", "title", "status", "detail", "code", "instance"}
+# Fields of products' refusals meant for orders alone, not passed on to the buyer.
+_INTERNAL_FIELDS = {"stock_mode"}
 # Business refusals of products that the buyer sees as they are.
 _PASS_THROUGH = {404, 409, 422}
 
@@ -184,7 +186,9 @@ async def _place(
                 until,
             )
     except UpstreamProblem as exc:
-        if exc.code == "sold_out":
+        if exc.code == "sold_out" and exc.body.get("stock_mode") == "db_lock":
+            pass  # the row-lock baseline: no hint, every attempt asks products' database
+        elif exc.code == "sold_out":
             # Only a refusal of a single unit proves nothing is left of that item.
             single = {x.item_id for x in lines if x.quantity == 1}
             refused = [str(i) for i in exc.body.get("item_ids") or [] if i in single]
@@ -325,7 +329,11 @@ async def _cart_lines(deps: Deps, buyer_id: str) -> list[Line]:
 
 def _from_products(exc: UpstreamProblem) -> Problem:
     if exc.status in _PASS_THROUGH:
-        extras = {k: v for k, v in exc.body.items() if k not in _PROBLEM_FIELDS}
+        extras = {
+            k: v
+            for k, v in exc.body.items()
+            if k not in _PROBLEM_FIELDS and k not in _INTERNAL_FIELDS
+        }
         return Problem(
             exc.status,
             exc.code or "conflict",

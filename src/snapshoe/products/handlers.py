@@ -746,7 +746,11 @@ async def _reserve_db_lock(
             available = await repo.lock_items(session, item_ids)
             short = [x.item_id for x in lines if available.get(x.item_id, 0) < x.quantity]
             if short:
-                raise Problem(409, "sold_out", detail="Not enough stock", item_ids=short)
+                # stock_mode tells orders not to remember this refusal as a sold-out hint:
+                # the baseline asks the database on every attempt, as the obvious design does.
+                raise Problem(
+                    409, "sold_out", detail="Not enough stock", item_ids=short, stock_mode="db_lock"
+                )
             for m in metas:
                 if m["per_user_limit"] <= 0:
                     continue

@@ -109,6 +109,64 @@ async def test_sold_out_hint_spares_the_products_call_and_lapses(orders_env: Ord
             assert calls == 2
 
 
+async def test_the_db_lock_baseline_gets_no_hint_and_asks_products_every_time(
+    orders_env: OrdersEnv,
+) -> None:
+    """The row-lock baseline (stock_mode db_lock) is the obvious design: every attempt is a
+    database transaction. Orders' sold-out hint belongs to the gate design, so a db_lock
+    refusal is not remembered, and its internal stock_mode field is not shown to the buyer."""
+    env = orders_env
+    async with env.client() as c:
+        r = await c.post(
+            "/api/admin/products",
+            json={
+                "name": f"Row lock {key()[:6]}",
+                "brand": "SnapTest",
+                "description": "db_lock baseline",
+                "price": 100_000,
+                "release_at": "2020-01-01T00:00:00Z",
+                "per_user_limit": 0,
+                "stock_mode": "db_lock",
+            },
+            headers=admin_headers(env.settings),
+        )
+        assert r.status_code == 201, r.text
+        r = await c.post(
+            f"/api/admin/products/{r.json()['id']}/items",
+            json={"size": 260, "color": "Black", "stock": 1},
+            headers=admin_headers(env.settings),
+        )
+        assert r.status_code == 201, r.text
+        item = r.json()["id"]
+        assert (await env.order(c, env.buyer(), [(item, 1)])).status_code == 201
+
+    app = create_app(env.settings.model_copy(update={"sold_out_hint_seconds": 5}))
+    async with app.router.lifespan_context(app):
+        deps = app.state.deps
+        calls = 0
+        reserve = deps.products.reserve
+
+        async def counting_reserve(*args: Any, **kwargs: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            return await reserve(*args, **kwargs)
+
+        deps.products.reserve = counting_reserve
+        transport = httpx.ASGITransport(app=app)
+        body = {"lines": [{"item_id": item, "quantity": 1}]}
+        async with httpx.AsyncClient(transport=transport, base_url="http://orders") as direct:
+            for _ in range(10):
+                r = await direct.post(
+                    "/api/orders",
+                    json=body,
+                    headers={**env.buyer().auth, "Idempotency-Key": key()},
+                )
+                problem = assert_problem(r, 409, "sold_out")
+                assert problem["item_ids"] == [item]
+                assert "stock_mode" not in problem
+        assert calls == 10
+
+
 async def test_fast_path_answers_well_formed_orders_and_hands_the_rest_to_the_route(
     orders_env: OrdersEnv,
 ) -> None:
