@@ -283,8 +283,12 @@ async def consume(
     handlers: dict[str, Handler],
     stop: asyncio.Event,
     prefetch: int = 32,
+    ignore: Callable[[dict[str, Any]], bool] | None = None,
 ) -> None:
-    """Consume ``handlers``' routing keys from a durable queue until ``stop`` is set."""
+    """Consume ``handlers``' routing keys from a durable queue until ``stop`` is set.
+
+    ``ignore``: events the handler would leave unchanged, told from the body alone; they are
+    acked without a transaction or an inbox row (a redelivery is ignored the same way)."""
     name = f"{settings.namespace}.{queue}"
 
     async def on_message(message: AbstractIncomingMessage) -> None:
@@ -295,6 +299,9 @@ async def consume(
         except Exception:
             log.exception("undecodable message on %s; dead-lettering it", name)
             await message.reject(requeue=False)
+            return
+        if ignore is not None and ignore(body):
+            await message.ack()
             return
         try:
             applied = await handle_once(sessions, inbox, name, body, handler)

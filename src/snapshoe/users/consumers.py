@@ -22,5 +22,11 @@ async def on_order_placed(session: AsyncSession, body: dict[str, Any]) -> None:
     await handlers.apply_order_placed(session, OrderPlaced.model_validate(body))
 
 
+def not_from_cart(body: dict[str, Any]) -> bool:
+    """Most orders (every drop order) are not made from the cart and change nothing here;
+    the consumer acks them without a transaction (handlers.apply_order_placed agrees)."""
+    return body.get("from_cart") is False
+
+
 CART_HANDLERS: dict[str, Handler] = {OrderPlaced.routing_key(): on_order_placed}
 QUEUES = {CART_QUEUE: list(CART_HANDLERS)}  # declared by `snapshoe migrate`

@@ -10,7 +10,7 @@ import asyncio
 from snapshoe.kernel.db import create_engine, create_sessions
 from snapshoe.kernel.messaging import consume
 from snapshoe.kernel.settings import Settings
-from snapshoe.users.consumers import CART_HANDLERS, CART_QUEUE
+from snapshoe.users.consumers import CART_HANDLERS, CART_QUEUE, not_from_cart
 from snapshoe.users.tables import inbox
 
 # Each message is one short transaction; a few connections are plenty.
@@ -28,6 +28,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             handlers=CART_HANDLERS,
             stop=stop,
             prefetch=POOL_SIZE * 2,
+            ignore=not_from_cart,
         )
     finally:
         await engine.dispose()
