@@ -124,6 +124,9 @@ def serve(
         http="httptools",
         log_config=None,
         access_log=False,
+        # Client addresses matter only at the gateway (rate limits, its log); parsing
+        # X-Forwarded-For on every request was a visible share of a drop attempt.
+        proxy_headers=False,
         backlog=4096,
         timeout_keep_alive=75,  # longer than HAProxy's idle reuse, so pooled conns aren't cut
         timeout_graceful_shutdown=5,

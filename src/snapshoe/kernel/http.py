@@ -51,6 +51,9 @@ FAST_PATH = Counter(
 )
 
 MAX_BODY_BYTES = 64 * 1024
+# With SNAPSHOE_ACCESS_LOG=problems (the default) a service logs only 5xx answers and requests
+# at least this slow; the gateway's log has every request, with the same request id.
+SLOW_REQUEST_SECONDS = 1.0
 
 FastPath = Callable[[Scope, bytes], Awaitable[Response | None]]
 """A hand-written handler of one hot route (given the scope and the whole body): it answers
@@ -70,11 +73,16 @@ class RequestContextMiddleware:
         service: str,
         max_body: int = MAX_BODY_BYTES,
         fast_paths: Mapping[tuple[str, str], FastPath] | None = None,
+        access_log: str = "problems",
     ) -> None:
         self.app = app
         self.service = service
         self.max_body = max_body
         self.fast_paths = dict(fast_paths or {})
+        self.log_every_request = access_log == "all"
+        # prometheus_client resolves labels under a lock on every call; a drop repeats the
+        # same few (method, route, status) thousands of times a second.
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -127,10 +135,20 @@ class RequestContextMiddleware:
             fast_route = (scope["method"], scope["path"]) in self.fast_paths
             path = getattr(route, "path", None) or (scope["path"] if fast_route else "unmatched")
             method = scope["method"]
-            REQUESTS.labels(self.service, method, path, str(status)).inc()
-            LATENCY.labels(self.service, method, path).observe(elapsed)
-            if path not in ("/healthz", "/metrics"):
-                log.info(
+            series = self._series.get((method, path, status))
+            if series is None:
+                series = (
+                    REQUESTS.labels(self.service, method, path, str(status)),
+                    LATENCY.labels(self.service, method, path),
+                )
+                if len(self._series) < 10_000:  # bounded: routes and statuses are few
+                    self._series[(method, path, status)] = series
+            series[0].inc()
+            series[1].observe(elapsed)
+            problem = status >= 500 or elapsed >= SLOW_REQUEST_SECONDS
+            if (problem or self.log_every_request) and path not in ("/healthz", "/metrics"):
+                log.log(
+                    logging.WARNING if problem else logging.INFO,
                     "%s %s %s",
                     method,
                     scope["path"],
@@ -271,7 +289,12 @@ def create_service_app(
     app.include_router(ops)
     for router in routers:
         app.include_router(router)
-    app.add_middleware(RequestContextMiddleware, service=service, fast_paths=fast_paths)
+    app.add_middleware(
+        RequestContextMiddleware,
+        service=service,
+        fast_paths=fast_paths,
+        access_log=os.environ.get("SNAPSHOE_ACCESS_LOG", "problems").lower(),
+    )
     return app
 
 

@@ -120,6 +120,10 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = True
+    # Per-request log lines of the services: "problems" (5xx and requests of 1 s or more) or
+    # "all". The gateway logs every request with the same request id either way, and every
+    # request is counted in the services' /metrics.
+    access_log: Literal["all", "problems"] = "problems"
 
     def database_name(self, service: str) -> str:
         return f"{self.namespace}_{service}"
