@@ -104,7 +104,7 @@ class Settings(BaseSettings):
     # Reservations one orders process has in flight at products at once; the rest of a
     # stampede waits in orders (cheap) and is re-checked against the sold-out hint when its
     # turn comes, instead of piling onto products until its answers time out.
-    reserve_concurrency: int = Field(default=16, ge=1, le=1000)
+    reserve_concurrency: int = Field(default=64, ge=1, le=1000)
     # Ledger transactions one products process has open at once. Each writes every admitted
     # reservation queued since the last one (group commit); sold-out refusals (the gate alone)
     # never wait for them.
