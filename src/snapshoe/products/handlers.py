@@ -594,11 +594,9 @@ async def _write_together(
             for x in a.lines:
                 totals[x.item_id] += x.quantity
         details = {r["id"]: r for r in await repo.item_details(session, list(totals))}
-        # Item-id order, as every ledger write: no deadlock with the other writers. The row
-        # locks are taken last, so they are held only for these updates and the commit.
-        for item_id in sorted(totals):
-            if not await repo.take_stock(session, Line(item_id, totals[item_id])):
-                raise _LedgerRefused([item_id])
+        # The row locks are taken last, so they are held only for this update and the commit.
+        if not await repo.take_stock_many(session, totals):
+            raise _LedgerRefused(sorted(totals))  # which one: the one-by-one writes will tell
         for a in live:
             rows[a.body.reservation_id] = _line_rows(a.lines, details)
         await repo.insert_many_lines(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, func, insert, or_, select, update
+import orjson
+from sqlalchemy import exists, func, insert, or_, select, text, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -261,6 +262,25 @@ async def take_stock(session: AsyncSession, line: Line) -> int:
         )
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+# One statement for a whole ledger batch: the (item, units) pairs travel as one JSON array,
+# joined on the primary key in the array's order (item-id order, like every ledger write, so
+# no deadlock). Per-item UPDATEs were half of the batch writer's CPU in py-spy.
+_TAKE_MANY = text(
+    "UPDATE JSON_TABLE(:takes, '$[*]' COLUMNS (id VARCHAR(32) PATH '$[0]', q INT PATH '$[1]')) "
+    "AS t JOIN items AS i ON i.id = t.id "
+    "SET i.available = i.available - t.q, i.reserved = i.reserved + t.q "
+    "WHERE i.available >= t.q"
+)
+
+
+async def take_stock_many(session: AsyncSession, totals: Mapping[str, int]) -> bool:
+    """Take every item's units, or report False (then the caller rolls back: some item had
+    fewer units available than asked)."""
+    takes = orjson.dumps(sorted(totals.items())).decode()
+    result = await session.execute(_TAKE_MANY, {"takes": takes})
+    return int(result.rowcount) == len(totals)  # type: ignore[attr-defined]
 
 
 async def insert_lines(session: AsyncSession, rid: str, rows: list[dict[str, Any]]) -> None:
