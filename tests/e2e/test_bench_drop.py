@@ -41,6 +41,11 @@ async def test_bench_drop_small(platform: Platform, tmp_path: Path) -> None:
     # Every buyer got an answer, none of them a 5xx; the 201s are exactly the pairs.
     # (A buyer whose request met HAProxy closing an idle connection, 408, has no answer.)
     assert result["attempts"] >= 2_000 - result["responses"].get("408", 0)
+    # The clock starts with the first request sent, at the release: wrk's startup check of
+    # the script (one request() call, never sent) once started it seconds early.
+    assert -50 < result["first_send_after_release_ms"] < 1_000  # wrk timers: ms steps
+    assert -50 < result["compare"]["db_lock"]["first_send_after_release_ms"] < 1_000
+    assert "200" not in result["responses"]  # no buyer's slot was spent on that check
     assert not any(k.startswith("5") for k in result["errors"]), result["errors"]
     assert result["orders_created"] == 100
     assert result["sold_out_responses"] + result["orders_created"] == result["attempts"]

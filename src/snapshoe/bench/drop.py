@@ -556,12 +556,14 @@ def sell_out_seconds(curve: list[tuple[float, int]]) -> float | None:
     return None
 
 
-def stampede_figures(s: Stampede, successes: list[float]) -> dict[str, Any]:
+def stampede_figures(s: Stampede, successes: list[float], release_ts: float) -> dict[str, Any]:
     last_ok = max(s.ok.values()) if s.ok else None
     first = int(s.summary.get("first_send_us", "0"))
     return {
         "attempts": s.attempts,
         "stampede_seconds": round(s.seconds, 3),
+        # The stampede's clock starts at the first request sent; it must be at the release.
+        "first_send_after_release_ms": round(first / 1000 - release_ts * 1000, 1),
         "attempts_per_s": round(s.per_second, 1),
         "orders_created": s.status_total(201),
         "sold_out_responses": s.counts.get("409:sold_out", 0),
@@ -655,7 +657,7 @@ async def run_drop(settings: Settings, cfg: DropConfig) -> dict[str, Any]:
             "product_id": drop.product_id,
             "run_id": bench.run_id,
         },
-        **stampede_figures(main, successes),
+        **stampede_figures(main, successes, drop.release_ts),
         "latency_source": LATENCY_SOURCE,
     }
     # HAProxy answers 408 to a connection that idled past `timeout http-request` (its wrk
@@ -666,6 +668,8 @@ async def run_drop(settings: Settings, cfg: DropConfig) -> dict[str, Any]:
         failures.append(f"stampede incomplete: {main.attempts} of {cfg.buyers} answered")
     if main.five_xx():
         failures.append(f"{main.five_xx()} responses of 5xx in the stampede")
+    if result["first_send_after_release_ms"] < -50:
+        failures.append("the stampede's first request was sent before the release moment")
 
     compare: dict[str, Any] = {}
     lock_run: Stampede | None = None
@@ -690,7 +694,7 @@ async def run_drop(settings: Settings, cfg: DropConfig) -> dict[str, Any]:
         lock_successes = await success_latencies(settings, lock_run)
         compare["db_lock"] = {
             "product_id": lock_drop.product_id,
-            **stampede_figures(lock_run, lock_successes),
+            **stampede_figures(lock_run, lock_successes, lock_drop.release_ts),
         }
         # The row-lock baseline is the design SnapShoe does not use; its deadlocks under the
         # stampede (503 after three retries) are part of what it shows, recorded, not a failure.
