@@ -783,8 +783,9 @@ async def _replayed(
     """The gate already admitted this id (a retry racing its first attempt): that attempt's
     write is in flight, usually queued in a ledger batch. Wait for it rather than race it: had
     this request written first, that one would find a duplicate and give its units back to the
-    gate, which would then count units the ledger has sold. Only if the first attempt is gone
-    (its process died) does this one finish the write."""
+    gate, which would then count units the ledger has sold. Only if nothing has reached the
+    ledger after REPLAY_WAIT_SECONDS (the first attempt's process died, or the ledger refused
+    it) does this one try the write itself."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + REPLAY_WAIT_SECONDS
     while True:
