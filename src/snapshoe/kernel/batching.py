@@ -14,10 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from snapshoe.kernel.db import Sessions
+
+log = logging.getLogger("snapshoe.batching")
 
 BATCH_SIZE = Histogram(
     "snapshoe_group_commit_batch_size",
@@ -105,3 +111,41 @@ class GroupCommit(Generic[T, R]):
                     fut.set_exception(result)
                 else:
                     fut.set_result(result)
+
+
+async def together_or_alone(
+    sessions: Sessions,
+    batch: list[T],
+    *,
+    write: Callable[[AsyncSession, list[T]], Awaitable[Sequence[R | BaseException]]],
+    landed: Callable[[Sequence[R | BaseException]], Awaitable[bool]],
+    alone: Callable[[T], Awaitable[R]],
+    fallbacks: Counter,
+) -> list[R | BaseException]:
+    """The batch writers' rule (products' ledger, orders' new orders). ``write`` puts the
+    whole batch in one transaction and returns each item's result. If the transaction fails,
+    every item is written ``alone``, one after the other (a fallback is rare, and concurrent
+    single writes would fight for the same rows), so a bad item costs its batch time, never
+    another caller's result. A failure at the commit itself may have landed: ``landed``, given
+    what ``write`` returned, looks before anything is written twice (and raises if it cannot
+    tell). A batch of one is written alone at once."""
+    if len(batch) > 1:
+        prepared: Sequence[R | BaseException] = []
+        committing = False
+        try:
+            async with sessions.begin() as session:
+                prepared = await write(session, batch)
+                committing = True  # the commit is next: from here a failure may have landed
+            return list(prepared)
+        except Exception as exc:
+            if committing and await landed(prepared):
+                return list(prepared)
+            fallbacks.inc()
+            log.info("batch of %d refused (%r); writing them one by one", len(batch), exc)
+    results: list[R | BaseException] = []
+    for item in batch:
+        try:
+            results.append(await alone(item))
+        except Exception as exc:
+            results.append(exc)
+    return results

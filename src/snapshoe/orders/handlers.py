@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
+from snapshoe.kernel.batching import together_or_alone
 from snapshoe.kernel.clients import UpstreamProblem, UpstreamUnavailable
 from snapshoe.kernel.contracts.orders import (
     OrderCancelled,
@@ -259,44 +260,35 @@ class Placement:
 
 
 async def write_placements(deps: Deps, batch: list[Placement]) -> list[BaseException | None]:
-    """The group-commit writer of new orders: the batch's orders, lines, history rows and
-    ``OrderPlaced`` events in one transaction. If it is refused (a duplicate idempotency key)
-    each order is written alone, so each caller gets its own answer."""
-    if len(batch) > 1:
-        committing = False
-        try:
-            async with deps.sessions.begin() as session:
-                await repo.insert_orders(session, [(p.order, p.lines, p.now) for p in batch])
-                await add_many_to_outbox(session, outbox, [p.event for p in batch])
-                committing = True
-            return [None] * len(batch)
-        except Exception as exc:
-            if committing and await _placed_after_all(deps, batch, exc):
-                return [None] * len(batch)
-            PLACEMENT_FALLBACKS.inc()
-            log.info("order batch of %d refused (%r); writing them one by one", len(batch), exc)
-    results: list[BaseException | None] = []
-    for p in batch:
-        try:
-            async with deps.sessions.begin() as session:
-                await repo.insert_order(session, order=p.order, lines=p.lines, now=p.now)
-                await add_to_outbox(session, outbox, p.event)
-            results.append(None)
-        except Exception as exc:
-            results.append(exc)
-    return results
+    """The group-commit writer of new orders (Deps.placements): the batch's orders, lines,
+    history rows and ``OrderPlaced`` events in one transaction, or, if that is refused (a
+    duplicate idempotency key), each order alone, so each caller gets its own answer."""
 
+    async def together(session: AsyncSession, items: list[Placement]) -> list[None]:
+        await repo.insert_orders(session, [(p.order, p.lines, p.now) for p in items])
+        await add_many_to_outbox(session, outbox, [p.event for p in items])
+        return [None] * len(items)
 
-async def _placed_after_all(deps: Deps, batch: list[Placement], exc: Exception) -> bool:
-    """The commit failed on its way: did it land? If that cannot be told, the callers get the
-    error (and release their reservations, as for any failed insert)."""
-    ids = [p.order["id"] for p in batch]
-    try:
+    async def alone(p: Placement) -> None:
+        async with deps.sessions.begin() as session:
+            await repo.insert_order(session, order=p.order, lines=p.lines, now=p.now)
+            await add_to_outbox(session, outbox, p.event)
+
+    async def landed(_: Sequence[BaseException | None]) -> bool:
+        """If this cannot tell, the callers get the error (and release their reservations,
+        as for any failed insert)."""
+        ids = [p.order["id"] for p in batch]
         async with deps.sessions() as session:
-            found = await repo.existing_ids(session, ids)
-    except Exception:
-        raise exc from None
-    return found == set(ids)
+            return await repo.existing_ids(session, ids) == set(ids)
+
+    return await together_or_alone(
+        deps.sessions,
+        batch,
+        write=together,
+        landed=landed,
+        alone=alone,
+        fallbacks=PLACEMENT_FALLBACKS,
+    )
 
 
 async def _cart_lines(deps: Deps, buyer_id: str) -> list[Line]:

@@ -22,6 +22,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from snapshoe.kernel.batching import together_or_alone
 from snapshoe.kernel.errors import Problem, not_found
 from snapshoe.products import repository as repo
 from snapshoe.products import schemas
@@ -503,8 +504,9 @@ async def reserve(deps: Deps, body: schemas.ReserveIn) -> schemas.ReservationOut
                 try:
                     if verdict.outcome == "ok":
                         # Group commit: written with whatever else the gate admitted meanwhile.
-                        out = await deps.ledger.submit(Admitted(body, lines, groups, verdict.epoch))
-                        return out
+                        return await deps.ledger.submit(
+                            Admitted(body, lines, groups, verdict.epoch)
+                        )
                     return await _replayed(deps, body, lines, groups, verdict.epoch)
                 except _StaleEpoch:
                     continue  # admitted by a gate that no longer exists: ask the new one
@@ -549,32 +551,24 @@ class Admitted:
 async def write_admitted(
     deps: Deps, batch: list[Admitted]
 ) -> list[schemas.ReservationOut | BaseException]:
-    """The group-commit writer: the whole batch in one transaction. If that transaction
-    refuses (a duplicate id, a size the gate over-counted) each reservation is written alone,
-    as a single one always is, so a bad reservation costs its batch time, never a result."""
-    if len(batch) > 1:
-        prepared: list[schemas.ReservationOut | BaseException] = []
-        committing = False
-        try:
-            async with deps.sessions.begin() as session:
-                prepared = await _write_together(session, batch)
-                committing = True
-            return prepared
-        except Exception as exc:
-            if committing and await _written_after_all(deps, prepared, exc):
-                return prepared
-            LEDGER_FALLBACKS.inc()
-            log.info("ledger batch of %d refused (%r); writing them one by one", len(batch), exc)
-    # Sequential: a fallback is rare, and concurrent single writes would fight for the rows.
-    results: list[schemas.ReservationOut | BaseException] = []
-    for a in batch:
-        try:
-            results.append(
-                await _write_reservation(deps, a.body, a.lines, a.groups, a.epoch, fresh=True)
-            )
-        except Exception as exc:
-            results.append(exc)
-    return results
+    """The group-commit writer (Deps.ledger): the batch in one transaction, or, if that is
+    refused (a duplicate id, a size the gate over-counted), each reservation written alone as
+    a single one always is, so each still gets the ledger's own answer."""
+
+    async def alone(a: Admitted) -> schemas.ReservationOut:
+        return await _write_reservation(deps, a.body, a.lines, a.groups, a.epoch, fresh=True)
+
+    async def landed(prepared: Sequence[schemas.ReservationOut | BaseException]) -> bool:
+        return await _written_after_all(deps, prepared)
+
+    return await together_or_alone(
+        deps.sessions,
+        batch,
+        write=_write_together,
+        landed=landed,
+        alone=alone,
+        fallbacks=LEDGER_FALLBACKS,
+    )
 
 
 async def _write_together(
@@ -610,11 +604,11 @@ async def _write_together(
 
 
 async def _written_after_all(
-    deps: Deps, prepared: list[schemas.ReservationOut | BaseException], exc: Exception
+    deps: Deps, prepared: Sequence[schemas.ReservationOut | BaseException]
 ) -> bool:
-    """The commit failed on its way (a lost connection): did it land? If that cannot be told
-    either, the admissions are kept and the callers get the error: the gate then under-counts
-    until reconcile, which is safe; giving back units the ledger sold is not."""
+    """The batch's commit failed on its way (a lost connection): did it land? If that cannot
+    be told either, the admissions are kept and the callers get the error: the gate then
+    under-counts until reconcile, which is safe; giving back units the ledger sold is not."""
     ids = {out.reservation_id for out in prepared if isinstance(out, schemas.ReservationOut)}
     if not ids:
         return False
@@ -623,7 +617,7 @@ async def _written_after_all(
             written = await repo.written_ids(session, list(ids))
     except Exception:
         log.warning("cannot tell whether a ledger batch landed; reconcile will repair")
-        raise exc from None
+        raise
     return ids <= written
 
 

@@ -29,6 +29,19 @@ class Tripwire:
         return self(*args, **kwargs)
 
 
+class ReserveCounter:
+    """Counts the reserve calls an in-process orders app makes to products (still made)."""
+
+    def __init__(self, deps: Any) -> None:
+        self.calls = 0
+        self._reserve = deps.products.reserve
+        deps.products.reserve = self
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        return await self._reserve(*args, **kwargs)
+
+
 async def test_sold_out_never_opens_a_db_session(orders_env: OrdersEnv) -> None:
     env = orders_env
     async with env.client() as c:
@@ -71,16 +84,7 @@ async def test_sold_out_hint_spares_the_products_call_and_lapses(orders_env: Ord
 
     app = create_app(env.settings.model_copy(update={"sold_out_hint_seconds": 0.5}))
     async with app.router.lifespan_context(app):
-        deps = app.state.deps
-        calls = 0
-        reserve = deps.products.reserve
-
-        async def counting_reserve(*args: Any, **kwargs: Any) -> Any:
-            nonlocal calls
-            calls += 1
-            return await reserve(*args, **kwargs)
-
-        deps.products.reserve = counting_reserve
+        reserves = ReserveCounter(app.state.deps)
         transport = httpx.ASGITransport(app=app)
         body = {"lines": [{"item_id": items[0]["id"], "quantity": 1}]}
         async with httpx.AsyncClient(transport=transport, base_url="http://orders") as direct:
@@ -92,7 +96,7 @@ async def test_sold_out_hint_spares_the_products_call_and_lapses(orders_env: Ord
                 )
                 assert_problem(r, 409, "sold_out")
                 assert r.json()["item_ids"] == [items[0]["id"]]
-            assert calls == 1  # only the first refusal asked products
+            assert reserves.calls == 1  # only the first refusal asked products
 
             async with env.client() as c:  # a pair comes back
                 r = await c.patch(
@@ -106,7 +110,7 @@ async def test_sold_out_hint_spares_the_products_call_and_lapses(orders_env: Ord
                 "/api/orders", json=body, headers={**env.buyer().auth, "Idempotency-Key": key()}
             )
             assert r.status_code == 201, r.text
-            assert calls == 2
+            assert reserves.calls == 2
 
 
 async def test_the_db_lock_baseline_gets_no_hint_and_asks_products_every_time(
@@ -142,16 +146,7 @@ async def test_the_db_lock_baseline_gets_no_hint_and_asks_products_every_time(
 
     app = create_app(env.settings.model_copy(update={"sold_out_hint_seconds": 5}))
     async with app.router.lifespan_context(app):
-        deps = app.state.deps
-        calls = 0
-        reserve = deps.products.reserve
-
-        async def counting_reserve(*args: Any, **kwargs: Any) -> Any:
-            nonlocal calls
-            calls += 1
-            return await reserve(*args, **kwargs)
-
-        deps.products.reserve = counting_reserve
+        reserves = ReserveCounter(app.state.deps)
         transport = httpx.ASGITransport(app=app)
         body = {"lines": [{"item_id": item, "quantity": 1}]}
         async with httpx.AsyncClient(transport=transport, base_url="http://orders") as direct:
@@ -164,7 +159,7 @@ async def test_the_db_lock_baseline_gets_no_hint_and_asks_products_every_time(
                 problem = assert_problem(r, 409, "sold_out")
                 assert problem["item_ids"] == [item]
                 assert "stock_mode" not in problem
-        assert calls == 10
+        assert reserves.calls == 10
 
 
 async def test_fast_path_answers_well_formed_orders_and_hands_the_rest_to_the_route(

@@ -108,3 +108,92 @@ async def test_close_fails_what_is_queued_and_submit_needs_a_start() -> None:
 def test_bad_sizes_are_refused() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         GroupCommit("t6", Writer(), writers=0, max_batch=1)
+
+
+class FakeSessions:
+    """Stands in for an async_sessionmaker: ``begin()`` yields a token, and its commit (the
+    context's exit) fails when told to, after the block ran, as a lost connection would."""
+
+    def __init__(self, commit_fails: bool) -> None:
+        self.commit_fails = commit_fails
+
+    def begin(self) -> FakeSessions:
+        return self
+
+    async def __aenter__(self) -> str:
+        return "session"
+
+    async def __aexit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None and self.commit_fails:
+            raise ConnectionResetError("lost at commit")
+
+
+class Counted:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def inc(self) -> None:
+        self.n += 1
+
+
+async def _run(
+    batch: list[int], *, commit_fails: bool = False, refuse: bool = False, landed: bool = False
+) -> tuple[list[int | BaseException], list[int], Counted]:
+    from snapshoe.kernel.batching import together_or_alone
+
+    alone_calls: list[int] = []
+    fallbacks = Counted()
+
+    async def write(session: object, items: list[int]) -> list[int | BaseException]:
+        assert session == "session"
+        if refuse:
+            raise ValueError("duplicate key")
+        return [10 * i for i in items]
+
+    async def did_land(prepared: object) -> bool:
+        assert prepared == [10 * i for i in batch]
+        return landed
+
+    async def alone(i: int) -> int:
+        alone_calls.append(i)
+        if i == 2:
+            raise KeyError(i)
+        return -i
+
+    results = await together_or_alone(
+        FakeSessions(commit_fails),  # type: ignore[arg-type]
+        batch,
+        write=write,
+        landed=did_land,
+        alone=alone,
+        fallbacks=fallbacks,  # type: ignore[arg-type]
+    )
+    return results, alone_calls, fallbacks
+
+
+async def test_together_or_alone_writes_a_good_batch_once() -> None:
+    results, alone_calls, fallbacks = await _run([1, 2, 3])
+    assert results == [10, 20, 30]
+    assert (alone_calls, fallbacks.n) == ([], 0)
+
+
+async def test_a_refused_batch_is_written_item_by_item_each_with_its_own_answer() -> None:
+    results, alone_calls, fallbacks = await _run([1, 2, 3], refuse=True)
+    assert results[0] == -1
+    assert isinstance(results[1], KeyError)
+    assert results[2] == -3
+    assert (alone_calls, fallbacks.n) == ([1, 2, 3], 1)
+
+
+async def test_a_commit_lost_on_its_way_is_looked_up_before_anything_is_written_again() -> None:
+    landed = await _run([1, 2, 3], commit_fails=True, landed=True)
+    assert landed == ([10, 20, 30], [], landed[2])
+    assert landed[2].n == 0
+    lost = await _run([1, 2, 3], commit_fails=True, landed=False)
+    assert lost[0][0] == -1
+    assert (lost[1], lost[2].n) == ([1, 2, 3], 1)
+
+
+async def test_a_batch_of_one_is_written_alone_at_once() -> None:
+    results, alone_calls, fallbacks = await _run([3])
+    assert (results, alone_calls, fallbacks.n) == ([-3], [3], 0)
