@@ -38,7 +38,7 @@ def _claim_slot() -> int:
     locks = Path(tempfile.gettempdir()) / "snapshoe-test-slots"
     locks.mkdir(parents=True, exist_ok=True)
     forced = os.environ.get("SNAPSHOE_TEST_SLOT")
-    for slot in [int(forced)] if forced else range(5):
+    for slot in [int(forced)] if forced else range(7):
         handle = (locks / f"slot-{slot}.lock").open("w")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -50,7 +50,7 @@ def _claim_slot() -> int:
             continue
         _LOCKS.append(handle)
         return slot
-    raise RuntimeError("all 5 test slots are in use by other test runs")
+    raise RuntimeError("all 7 test slots are in use by other test runs")
 
 
 def _port_busy(port: int) -> bool:
