@@ -12,7 +12,14 @@ import time
 
 import httpx
 import pytest
-from tests.support.platform import ROOT, SLOT, TEST_ENV, start_platform, stop_platform_process
+from tests.support.platform import (
+    ROOT,
+    SLOT,
+    TEST_ENV,
+    Platform,
+    start_platform,
+    stop_platform_process,
+)
 
 
 def _free_port() -> int:
@@ -143,3 +150,54 @@ def test_up_starts_and_stops_cleanly() -> None:
     assert lingering == [], f"ports still open after stop: {lingering}"
     log = running.log_path.read_text()
     assert "all processes stopped" in log
+
+
+def _create_admin(email: str, password: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snapshoe.cli",
+            "users",
+            "create-admin",
+            email,
+            "--password",
+            password,
+        ],
+        env={**os.environ, **TEST_ENV},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+
+
+def test_create_admin_refuses_an_unverified_account(platform: Platform) -> None:
+    """Issue 12, item 3: promoting an address nobody proved is refused with a clear message
+    and a non-zero exit, and the account keeps its roles; a verified one is promoted."""
+    import asyncio
+    import secrets as _secrets
+
+    email = f"squatter-{_secrets.token_hex(6)}@example.com"
+    password = "correct-Horse-battery-9"
+    with httpx.Client(base_url=platform.gateway, timeout=15) as client:
+        r = client.post("/api/users", json={"email": email, "password": password, "name": "S"})
+        assert r.status_code == 202, r.text
+        out = _create_admin(email, "new-admin-Pass-2")
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert "not verified" in out.stderr
+        assert "Traceback" not in out.stderr
+        r = client.post("/api/auth/login", json={"email": email, "password": password})
+        assert r.status_code == 200, r.text
+        me = client.get(
+            "/api/users/me", headers={"Authorization": f"Bearer {r.json()['access_token']}"}
+        )
+        assert me.json()["roles"] == []
+        assert me.json()["email_verified"] is False
+
+        code = asyncio.run(platform.read_code(email))
+        r = client.post("/api/users/verification", json={"email": email, "code": code})
+        assert r.status_code == 200, r.text
+        out = _create_admin(email, "new-admin-Pass-2")
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert f"admin {email} promoted" in out.stdout

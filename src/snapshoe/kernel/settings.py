@@ -92,6 +92,15 @@ class Settings(BaseSettings):
     verification_max_attempts: int = 5
     verification_resend_interval_seconds: int = 60
 
+    # Password reset (POST /api/auth/password-reset): a mailed 6-digit code, 5 wrong tries
+    # (verification_max_attempts) kill it; one request a minute per address, a few a day.
+    password_reset_code_ttl_seconds: int = Field(default=900, ge=60, le=86400)
+    password_reset_interval_seconds: int = Field(default=60, ge=1)
+    password_reset_daily_limit: int = Field(default=5, ge=1, le=100)
+    # Accounts left unverified this long are deleted by the users worker, so the address can
+    # be registered anew (a pre-registered squatter does not keep it).
+    unverified_account_ttl_hours: float = Field(default=72, gt=0)
+
     # Gateway rate limits (per client IP)
     login_rate_per_minute: int = 20
     verification_rate_per_minute: int = 20

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Depends, Path, Request, Response
 
 from snapshoe.kernel.auth import Principal, current_principal, verified_principal
 from snapshoe.kernel.internal import internal_caller
@@ -20,6 +20,8 @@ from snapshoe.users.schemas import (
     InternalCartLine,
     LoginRequest,
     Me,
+    PasswordResetConfirm,
+    PasswordResetRequest,
     RefreshRequest,
     ResendRequest,
     SignupRequest,
@@ -96,6 +98,32 @@ async def refresh(body: RefreshRequest, d: Deps = Depends(deps)) -> TokenRespons
 @router.post("/api/auth/logout", status_code=204, tags=["auth"], responses=_errors(400, 422))
 async def logout(body: RefreshRequest, d: Deps = Depends(deps)) -> Response:
     await handlers.logout(d, refresh_token=body.refresh_token)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/api/auth/password-reset", status_code=202, tags=["auth"], responses=_errors(400, 422, 429)
+)
+async def password_reset(
+    body: PasswordResetRequest, background: BackgroundTasks, d: Deps = Depends(deps)
+) -> Accepted:
+    """Mail a reset code if the address has an account. The same answer either way; the code
+    is stored and mailed after the answer is sent, so the timing says nothing either."""
+    await handlers.claim_password_reset(d, email=body.email)
+    background.add_task(handlers.send_password_reset, d, email=body.email)
+    return Accepted()
+
+
+@router.post(
+    "/api/auth/password-reset/confirm",
+    status_code=204,
+    tags=["auth"],
+    responses=_errors(400, 422, 429),
+)
+async def password_reset_confirm(body: PasswordResetConfirm, d: Deps = Depends(deps)) -> Response:
+    await handlers.confirm_password_reset(
+        d, email=body.email, code=body.code, new_password=body.new_password
+    )
     return Response(status_code=204)
 
 

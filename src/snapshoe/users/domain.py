@@ -9,7 +9,8 @@ Password policy (NIST SP 800-63B style: length over composition rules):
 
 Verification codes: 6 digits from :mod:`secrets`, stored only as HMAC-SHA256 keyed with a
 random per-code salt; a code expires after the configured TTL (10 minutes) and dies after 5
-wrong tries. Refresh tokens: ``secrets.token_urlsafe(32)``, stored only as their SHA-256.
+wrong tries. Password reset codes are the same kind of code, in their own table. Refresh
+tokens: ``secrets.token_urlsafe(32)``, stored only as their SHA-256.
 """
 
 from __future__ import annotations
@@ -150,6 +151,23 @@ def check_code(stored: StoredCode, candidate: str, now: datetime, max_attempts: 
     if now >= stored.expires_at:
         return CodeOutcome.EXPIRED
     return CodeOutcome.VERIFIED
+
+
+def unverified_cutoff(now: datetime, ttl_hours: float) -> datetime:
+    """Accounts created before this and still unverified have expired: nobody proved the
+    address, so it may be registered anew (a squatter's account does not hold it forever)."""
+    return now - timedelta(hours=ttl_hours)
+
+
+def promotion_refusal(email_verified: bool) -> str | None:
+    """Why an existing account may not be made an admin, or None. An unverified account may
+    belong to whoever registered the address first, not to its owner."""
+    if not email_verified:
+        return (
+            "the account's email is not verified, so it may not be its owner's; "
+            "verify it first (or reset its password from the mailbox), then promote it"
+        )
+    return None
 
 
 # Refresh tokens

@@ -3,7 +3,12 @@
 No enumeration: signup, resend and login answer the same status and body whatever the
 address, and do comparable work (a dummy argon2 hash or verify where a real one is skipped).
 Verification answers an unknown address like a wrong code, with its own attempt counter in
-Redis so that even the 5-tries limit looks the same.
+Redis so that even the 5-tries limit looks the same. Password reset does the same, and mails its
+code after the answer has been sent, so a known and an unknown address also take the same time.
+
+Every change of password or roles, and every verification, revokes all refresh families of the
+account: a session taken before (perhaps by someone who registered the address first) never
+outlives it (issue 12; docs/accounts.md).
 
 Password hashing (argon2id, ~0.1 s of CPU) runs in a worker thread so the event loop keeps
 serving, and never while a database connection is held.
@@ -15,7 +20,7 @@ import asyncio
 import hashlib
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from pwdlib import PasswordHash
@@ -23,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 
 from snapshoe.kernel.clients import UpstreamProblem, UpstreamUnavailable
 from snapshoe.kernel.contracts.orders import OrderPlaced
-from snapshoe.kernel.db import create_engine, create_sessions
+from snapshoe.kernel.db import Sessions, create_engine, create_sessions
 from snapshoe.kernel.errors import Problem
 from snapshoe.kernel.redis import key
 from snapshoe.kernel.settings import Settings
@@ -35,6 +40,7 @@ from snapshoe.users.domain import (
     CartView,
     CodeOutcome,
     ItemInfo,
+    PolicyError,
     bought_quantities,
     build_cart_view,
     check_code,
@@ -48,8 +54,11 @@ from snapshoe.users.domain import (
     new_refresh_token,
     new_user_id,
     normalize_email,
+    promotion_refusal,
+    unverified_cutoff,
     utcnow,
 )
+from snapshoe.users.tables import password_reset_codes
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -111,8 +120,12 @@ async def _verify(deps: Deps, password: str, password_hash: str) -> bool:
 
 
 async def sign_up(deps: Deps, *, email: str, password: str, name: str) -> None:
-    """``email``, ``password`` and ``name`` are already validated by the schema."""
+    """``email``, ``password`` and ``name`` are already validated by the schema. An account
+    of this address left unverified past its TTL is deleted first (as the worker would), so
+    this sign-up is a fresh one."""
     async with deps.sessions.begin() as session:
+        cutoff = unverified_cutoff(utcnow(), deps.settings.unverified_account_ttl_hours)
+        await repo.delete_expired_unverified(session, created_before=cutoff, email=email)
         existing = await repo.user_by_email(session, email)
     if existing is not None:
         await _hash(deps, password)  # same work as a new signup; the result is dropped
@@ -180,13 +193,16 @@ async def resend_code(deps: Deps, *, email: str) -> None:
     await deps.mailer.send_code(email, code.code, deps.settings.verification_code_ttl_seconds)
 
 
-async def _count_miss(deps: Deps, email: str) -> CodeOutcome:
+async def _count_miss(
+    deps: Deps, email: str, purpose: str = "verify_miss", ttl_seconds: int | None = None
+) -> CodeOutcome:
     """Attempt counter for an address without a live code (unknown or already verified),
     kept in Redis for one code lifetime so it behaves like a real code's counter."""
-    name = email_key(deps.settings, "verify_miss", email)
+    name = email_key(deps.settings, purpose, email)
+    ttl = ttl_seconds or deps.settings.verification_code_ttl_seconds
     async with deps.redis.pipeline(transaction=True) as pipe:
         pipe.incr(name)
-        pipe.expire(name, deps.settings.verification_code_ttl_seconds, nx=True)
+        pipe.expire(name, ttl, nx=True)
         count, _ = await pipe.execute()
     limit = deps.settings.verification_max_attempts
     if int(count) > limit:
@@ -209,6 +225,9 @@ async def verify_email(deps: Deps, *, email: str, code: str) -> None:
             elif outcome is CodeOutcome.VERIFIED:
                 await repo.mark_verified(session, user.id, now)
                 await repo.delete_code(session, user.id)
+                # Sessions taken before the mailbox was proven end here: one may belong to
+                # whoever registered the address first. The owner logs in afresh.
+                await repo.revoke_user_families(session, user.id, now)
     if outcome is None:
         outcome = await _count_miss(deps, email)
 
@@ -226,6 +245,116 @@ async def verify_email(deps: Deps, *, email: str, code: str) -> None:
         raise Problem(
             400, "verification_code_invalid", "Invalid verification code", "The code is not valid"
         )
+    raise Problem(
+        429,
+        "too_many_attempts",
+        "Too many attempts",
+        "Too many wrong codes: this code no longer works; ask for a new one",
+    )
+
+
+# Password reset
+
+
+def _too_many_requests(detail: str, retry_after: int) -> Problem:
+    return Problem(
+        429,
+        "too_many_requests",
+        "Too many requests",
+        detail,
+        headers={"Retry-After": str(max(1, retry_after))},
+    )
+
+
+async def claim_password_reset(deps: Deps, *, email: str) -> None:
+    """The throttle of ``POST /api/auth/password-reset``: one request a minute per address and
+    ``password_reset_daily_limit`` a day, counted whether or not the address is registered,
+    so a 429 says nothing about it. The mail itself is :func:`send_password_reset`, run after
+    the answer."""
+    settings = deps.settings
+    minute = email_key(settings, "reset_mail", email)
+    if not await deps.redis.set(minute, "1", nx=True, ex=settings.password_reset_interval_seconds):
+        ttl = await deps.redis.ttl(minute)
+        raise _too_many_requests(
+            "A reset code was sent to this address recently; wait before asking again", int(ttl)
+        )
+    day = email_key(settings, "reset_day", email)
+    async with deps.redis.pipeline(transaction=True) as pipe:
+        pipe.incr(day)
+        pipe.expire(day, 24 * 3600, nx=True)
+        pipe.ttl(day)
+        count, _, ttl = await pipe.execute()
+    if int(count) > settings.password_reset_daily_limit:
+        raise _too_many_requests("Too many reset codes for this address today", int(ttl))
+
+
+async def send_password_reset(deps: Deps, *, email: str) -> None:
+    """Store a new reset code and mail it, if the address has an account. Runs after the 202
+    went out (a background task), so both branches answer alike; never raises."""
+    try:
+        now = utcnow()
+        ttl = deps.settings.password_reset_code_ttl_seconds
+        code = issue_code(now, ttl)
+        async with deps.sessions.begin() as session:
+            user = await repo.user_by_email(session, email)
+            if user is None:
+                return
+            await repo.put_code(
+                session,
+                user_id=user.id,
+                code_hash=code.code_hash,
+                salt=code.salt,
+                expires_at=code.expires_at,
+                now=now,
+                table=password_reset_codes,
+            )
+        await deps.mailer.send_reset_code(email, code.code, ttl)
+    except Exception:  # a background task: log, the user can ask again
+        log.exception("password reset code could not be issued")
+
+
+async def confirm_password_reset(deps: Deps, *, email: str, code: str, new_password: str) -> None:
+    """Set a new password with a mailed code. On success every refresh family of the account
+    is revoked (each session ends, whoever held it) and the address counts as verified (the
+    code proved the mailbox). Errors as for verification: an unknown address or one without
+    a live code looks like a wrong code, with its own 5-tries counter."""
+    now = utcnow()
+    settings = deps.settings
+    limit = settings.verification_max_attempts
+    outcome: CodeOutcome | None = None
+    user = stored = None
+    async with deps.sessions.begin() as session:
+        user = await repo.user_by_email(session, email)
+        if user is not None:
+            stored = await repo.code_for_update(session, user.id, password_reset_codes)
+        if user is not None and stored is not None:
+            outcome = check_code(stored, code, now, limit)
+            if outcome in (CodeOutcome.INVALID, CodeOutcome.KILLED):
+                await repo.count_wrong_attempt(session, user.id, password_reset_codes)
+    if outcome is None:
+        outcome = await _count_miss(
+            deps, email, "reset_miss", settings.password_reset_code_ttl_seconds
+        )
+
+    if outcome is CodeOutcome.VERIFIED and user is not None and stored is not None:
+        # Hash with no connection held, then spend the code only if it is still the one judged.
+        password_hash = await _hash(deps, new_password)
+        async with deps.sessions.begin() as session:
+            if await repo.consume_reset_code(session, user.id, stored.code_hash, utcnow(), limit):
+                now = utcnow()
+                await repo.update_user(
+                    session, user.id, now, password_hash=password_hash, email_verified=True
+                )
+                await repo.delete_code(session, user.id)  # a pending verification code
+                await repo.revoke_user_families(session, user.id, now)
+                return
+        outcome = CodeOutcome.INVALID  # spent or replaced meanwhile
+    if outcome is CodeOutcome.EXPIRED:
+        raise Problem(
+            400, "reset_code_expired", "Reset code expired", "The code has expired; ask again"
+        )
+    if outcome is CodeOutcome.INVALID:
+        raise Problem(400, "reset_code_invalid", "Invalid reset code", "The code is not valid")
     raise Problem(
         429,
         "too_many_attempts",
@@ -266,9 +395,15 @@ async def login(deps: Deps, *, email: str, password: str) -> TokenPair:
     if not await _verify(deps, password, user.password_hash):
         raise invalid_credentials()
     async with deps.sessions.begin() as session:
+        # The password may have changed (a reset, which revokes every family) while it was
+        # being checked: the share lock orders this login against that change, and a login
+        # with the old password then gets no session.
+        current = await repo.user_by_id(session, user.id, for_share=True)
+        if current is None or current.password_hash != user.password_hash:
+            raise invalid_credentials()
         family_id = new_family_id()
-        await repo.insert_family(session, family_id, user.id, utcnow())
-        return await _issue_pair(deps, session, user, family_id)
+        await repo.insert_family(session, family_id, current.id, utcnow())
+        return await _issue_pair(deps, session, current, family_id)
 
 
 async def refresh(deps: Deps, *, refresh_token: str) -> TokenPair:
@@ -326,9 +461,12 @@ class AdminResult:
 async def create_admin(
     settings: Settings, email: str, password: str, name: str = "Admin"
 ) -> AdminResult:
-    """Create a verified admin, or promote an existing account (verified, role ``admin``
-    added, password replaced). Raises :class:`snapshoe.users.domain.PolicyError` on a bad
-    address, password or name. Used by ``snapshoe users create-admin``."""
+    """Create a verified admin (the operator sets the password, so a new account needs no
+    mailed code), or promote an existing account whose email is verified (role ``admin``
+    added, password replaced, every session of the account revoked: a refresh token issued
+    before never yields an admin token). Raises :class:`snapshoe.users.domain.PolicyError` on
+    a bad address, password or name, or an unverified account (left unchanged). Used by
+    ``snapshoe users create-admin``."""
     email = normalize_email(email)
     check_password(password)
     name = check_name(name)
@@ -339,15 +477,17 @@ async def create_admin(
             now = utcnow()
             user = await repo.user_by_email(session, email, for_update=True)
             if user is not None:
+                refusal = promotion_refusal(user.email_verified)
+                if refusal is not None:
+                    raise PolicyError(refusal)
                 await repo.update_user(
                     session,
                     user.id,
                     now,
                     password_hash=password_hash,
-                    email_verified=True,
                     roles=format_roles([*user.roles, ADMIN_ROLE]),
                 )
-                await repo.delete_code(session, user.id)
+                await repo.revoke_user_families(session, user.id, now)
                 return AdminResult(user.id, email, created=False)
             user_id = new_user_id()
             await repo.insert_user(
@@ -363,6 +503,21 @@ async def create_admin(
             return AdminResult(user_id, email, created=True)
     finally:
         await engine.dispose()
+
+
+async def expire_unverified_accounts(
+    sessions: Sessions, *, now: datetime, ttl_hours: float, batch: int = 500
+) -> int:
+    """One step of the users worker: delete accounts left unverified for ``ttl_hours`` (with
+    their codes, sessions and cart), a batch per transaction. Returns how many went."""
+    cutoff = unverified_cutoff(now, ttl_hours)
+    total = 0
+    while True:
+        async with sessions.begin() as session:
+            n = await repo.delete_expired_unverified(session, created_before=cutoff, limit=batch)
+        total += n
+        if n < batch:
+            return total
 
 
 # Cart

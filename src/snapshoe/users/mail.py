@@ -19,6 +19,7 @@ from snapshoe.kernel.settings import Settings
 log = logging.getLogger("snapshoe.users.mail")
 
 CODE_SUBJECT = "Your SnapShoe verification code"
+RESET_SUBJECT = "Your SnapShoe password reset code"
 NOTICE_SUBJECT = "Someone tried to sign up with your SnapShoe address"
 
 
@@ -64,3 +65,14 @@ class Mailer:
             "If it was not you, you can ignore this mail: nothing changed.\n"
         )
         return await self.send(to, NOTICE_SUBJECT, body)
+
+    async def send_reset_code(self, to: str, code: str, ttl_seconds: int) -> bool:
+        minutes = max(1, ttl_seconds // 60)
+        body = (
+            "Your SnapShoe password reset code is:\n\n"
+            f"{code}\n\n"
+            f"It expires in {minutes} minutes. Setting a new password signs out every "
+            "session of this account.\n"
+            "If you did not ask for it, ignore this mail: your password did not change.\n"
+        )
+        return await self.send(to, RESET_SUBJECT, body)

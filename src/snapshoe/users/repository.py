@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from snapshoe.users.domain import CartEntry, StoredCode, parse_roles
 from snapshoe.users.tables import (
     cart_lines,
+    password_reset_codes,
     refresh_families,
     refresh_tokens,
     users,
@@ -77,8 +78,13 @@ async def user_by_email(
     return _user(row) if row else None
 
 
-async def user_by_id(session: AsyncSession, user_id: str) -> UserRow | None:
-    row = (await session.execute(select(*_USER_COLS).where(users.c.id == user_id))).first()
+async def user_by_id(
+    session: AsyncSession, user_id: str, *, for_share: bool = False
+) -> UserRow | None:
+    stmt = select(*_USER_COLS).where(users.c.id == user_id)
+    if for_share:
+        stmt = stmt.with_for_update(read=True)
+    row = (await session.execute(stmt)).first()
     return _user(row) if row else None
 
 
@@ -131,9 +137,11 @@ async def put_code(
     salt: str,
     expires_at: datetime,
     now: datetime,
+    table: Table = verification_codes,
 ) -> None:
-    """Insert or replace the user's one live code (a new code resets the attempt counter)."""
-    stmt = mysql_insert(verification_codes).values(
+    """Insert or replace the user's one live code (a new code resets the attempt counter).
+    ``table``: ``verification_codes`` or ``password_reset_codes`` (same shape)."""
+    stmt = mysql_insert(table).values(
         user_id=user_id,
         code_hash=code_hash,
         salt=salt,
@@ -151,17 +159,14 @@ async def put_code(
     await session.execute(stmt)
 
 
-async def code_for_update(session: AsyncSession, user_id: str) -> StoredCode | None:
+async def code_for_update(
+    session: AsyncSession, user_id: str, table: Table = verification_codes
+) -> StoredCode | None:
     """Lock the code row, so concurrent guesses are counted one after another."""
     row = (
         await session.execute(
-            select(
-                verification_codes.c.code_hash,
-                verification_codes.c.salt,
-                verification_codes.c.expires_at,
-                verification_codes.c.attempts,
-            )
-            .where(verification_codes.c.user_id == user_id)
+            select(table.c.code_hash, table.c.salt, table.c.expires_at, table.c.attempts)
+            .where(table.c.user_id == user_id)
             .with_for_update()
         )
     ).first()
@@ -172,16 +177,54 @@ async def code_for_update(session: AsyncSession, user_id: str) -> StoredCode | N
     )
 
 
-async def count_wrong_attempt(session: AsyncSession, user_id: str) -> None:
+async def count_wrong_attempt(
+    session: AsyncSession, user_id: str, table: Table = verification_codes
+) -> None:
     await session.execute(
-        update(verification_codes)
-        .where(verification_codes.c.user_id == user_id)
-        .values(attempts=verification_codes.c.attempts + 1)
+        update(table).where(table.c.user_id == user_id).values(attempts=table.c.attempts + 1)
     )
 
 
-async def delete_code(session: AsyncSession, user_id: str) -> None:
-    await session.execute(delete(verification_codes).where(verification_codes.c.user_id == user_id))
+async def delete_code(
+    session: AsyncSession, user_id: str, table: Table = verification_codes
+) -> None:
+    await session.execute(delete(table).where(table.c.user_id == user_id))
+
+
+async def consume_reset_code(
+    session: AsyncSession, user_id: str, code_hash: str, now: datetime, max_attempts: int
+) -> bool:
+    """Delete the reset code if it is still the one that was judged right, unexpired and
+    alive. Of two concurrent confirms (or a confirm and a new request) one wins."""
+    t = password_reset_codes
+    result = await session.execute(
+        delete(t).where(
+            t.c.user_id == user_id,
+            t.c.code_hash == code_hash,
+            t.c.expires_at > now,
+            t.c.attempts < max_attempts,
+        )
+    )
+    return _rowcount(result) == 1
+
+
+# Accounts left unverified
+
+
+async def delete_expired_unverified(
+    session: AsyncSession, *, created_before: datetime, email: str | None = None, limit: int = 500
+) -> int:
+    """Delete unverified accounts created before the cutoff (one address, or a batch). Their
+    codes, sessions and cart go with them (ON DELETE CASCADE). Conditional on still being
+    unverified, so an account verified meanwhile stays."""
+    stmt = delete(users).where(
+        users.c.email_verified.is_(False), users.c.created_at < created_before
+    )
+    if email is not None:
+        stmt = stmt.where(users.c.email == email)
+    else:
+        stmt = stmt.with_dialect_options(mysql_limit=limit)
+    return _rowcount(await session.execute(stmt))
 
 
 # Refresh tokens
@@ -265,6 +308,18 @@ async def lock_family(session: AsyncSession, family_id: str) -> bool:
         )
     ).first()
     return row is not None and not row.revoked
+
+
+async def revoke_user_families(session: AsyncSession, user_id: str, now: datetime) -> int:
+    """Revoke every live refresh family of the account: each session it had ends (a change
+    of password or roles, a verification). A refresh running concurrently holds a share lock
+    on its family (``lock_family``), so it finishes first and its new token dies here."""
+    result = await session.execute(
+        update(refresh_families)
+        .where(refresh_families.c.user_id == user_id, refresh_families.c.revoked.is_(False))
+        .values(revoked=True, revoked_at=now)
+    )
+    return _rowcount(result)
 
 
 async def revoke_family(session: AsyncSession, family_id: str, now: datetime) -> None:

@@ -51,6 +51,17 @@ class ResendRequest(_Request):
     email: Email
 
 
+class PasswordResetRequest(_Request):
+    email: Email
+
+
+class PasswordResetConfirm(_Request):
+    email: Email
+    code: Code
+    # The sign-up policy (domain.check_password), so a stronger one applies here as well.
+    new_password: NewPassword
+
+
 class LoginRequest(_Request):
     # Not validated as an address: a malformed one is just an unknown one (401, not 422).
     email: Annotated[str, StringConstraints(min_length=1, max_length=EMAIL_MAX_LENGTH)]
@@ -62,7 +73,7 @@ class RefreshRequest(_Request):
 
 
 class Accepted(BaseModel):
-    """The one body of every 202 of signup and resend, whatever the address."""
+    """The one body of every 202 of signup, resend and password reset, whatever the address."""
 
     status: Literal["accepted"] = "accepted"
     detail: str = "If this address can receive mail, a message is on its way."

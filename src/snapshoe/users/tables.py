@@ -49,11 +49,25 @@ users = Table(
     Column("roles", String(255), nullable=False, default=""),  # comma-separated
     _ts("created_at"),
     _ts("updated_at"),
+    # The users worker's search for unverified accounts past their TTL.
+    Index("ix_users_unverified", "email_verified", "created_at"),
 )
 
 # One live code per user: a resend replaces the row (and resets the attempt counter).
 verification_codes = Table(
     "verification_codes",
+    metadata,
+    Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("code_hash", String(64), nullable=False),
+    Column("salt", String(32), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    _ts("expires_at"),
+    _ts("created_at"),
+)
+
+# One live password reset code per user, like verification codes (a new request replaces it).
+password_reset_codes = Table(
+    "password_reset_codes",
     metadata,
     Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
     Column("code_hash", String(64), nullable=False),
@@ -72,6 +86,8 @@ refresh_families = Table(
     _ts("revoked_at", nullable=True),
     _ts("created_at"),
     Index("ix_refresh_families_user_id", "user_id"),
+    # Revoking every live family of an account (reset, verification, promotion).
+    Index("ix_refresh_families_user_revoked", "user_id", "revoked"),
 )
 
 refresh_tokens = Table(

@@ -1,4 +1,5 @@
-"""Background loops of the users service: the cart's ``order.placed`` consumer.
+"""Background loops of the users service: the cart's ``order.placed`` consumer, and the
+expiry of accounts left unverified (``SNAPSHOE_UNVERIFIED_ACCOUNT_TTL_HOURS``).
 
 ``snapshoe worker users`` runs :func:`run` (``snapshoe up`` starts it).
 """
@@ -6,29 +7,56 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 
-from snapshoe.kernel.db import create_engine, create_sessions
+from snapshoe.kernel.db import Sessions, create_engine, create_sessions
 from snapshoe.kernel.messaging import consume
 from snapshoe.kernel.settings import Settings
+from snapshoe.users import handlers
 from snapshoe.users.consumers import CART_HANDLERS, CART_QUEUE, not_from_cart
+from snapshoe.users.domain import utcnow
 from snapshoe.users.tables import inbox
+
+log = logging.getLogger("snapshoe.users.worker")
 
 # Each message is one short transaction; a few connections are plenty.
 POOL_SIZE = 4
+# How often unverified accounts past their TTL are looked for: an expired account lives at
+# most this much longer (sign-up of its address replaces it at once anyway).
+EXPIRY_INTERVAL_SECONDS = 60.0
+
+
+async def expire_unverified(settings: Settings, sessions: Sessions, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            n = await handlers.expire_unverified_accounts(
+                sessions, now=utcnow(), ttl_hours=settings.unverified_account_ttl_hours
+            )
+            if n:
+                log.info("deleted %d accounts left unverified", n)
+        except Exception:  # the database may be away for a while; try again next round
+            log.exception("expiry of unverified accounts failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), EXPIRY_INTERVAL_SECONDS)
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     engine = create_engine(settings, "users", pool_size=POOL_SIZE)
+    sessions = create_sessions(engine)
     try:
-        await consume(
-            settings,
-            create_sessions(engine),
-            inbox,
-            queue=CART_QUEUE,
-            handlers=CART_HANDLERS,
-            stop=stop,
-            prefetch=POOL_SIZE * 2,
-            ignore=not_from_cart,
+        await asyncio.gather(
+            consume(
+                settings,
+                sessions,
+                inbox,
+                queue=CART_QUEUE,
+                handlers=CART_HANDLERS,
+                stop=stop,
+                prefetch=POOL_SIZE * 2,
+                ignore=not_from_cart,
+            ),
+            expire_unverified(settings, sessions, stop),
         )
     finally:
         await engine.dispose()

@@ -91,8 +91,12 @@ async def test_signup_verify_login_me(users_platform: Platform, gw: httpx.AsyncC
         "roles": [],
     }
 
-    # A refresh of the pre-verification session now says verified too (API.md).
+    # The session taken before the mailbox was proven ended with the verification (issue 12,
+    # item 4: it may be someone who registered the address first); the login above is the
+    # verified one.
     r = await gw.post("/api/auth/refresh", json={"refresh_token": unverified["refresh_token"]})
+    assert_problem(r, 401, "invalid_token")
+    r = await gw.post("/api/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
     assert r.status_code == 200, r.text
     assert claims(r.json()["access_token"])["email_verified"] is True
 
@@ -378,12 +382,13 @@ async def test_create_admin_creates_then_promotes(
     assert c["roles"] == ["admin"]
     assert c["email_verified"] is True
 
-    # Promote an existing, unverified buyer.
-    buyer = new_email("buyer")
-    assert (await sign_up(direct, buyer)).status_code == 202
-    promoted = await create_admin(settings, buyer, "new-admin-Pass-2")
+    # Promote an existing, verified buyer: the password is replaced, the role added.
+    buyer = await users_platform.verified_user(direct)
+    promoted = await create_admin(settings, buyer.email, "new-admin-Pass-2")
     assert not promoted.created
-    r = await direct.post("/api/auth/login", json={"email": buyer, "password": "new-admin-Pass-2"})
+    r = await direct.post(
+        "/api/auth/login", json={"email": buyer.email, "password": "new-admin-Pass-2"}
+    )
     assert r.status_code == 200, r.text
     me = await direct.get(
         "/api/users/me", headers={"Authorization": f"Bearer {r.json()['access_token']}"}
@@ -395,3 +400,46 @@ async def test_create_admin_creates_then_promotes(
 
     with pytest.raises(PolicyError):
         await create_admin(settings, new_email(), "short")
+
+
+async def test_promotion_revokes_every_session(
+    users_platform: Platform, gw: httpx.AsyncClient
+) -> None:
+    """Issue 12, item 3: whoever held a refresh token of the account before the promotion
+    (for instance someone who registered the address first) never gets an admin token."""
+    user = await users_platform.verified_user(gw)
+    second = await users_platform.login(user.email, user.password, gw)  # another session
+    await create_admin(users_platform.settings, user.email, "new-admin-Pass-2")
+    for session in (user, second):
+        r = await gw.post("/api/auth/refresh", json={"refresh_token": session.refresh_token})
+        assert_problem(r, 401, "invalid_token")
+    # Not even once: the family is dead, so a replay yields nothing either.
+    r = await gw.post("/api/auth/refresh", json={"refresh_token": user.refresh_token})
+    assert_problem(r, 401, "invalid_token")
+    r = await gw.post("/api/auth/login", json={"email": user.email, "password": user.password})
+    assert_problem(r, 401, "invalid_credentials")  # the old password went with it
+    r = await gw.post("/api/auth/login", json={"email": user.email, "password": "new-admin-Pass-2"})
+    assert r.status_code == 200, r.text
+    assert claims(r.json()["access_token"])["roles"] == ["admin"]
+
+
+async def test_promoting_an_unverified_account_is_refused(
+    users_platform: Platform, gw: httpx.AsyncClient
+) -> None:
+    from snapshoe.users.domain import PolicyError
+
+    email = new_email("squatter")
+    assert (await sign_up(gw, email)).status_code == 202
+    r = await gw.post("/api/auth/login", json={"email": email, "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    held = r.json()["refresh_token"]
+    with pytest.raises(PolicyError, match="not verified"):
+        await create_admin(users_platform.settings, email, "new-admin-Pass-2")
+    # Nothing changed: same password, no role, still unverified.
+    r = await gw.post("/api/auth/refresh", json={"refresh_token": held})
+    assert r.status_code == 200, r.text
+    c = claims(r.json()["access_token"])
+    assert c["roles"] == []
+    assert c["email_verified"] is False
+    r = await gw.post("/api/auth/login", json={"email": email, "password": "new-admin-Pass-2"})
+    assert_problem(r, 401, "invalid_credentials")
