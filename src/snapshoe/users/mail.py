@@ -1,8 +1,10 @@
 """Outgoing account mail over SMTP (aiosmtplib).
 
-Mail is sent inline, inside the request, after the transaction has committed: it is simple,
-the mail is in the mailbox by the time the client gets its 202, and every branch of signup and
-resend sends exactly one message, which keeps known and unknown addresses alike in timing. A
+Sign-up and resend mail is sent inline, inside the request, after the transaction has committed:
+it is simple, the mail is in the mailbox by the time the client gets its 202, and every branch of
+signup and resend sends exactly one message, which keeps known and unknown addresses alike in
+timing. The password reset code is mailed after the answer (a background task), since only a
+known address gets one. A
 short timeout bounds the wait; a failure is logged and never shown to the client (the answer
 must not depend on the address, and the user can ask for a resend).
 """
@@ -62,6 +64,8 @@ class Mailer:
             "but it already has one.\n\n"
             "If it was you, log in instead, or reset your password. If your address is not "
             "verified yet, ask for a new code from the sign-in page.\n"
+            "If you did not create that account yourself, reset its password from the "
+            "sign-in page: that signs out everyone who used it and makes it yours.\n"
             "If it was not you, you can ignore this mail: nothing changed.\n"
         )
         return await self.send(to, NOTICE_SUBJECT, body)
