@@ -286,9 +286,7 @@ async def test_a_transient_failure_is_retried_past_the_delivery_limit(world: Wor
         assert await relay.publish_batch(exchange) == 1
         await _wait_for(lambda: _inbox_at_least(world, 1), timeout=30)
         await asyncio.sleep(0.5)
-        dlq = await channel.declare_queue(
-            f"{world.settings.namespace}.flaky.dlq", passive=True
-        )
+        dlq = await channel.declare_queue(f"{world.settings.namespace}.flaky.dlq", passive=True)
         assert dlq.declaration_result.message_count == 0
     stop.set()
     await consumer
