@@ -25,6 +25,13 @@ users_app = typer.Typer(help="Accounts.", no_args_is_help=True)
 products_app = typer.Typer(help="Catalog and stock.", no_args_is_help=True)
 orders_app = typer.Typer(help="Orders.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks against the running platform.", no_args_is_help=True)
+events_app = typer.Typer(help="Events: dead-letter queues.", no_args_is_help=True)
+dlq_app = typer.Typer(
+    help="Dead-lettered events: list them (nothing consumed) or replay them to their queue.",
+    no_args_is_help=True,
+)
+events_app.add_typer(dlq_app, name="dlq")
+app.add_typer(events_app, name="events")
 app.add_typer(users_app, name="users")
 app.add_typer(products_app, name="products")
 app.add_typer(orders_app, name="orders")
@@ -305,6 +312,61 @@ def orders_lifecycle(
         await run_lifecycle(settings, stop)
 
     _run(go())
+
+
+def _consumer_queues(queue: str | None) -> list[str]:
+    """``--queue`` as given, else every service's consumer queues (their ``QUEUES``)."""
+    if queue:
+        return [queue]
+    names: list[str] = []
+    for service in SERVICES:
+        if _has_module(f"snapshoe.{service}.consumers"):
+            names += list(importlib.import_module(f"snapshoe.{service}.consumers").QUEUES)
+    return names
+
+
+QueueOption = Annotated[
+    str | None, typer.Option("--queue", "-q", help="e.g. orders.payments (default: all)")
+]
+
+
+@dlq_app.command("list")
+def dlq_list(
+    queue: QueueOption = None,
+    limit: Annotated[int, typer.Option(help="most messages shown per queue")] = 100,
+) -> None:
+    """Show dead-lettered events (queue, type, id, why, first bytes); none is consumed."""
+    from snapshoe.kernel.deadletters import peek
+
+    letters = _run(peek(get_settings(), _consumer_queues(queue), limit=limit))
+    for letter in letters:
+        typer.echo(letter.line())
+    typer.echo(f"{len(letters)} dead-lettered event(s)")
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    queue: QueueOption = None,
+    event_id: Annotated[
+        list[str] | None, typer.Option("--id", help="event id to replay (repeatable)")
+    ] = None,
+    replay_all: Annotated[bool, typer.Option("--all", help="replay every dead letter")] = False,
+) -> None:
+    """Re-publish dead letters to their original queue; each leaves its DLQ only once the
+    broker confirmed the copy."""
+    from snapshoe.kernel.deadletters import replay
+
+    if bool(event_id) == replay_all:
+        raise typer.BadParameter("give --id ID (one or more) or --all")
+    ids = None if replay_all else set(event_id or [])
+    done = _run(replay(get_settings(), _consumer_queues(queue), ids=ids))
+    for letter in done:
+        typer.echo(f"replayed {letter.message_id} ({letter.type}) to {letter.queue}")
+    typer.echo(f"{len(done)} event(s) replayed")
+    if ids is not None and len(done) < len(ids):
+        missing = ids - {d.message_id for d in done}
+        typer.echo(f"not found in any DLQ: {', '.join(sorted(missing))}", err=True)
+        raise typer.Exit(1)
 
 
 @bench_app.command("drop")

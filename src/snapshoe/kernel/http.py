@@ -6,6 +6,7 @@ Middlewares are plain ASGI (not ``BaseHTTPMiddleware``) because they sit on the 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -54,6 +55,7 @@ MAX_BODY_BYTES = 64 * 1024
 # With SNAPSHOE_ACCESS_LOG=problems (the default) a service logs only 5xx answers and requests
 # at least this slow; the gateway's log has every request, with the same request id.
 SLOW_REQUEST_SECONDS = 1.0
+METRICS_HOOK_SECONDS = 3.0
 
 FastPath = Callable[[Scope, bytes], Awaitable[Response | None]]
 """A hand-written handler of one hot route (given the scope and the whole body): it answers
@@ -238,8 +240,11 @@ def create_service_app(
     title: str | None = None,
     version: str = "1.0.0",
     fast_paths: Mapping[tuple[str, str], FastPath] | None = None,
+    metrics_hook: Callable[[], Awaitable[None]] | None = None,
 ) -> FastAPI:
-    """Build a service app. ``readiness`` maps a dependency name to a coroutine that raises
+    """Build a service app. ``metrics_hook`` refreshes gauges read from elsewhere (the
+    broker's DLQ depths) before ``/metrics`` answers; it is bounded and never fails a scrape.
+    ``readiness`` maps a dependency name to a coroutine that raises
     when that dependency cannot be reached; ``/readyz`` runs them all. ``fast_paths`` maps
     ``(method, path)`` of a hot route to its :data:`FastPath`."""
     # Logging is set here, not at import, so every uvicorn worker process gets it.
@@ -284,6 +289,11 @@ def create_service_app(
 
     @ops.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
+        if metrics_hook is not None:
+            try:
+                await asyncio.wait_for(metrics_hook(), METRICS_HOOK_SECONDS)
+            except Exception as exc:  # stale gauges beat a failed scrape
+                log.warning("metrics refresh failed: %s", exc)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(ops)

@@ -127,6 +127,18 @@ class Settings(BaseSettings):
     pg_secret_key: str = "test_sk_snapshoe_sandbox"  # noqa: S105 (sandbox-only default)
     pg_timeout_seconds: float = 5.0
 
+    # Events (kernel.messaging). A consumer retries a transient backend error (database,
+    # Redis, network) in-process, holding the message, with capped jittered exponential
+    # backoff: such retries never spend the queue's delivery limit. After ``hold`` seconds the
+    # message is put back at the end of its queue (re-published, then acked) and tried again.
+    event_retry_base_seconds: float = Field(default=0.2, gt=0, le=60)
+    event_retry_max_seconds: float = Field(default=5.0, gt=0, le=600)
+    event_retry_hold_seconds: float = Field(default=300.0, gt=0, le=1500)
+    # An event no queue is bound to stays unpublished; the relay tries it again after this.
+    event_unroutable_retry_seconds: float = Field(default=60.0, gt=0, le=86400)
+    # Published outbox rows and processed inbox rows older than this are deleted.
+    event_retention_days: float = Field(default=7.0, gt=0, le=3650)
+
     log_level: str = "INFO"
     log_json: bool = True
     # Per-request log lines of the services: "problems" (5xx and requests of 1 s or more) or

@@ -22,6 +22,7 @@ from snapshoe.kernel.batching import GroupCommit
 from snapshoe.kernel.clients.products import ProductsClient
 from snapshoe.kernel.clients.users import UsersClient
 from snapshoe.kernel.db import Sessions, create_engine, create_sessions, ping
+from snapshoe.kernel.deadletters import EventGauges
 from snapshoe.kernel.http import create_service_app
 from snapshoe.kernel.idempotency import IdempotencyStore
 from snapshoe.kernel.logs import configure_logging
@@ -122,6 +123,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         connection = await aio_pika.connect(settings.amqp_url, timeout=2)
         await connection.close()
 
+    # Its consumers' DLQ depths (and unroutable outbox rows) in /metrics, read at scrape time.
+    from snapshoe.orders.consumers import QUEUES  # consumers import this module
+    from snapshoe.orders.tables import outbox
+
+    gauges = EventGauges(
+        settings,
+        "orders",
+        list(QUEUES),
+        sessions=lambda: getattr(getattr(app.state, "deps", None), "sessions", None),
+        outbox=outbox,
+    )
+
     app = create_service_app(
         "orders",
         routers=[router, internal_router],
@@ -129,5 +142,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         title="SnapShoe orders",
         fast_paths={("POST", "/api/orders"): fast_create_order},
+        metrics_hook=gauges.refresh,
     )
     return app

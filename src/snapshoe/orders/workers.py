@@ -18,7 +18,7 @@ from prometheus_client import start_http_server
 
 from snapshoe.kernel.clock import Clock, SystemClock
 from snapshoe.kernel.db import Sessions, create_engine, create_sessions
-from snapshoe.kernel.messaging import Relay
+from snapshoe.kernel.messaging import Relay, run_pruner
 from snapshoe.kernel.settings import Settings
 from snapshoe.orders import handlers
 from snapshoe.orders.bootstrap import Deps, build_deps, close_deps
@@ -26,7 +26,7 @@ from snapshoe.orders.consumers import run_payment_consumer
 from snapshoe.orders.domain import rfc3339
 from snapshoe.orders.lifecycle import Lifecycle, due_status
 from snapshoe.orders.settings import LifecycleSettings
-from snapshoe.orders.tables import outbox
+from snapshoe.orders.tables import inbox, outbox
 
 log = logging.getLogger("snapshoe.orders.worker")
 
@@ -113,6 +113,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             run_payment_consumer(deps, stop),
             run_settler(deps, stop),
             lifecycle_worker(settings, deps.sessions, lc).run(stop),
+            run_pruner(settings, deps.sessions, stop, outbox=outbox, inbox=inbox),
         )
     finally:
         await close_deps(deps)

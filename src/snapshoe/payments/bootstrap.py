@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from snapshoe.kernel.auth import TokenVerifier, build_verifier
 from snapshoe.kernel.clients.orders import OrdersClient
 from snapshoe.kernel.db import Sessions, create_engine, create_sessions, ping
+from snapshoe.kernel.deadletters import EventGauges
 from snapshoe.kernel.http import create_service_app
 from snapshoe.kernel.idempotency import IdempotencyStore
 from snapshoe.kernel.logs import configure_logging
@@ -128,11 +129,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def check_amqp() -> None:
         await check_rabbitmq(settings)
 
+    # Its consumers' DLQ depths (and unroutable outbox rows) in /metrics, read at scrape time.
+    from snapshoe.payments.consumers import QUEUES  # consumers import this module
+    from snapshoe.payments.tables import outbox
+
+    gauges = EventGauges(
+        settings,
+        "payments",
+        list(QUEUES),
+        sessions=lambda: getattr(getattr(app.state, "deps", None), "sessions", None),
+        outbox=outbox,
+    )
+
     app = create_service_app(
         "payments",
         routers=[router],
         readiness={"database": check_db, "redis": check_redis, "rabbitmq": check_amqp},
         lifespan=lifespan,
         title="SnapShoe payments",
+        metrics_hook=gauges.refresh,
     )
     return app

@@ -1,5 +1,6 @@
 """Background work of the payments service (``snapshoe worker payments``): the outbox relay,
-the refund consumer and the reconciler (unknown payments, pending refunds)."""
+the refund consumer, the reconciler (unknown payments, pending refunds) and the outbox/inbox
+retention prune."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ import asyncio
 import contextlib
 import logging
 
-from snapshoe.kernel.messaging import Relay
+from snapshoe.kernel.messaging import Relay, run_pruner
 from snapshoe.kernel.settings import Settings
 from snapshoe.payments import handlers
 from snapshoe.payments.bootstrap import Core, build_core, close_core
 from snapshoe.payments.consumers import run_refund_consumer
-from snapshoe.payments.tables import outbox
+from snapshoe.payments.tables import inbox, outbox
 
 log = logging.getLogger("snapshoe.payments.workers")
 
@@ -40,6 +41,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             Relay(settings, core.sessions, outbox).run(stop),
             run_refund_consumer(settings, core, stop),
             reconcile_forever(core, stop),
+            run_pruner(settings, core.sessions, stop, outbox=outbox, inbox=inbox),
         )
     finally:
         await close_core(core)

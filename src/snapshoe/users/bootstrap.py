@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from snapshoe.kernel.auth import TokenIssuer, TokenVerifier, build_issuer, build_verifier
 from snapshoe.kernel.clients.products import ProductsClient
 from snapshoe.kernel.db import Sessions, create_engine, create_sessions, ping
+from snapshoe.kernel.deadletters import EventGauges
 from snapshoe.kernel.http import create_service_app
 from snapshoe.kernel.logs import configure_logging
 from snapshoe.kernel.redis import create_redis
@@ -106,12 +107,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def check_redis() -> None:
         await app.state.deps.redis.ping()
 
+    # Its consumers' DLQ depths (and unroutable outbox rows) in /metrics, read at scrape time.
+    from snapshoe.users.consumers import QUEUES
+
+    gauges = EventGauges(
+        settings,
+        "users",
+        list(QUEUES),
+        sessions=lambda: getattr(getattr(app.state, "deps", None), "sessions", None),
+        outbox=None,
+    )
+
     app = create_service_app(
         "users",
         routers=[router, internal_router],
         readiness={"database": check_db, "redis": check_redis},
         lifespan=lifespan,
         title="SnapShoe users",
+        metrics_hook=gauges.refresh,
     )
     app.state.settings = settings  # kernel.internal.internal_caller reads it
     return app

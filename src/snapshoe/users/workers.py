@@ -1,5 +1,6 @@
-"""Background loops of the users service: the cart's ``order.placed`` consumer, and the
-expiry of accounts left unverified (``SNAPSHOE_UNVERIFIED_ACCOUNT_TTL_HOURS``).
+"""Background loops of the users service: the cart's ``order.placed`` consumer, the inbox
+retention prune, and the expiry of accounts left unverified
+(``SNAPSHOE_UNVERIFIED_ACCOUNT_TTL_HOURS``).
 
 ``snapshoe worker users`` runs :func:`run` (``snapshoe up`` starts it).
 """
@@ -11,7 +12,7 @@ import contextlib
 import logging
 
 from snapshoe.kernel.db import Sessions, create_engine, create_sessions
-from snapshoe.kernel.messaging import consume
+from snapshoe.kernel.messaging import consume, run_pruner
 from snapshoe.kernel.settings import Settings
 from snapshoe.users import handlers
 from snapshoe.users.consumers import CART_HANDLERS, CART_QUEUE, not_from_cart
@@ -57,6 +58,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 ignore=not_from_cart,
             ),
             expire_unverified(settings, sessions, stop),
+            run_pruner(settings, sessions, stop, outbox=None, inbox=inbox),
         )
     finally:
         await engine.dispose()

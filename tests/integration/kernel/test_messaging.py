@@ -13,6 +13,7 @@ import aio_pika
 import orjson
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from tests.support.platform import make_test_settings
 
@@ -22,6 +23,7 @@ from snapshoe.kernel.db import create_engine, create_sessions, drop_database, en
 from snapshoe.kernel.settings import Settings
 
 SERVICE = "kernel"
+QUEUES = ("pings", "pings.dlq", "broken", "broken.dlq", "flaky", "flaky.dlq")
 
 
 class Pinged(Event):
@@ -62,7 +64,7 @@ async def world() -> AsyncIterator[World]:
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
         channel = await connection.channel()
-        for q in ("pings", "pings.dlq", "broken", "broken.dlq"):
+        for q in QUEUES:
             await channel.queue_delete(f"{settings.namespace}.{q}")
         await channel.exchange_delete(messaging.exchange_name(settings))
         await channel.exchange_delete(f"{settings.namespace}.dlx")
@@ -240,3 +242,53 @@ async def test_a_message_that_keeps_failing_is_dead_lettered(world: World) -> No
     # Every failed attempt rolled back: no effect and no inbox record remain.
     assert await _count(world, world.effects) == 0
     assert await _count(world, world.inbox) == 0
+
+
+def _db_lost() -> OperationalError:
+    """What asyncmy raises through SQLAlchemy when MariaDB goes away mid-transaction."""
+    return OperationalError("INSERT INTO inbox ...", {}, Exception(2013, "Lost connection"))
+
+
+async def test_a_transient_failure_is_retried_past_the_delivery_limit(world: World) -> None:
+    """A handler that fails with a lost database connection more times than the delivery limit
+    allows, then succeeds: the event is applied once and nothing is dead-lettered."""
+    fails = messaging.DELIVERY_LIMIT + 3
+    attempts = 0
+
+    async def flaky(session: AsyncSession, body: dict[str, Any]) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts <= fails:
+            raise _db_lost()
+        await session.execute(insert(world.effects).values(event_id=body["event_id"]))
+
+    settings = world.settings.model_copy(
+        update={"event_retry_base_seconds": 0.01, "event_retry_max_seconds": 0.05}
+    )
+    stop = asyncio.Event()
+    consumer = asyncio.create_task(
+        messaging.consume(
+            settings,
+            world.sessions,
+            world.inbox,
+            queue="flaky",
+            handlers={Pinged.routing_key(): flaky},
+            stop=stop,
+        )
+    )
+    await asyncio.sleep(1)
+    await _emit(world, 1)
+    relay = messaging.Relay(world.settings, world.sessions, world.outbox)
+    connection = await messaging.connect(world.settings)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await messaging.declare_exchange(channel, world.settings)
+        assert await relay.publish_batch(exchange) == 1
+        await _wait_for(lambda: _inbox_at_least(world, 1), timeout=30)
+        await asyncio.sleep(0.5)
+        dlq = await channel.declare_queue(f"{world.settings.namespace}.flaky.dlq", passive=True)
+        assert dlq.declaration_result.message_count == 0
+    stop.set()
+    await consumer
+    assert attempts == fails + 1
+    assert await _count(world, world.effects) == 1

@@ -33,6 +33,7 @@ class OrderPaid(Event):
     """Payment approved and stock committed: the order is ``PREPARING``."""
 
     TYPE: ClassVar[str] = "order.paid"
+    MUST_ROUTE: ClassVar[bool] = False  # an announcement: no service consumes it yet
     order_id: str
     buyer_id: str
     payment_id: str
@@ -40,6 +41,7 @@ class OrderPaid(Event):
 
 class OrderPaymentFailed(Event):
     TYPE: ClassVar[str] = "order.payment_failed"
+    MUST_ROUTE: ClassVar[bool] = False  # an announcement: no service consumes it yet
     order_id: str
     buyer_id: str
     payment_id: str
@@ -57,6 +59,7 @@ class OrderCancelled(Event):
 
 class OrderExpired(Event):
     TYPE: ClassVar[str] = "order.expired"
+    MUST_ROUTE: ClassVar[bool] = False  # an announcement: no service consumes it yet
     order_id: str
     buyer_id: str
 
@@ -74,11 +77,13 @@ class OrderRefundRequired(Event):
 
 class OrderShipped(Event):
     TYPE: ClassVar[str] = "order.shipped"
+    MUST_ROUTE: ClassVar[bool] = False  # an announcement: no service consumes it yet
     order_id: str
     buyer_id: str
 
 
 class OrderDelivered(Event):
     TYPE: ClassVar[str] = "order.delivered"
+    MUST_ROUTE: ClassVar[bool] = False  # an announcement: no service consumes it yet
     order_id: str
     buyer_id: str

@@ -1,0 +1,247 @@
+"""Dead-lettered events: look at them, re-drive them, and export how many there are.
+
+Every consumer queue ``<ns>.<queue>`` dead-letters to ``<ns>.<queue>.dlq`` (kernel.messaging).
+Nothing consumes a DLQ by itself: a message there is an event some service did not apply
+(a poison message, or a bug since fixed), so an operator decides:
+
+- :func:`peek` (``snapshoe events dlq list``) takes messages with ``basic.get`` without acking
+  them and gives every one back (``nack(requeue=True)``) at the end: nothing is consumed.
+- :func:`replay` (``snapshoe events dlq replay``) re-publishes a message straight to its
+  original queue (default exchange, publisher confirm, ``mandatory``) and acks it from the DLQ
+  only once the broker confirmed the copy; anything else goes back to the DLQ. A crash in
+  between gives a duplicate (the consumer's inbox drops it), never a loss.
+- :class:`EventGauges` sets ``snapshoe_events_dlq_messages{queue}`` from the broker itself
+  (a passive queue declare returns the queue's message count), so every process that exports
+  it reports the same, true number, however many processes there are; and
+  ``snapshoe_outbox_unroutable_events{service}`` from the service's database, likewise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractIncomingMessage
+from prometheus_client import Gauge
+from sqlalchemy import Table
+
+from snapshoe.kernel.db import Sessions
+from snapshoe.kernel.messaging import connect, unroutable_count
+from snapshoe.kernel.settings import Settings
+
+log = logging.getLogger("snapshoe.deadletters")
+
+DLQ_DEPTH = Gauge(
+    "snapshoe_events_dlq_messages",
+    "Messages in a dead-letter queue (read from the broker; the same in every process)",
+    ["queue"],
+)
+OUTBOX_UNROUTABLE = Gauge(
+    "snapshoe_outbox_unroutable_events",
+    "Unpublished outbox events the broker returned as unroutable (read from the database)",
+    ["service"],
+)
+BODY_HEAD_BYTES = 200
+
+
+@dataclass
+class DeadLetter:
+    queue: str  # the original queue (full name)
+    message_id: str
+    type: str
+    reason: str  # why it died (x-first-death-reason / the newest x-death entry)
+    deaths: list[dict[str, Any]] = field(default_factory=list)
+    body_head: str = ""
+    replays: int = 0
+
+    def line(self) -> str:
+        deaths = "; ".join(
+            f"{d.get('reason')} x{d.get('count')} from {d.get('queue')}" for d in self.deaths
+        )
+        return (
+            f"{self.queue}.dlq  id={self.message_id}  type={self.type}  reason={self.reason}"
+            f"  deaths=[{deaths}]  replays={self.replays}\n    body: {self.body_head}"
+        )
+
+
+def full_queue_name(settings: Settings, queue: str) -> str:
+    """``orders.payments``, ``<ns>.orders.payments`` or its ``.dlq``: the original queue."""
+    name = queue.removesuffix(".dlq")
+    prefix = f"{settings.namespace}."
+    return name if name.startswith(prefix) else prefix + name
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _dead_letter(queue: str, message: AbstractIncomingMessage) -> DeadLetter:
+    headers: dict[str, Any] = dict(message.headers or {})
+    deaths = []
+    for entry in headers.get("x-death") or []:
+        if isinstance(entry, dict):
+            deaths.append(
+                {
+                    "reason": _text(entry.get("reason", "")),
+                    "queue": _text(entry.get("queue", "")),
+                    "count": entry.get("count"),
+                    "time": str(entry.get("time", "")),
+                }
+            )
+    reason = _text(headers.get("x-first-death-reason") or (deaths[0]["reason"] if deaths else ""))
+    return DeadLetter(
+        queue=queue,
+        message_id=message.message_id or "",
+        type=message.type or "",
+        reason=reason or "unknown",
+        deaths=deaths,
+        body_head=message.body[:BODY_HEAD_BYTES].decode(errors="replace"),
+        replays=int(headers.get("snapshoe-replays", 0) or 0),
+    )
+
+
+async def _each_dead_letter(
+    settings: Settings,
+    queues: Sequence[str],
+    visit: Callable[[str, AbstractIncomingMessage], Awaitable[bool]],
+    *,
+    limit: int,
+) -> None:
+    """Take up to ``limit`` messages of each DLQ unacked; ``visit`` returns True when it acked
+    the message; every other one is given back to its DLQ at the end."""
+    connection = await connect(settings)
+    async with connection:
+        for queue in queues:
+            name = full_queue_name(settings, queue)
+            channel = await connection.channel(publisher_confirms=True)
+            try:
+                dlq = await channel.declare_queue(f"{name}.dlq", passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                continue  # never declared: nothing dead-lettered there
+            held: list[AbstractIncomingMessage] = []
+            try:
+                for _ in range(limit):
+                    message = await dlq.get(no_ack=False, fail=False, timeout=5)
+                    if message is None:
+                        break
+                    if not await visit(name, message):
+                        held.append(message)
+            finally:
+                for message in held:
+                    await message.nack(requeue=True)
+                await channel.close()
+
+
+async def peek(settings: Settings, queues: Sequence[str], *, limit: int = 100) -> list[DeadLetter]:
+    """The dead letters of ``queues`` (short or full names), none consumed."""
+    found: list[DeadLetter] = []
+
+    async def visit(queue: str, message: AbstractIncomingMessage) -> bool:
+        found.append(_dead_letter(queue, message))
+        return False
+
+    await _each_dead_letter(settings, queues, visit, limit=limit)
+    return found
+
+
+async def replay(
+    settings: Settings, queues: Sequence[str], *, ids: set[str] | None, limit: int = 10_000
+) -> list[DeadLetter]:
+    """Re-publish dead letters (those with a message id in ``ids``; all when None) to their
+    original queue; each is acked from its DLQ only after the broker confirmed the copy."""
+    done: list[DeadLetter] = []
+
+    async def visit(queue: str, message: AbstractIncomingMessage) -> bool:
+        if ids is not None and message.message_id not in ids:
+            return False
+        letter = _dead_letter(queue, message)
+        headers = {k: v for k, v in (message.headers or {}).items() if not str(k).startswith("x-")}
+        headers["snapshoe-replays"] = letter.replays + 1
+        channel = message.channel
+        result = await channel.basic_publish(
+            message.body,
+            exchange="",  # the default exchange routes by queue name: straight to ``queue``
+            routing_key=queue,
+            properties=aiormq.spec.Basic.Properties(
+                content_type=message.content_type,
+                delivery_mode=2,
+                message_id=message.message_id,
+                message_type=message.type,
+                headers=headers,
+            ),
+            mandatory=True,
+        )
+        if not isinstance(result, aiormq.spec.Basic.Ack):
+            log.error("replay of %s to %s not confirmed: %r", message.message_id, queue, result)
+            return False
+        await message.ack()
+        done.append(letter)
+        return True
+
+    await _each_dead_letter(settings, queues, visit, limit=limit)
+    return done
+
+
+async def dlq_depths(settings: Settings, queues: Sequence[str]) -> dict[str, int]:
+    """Messages in each DLQ (full DLQ name -> count), from passive declares."""
+    depths: dict[str, int] = {}
+    connection = await aio_pika.connect(settings.amqp_url, timeout=3)
+    async with connection:
+        for queue in queues:
+            name = f"{full_queue_name(settings, queue)}.dlq"
+            channel = await connection.channel()
+            try:
+                q = await channel.declare_queue(name, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                continue
+            depths[name] = int(q.declaration_result.message_count or 0)
+            await channel.close()
+    return depths
+
+
+class EventGauges:
+    """Refreshes the DLQ and unroutable gauges of one service when ``/metrics`` is scraped, at
+    most every ``ttl`` seconds (a scrape never waits on the broker more than that often)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        service: str,
+        queues: Sequence[str],
+        *,
+        sessions: Callable[[], Sessions | None] | None = None,
+        outbox: Table | None = None,
+        ttl: float = 5.0,
+    ) -> None:
+        self.settings = settings
+        self.service = service
+        self.queues = list(queues)
+        self.sessions = sessions
+        self.outbox = outbox
+        self.ttl = ttl
+        self._at = -float("inf")
+        self._lock = asyncio.Lock()
+
+    async def refresh(self) -> None:
+        async with self._lock:
+            if time.monotonic() - self._at < self.ttl:
+                return
+            self._at = time.monotonic()
+            try:
+                for name, depth in (await dlq_depths(self.settings, self.queues)).items():
+                    DLQ_DEPTH.labels(name).set(depth)
+            except Exception as exc:  # the broker is down: keep the last value, say why
+                log.warning("DLQ depth not refreshed: %s", exc)
+            sessions = self.sessions() if self.sessions else None
+            if sessions is not None and self.outbox is not None:
+                try:
+                    n = await unroutable_count(sessions, self.outbox)
+                    OUTBOX_UNROUTABLE.labels(self.service).set(n)
+                except Exception as exc:
+                    log.warning("unroutable count not refreshed: %s", exc)
