@@ -65,6 +65,39 @@ async def test_a_refund_at_the_pg_is_found_by_the_recheck_without_a_webhook(
     assert (await payments.charges(order["id"]))["refunds"] == 1
 
 
+async def test_a_webhook_for_a_done_payment_rereads_the_pg_and_records_the_refund(
+    payments: Payments, buyer: User, events: EventTap
+) -> None:
+    order, key, payment_id = await _paid(payments, buyer, 60_500)
+    await _cancel_at_pg(payments, key)
+    # The body says nothing true (status DONE): only which payment to re-read.
+    forged = {"paymentKey": key, "orderId": order["id"], "status": "DONE"}
+    r = await payments.http.post(
+        "/api/payments/webhooks/pg",
+        json={"eventType": "PAYMENT_STATUS_CHANGED", "createdAt": "2025", "data": forged},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["payment_status"] == "CANCELED"
+    (event,) = await events.wait("payment.refunded_at_pg", order["id"])
+    assert event["payment_id"] == payment_id
+
+
+async def test_a_webhook_that_claims_a_refund_the_pg_never_made_changes_nothing(
+    payments: Payments, buyer: User, events: EventTap
+) -> None:
+    order, key, payment_id = await _paid(payments, buyer, 60_600)
+    forged = {"paymentKey": key, "orderId": order["id"], "status": "CANCELED"}
+    r = await payments.http.post(
+        "/api/payments/webhooks/pg",
+        json={"eventType": "PAYMENT_STATUS_CHANGED", "createdAt": "2025", "data": forged},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["payment_status"] == "DONE"
+    await asyncio.sleep(1.5)  # the recheck reads it too: still DONE at the PG
+    await payments.wait_status(buyer, payment_id, "DONE", within=1)
+    assert not events.of("payment.refunded_at_pg", order["id"])
+
+
 async def test_a_partial_cancel_at_the_pg_is_recorded_and_keeps_the_payment(
     payments: Payments, buyer: User, events: EventTap
 ) -> None:
