@@ -12,7 +12,12 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from snapshoe.kernel.contracts.payments import PaymentApproved, PaymentFailed, PaymentRefunded
+from snapshoe.kernel.contracts.payments import (
+    PaymentApproved,
+    PaymentFailed,
+    PaymentRefunded,
+    PaymentRefundedAtPg,
+)
 from snapshoe.kernel.messaging import Handler, consume
 from snapshoe.kernel.settings import Settings
 from snapshoe.orders import handlers
@@ -24,6 +29,7 @@ ROUTING_KEYS = [
     PaymentApproved.routing_key(),
     PaymentFailed.routing_key(),
     PaymentRefunded.routing_key(),
+    PaymentRefundedAtPg.routing_key(),
 ]
 QUEUES = {QUEUE: ROUTING_KEYS}  # declared by `snapshoe migrate`, before any publisher runs
 
@@ -36,6 +42,7 @@ def payment_handlers(settings: Settings) -> dict[str, Handler]:
         PaymentApproved.routing_key(): approved,
         PaymentFailed.routing_key(): handlers.on_payment_failed,
         PaymentRefunded.routing_key(): handlers.on_payment_refunded,
+        PaymentRefundedAtPg.routing_key(): handlers.on_payment_refunded_at_pg,
     }
 
 

@@ -36,7 +36,12 @@ from snapshoe.kernel.contracts.orders import (
     OrderPlaced,
     OrderRefundRequired,
 )
-from snapshoe.kernel.contracts.payments import PaymentApproved, PaymentFailed, PaymentRefunded
+from snapshoe.kernel.contracts.payments import (
+    PaymentApproved,
+    PaymentFailed,
+    PaymentRefunded,
+    PaymentRefundedAtPg,
+)
 from snapshoe.kernel.errors import Problem, not_found
 from snapshoe.kernel.idempotency import fingerprint
 from snapshoe.kernel.messaging import add_many_to_outbox, add_to_outbox
@@ -626,6 +631,71 @@ async def on_payment_failed(session: AsyncSession, body: dict[str, Any]) -> None
 async def on_payment_refunded(session: AsyncSession, body: dict[str, Any]) -> None:
     event = PaymentRefunded.model_validate(body)
     await repo.mark_refunded(session, event.order_id, event.refunded_at)
+
+
+# Statuses an order refunded at the PG leaves for CANCELLED: the pair has not left the
+# warehouse, so it goes back on sale. PENDING_PAYMENT too: the approval may still be on its way
+# (events of different types can arrive in any order), and that payment is gone.
+STOPPABLE = (Status.PENDING_PAYMENT, Status.PREPARING)
+SHIPPED = (Status.SHIPPING, Status.DELIVERED)
+
+
+async def on_payment_refunded_at_pg(session: AsyncSession, body: dict[str, Any]) -> None:
+    """The PG refunded the payment without us (dashboard, chargeback). A full refund stops
+    fulfilment before shipping (CANCELLED, pair released); after shipping the pair is gone and
+    the order keeps its status with ``refunded_at`` set, for the operator. A partial refund is
+    a price adjustment: the order goes on (docs/purchase-flow.md)."""
+    event = PaymentRefundedAtPg.model_validate(body)
+    if not event.full:
+        log.warning(
+            "order %s: %s of its payment refunded at the PG; fulfilment goes on",
+            event.order_id,
+            event.amount,
+        )
+        return
+    for _ in range(3):
+        row = await repo.get_order(session, event.order_id)
+        if row is None:
+            log.error("refund at the PG for unknown order %s", event.order_id)
+            return
+        if row["payment_id"] not in (None, event.payment_id):
+            log.error("refund at the PG of %s: not order %s's payment", event.payment_id, row["id"])
+            return
+        current = Status(row["status"])
+        if current in STOPPABLE:
+            moved = await repo.transition(
+                session,
+                event.order_id,
+                expected=current,
+                to=Status.CANCELLED,
+                now=utcnow(),
+                stock_state=StockState.RELEASING,
+                next_transition_at=None,
+                reason="refunded_at_pg",
+                refunded_at=to_db(event.refunded_at),
+            )
+            if not moved:
+                continue  # the lifecycle or another event moved it meanwhile: decide again
+            await add_to_outbox(
+                session,
+                outbox,
+                OrderCancelled(
+                    order_id=event.order_id,
+                    buyer_id=row["buyer_id"],
+                    previous_status=current.value,
+                    refund_required=False,  # the money is back already
+                ),
+            )
+            return
+        await repo.mark_refunded(session, event.order_id, event.refunded_at)
+        if current in SHIPPED:
+            log.error(
+                "order %s is %s but its payment was refunded at the PG: operator attention",
+                event.order_id,
+                current.value,
+            )
+        return
+    raise RuntimeError(f"order {event.order_id} kept changing; the event is retried")
 
 
 # Stock intents

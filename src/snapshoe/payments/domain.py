@@ -23,6 +23,29 @@ class RefundStatus(StrEnum):
     FAILED = "FAILED"
 
 
+# Order statuses that mean "paid and being (or been) fulfilled": the sweeper never refunds a
+# payment whose order is in one of these with this payment's id.
+FULFILLED_ORDER_STATUSES = frozenset({"PREPARING", "SHIPPING", "DELIVERED"})
+# Order statuses that can never be fulfilled any more: a charge for such an order is refunded.
+UNFULFILLABLE_ORDER_STATUSES = frozenset({"EXPIRED", "CANCELLED", "PAYMENT_FAILED"})
+
+
+def sweep_verdict(order: dict[str, object] | None, payment_id: str) -> str:
+    """What the sweeper does with a DONE payment given its order (None: orders has no such
+    order): "fulfilled" (never look again), "refund", or "wait" (still PENDING_PAYMENT: the
+    approval is on its way, or the order is about to expire)."""
+    if order is None:
+        return "refund"
+    status = order.get("status")
+    if status in FULFILLED_ORDER_STATUSES:
+        # Paid by another payment (cannot happen with one payment per order, but then this
+        # one is money without an order).
+        return "fulfilled" if order.get("payment_id") == payment_id else "refund"
+    if status in UNFULFILLABLE_ORDER_STATUSES:
+        return "refund"
+    return "wait"
+
+
 # Payments whose outcome is not known yet: only these may move to DONE or ABORTED.
 UNRESOLVED: tuple[Status, ...] = (Status.IN_PROGRESS, Status.UNKNOWN)
 
@@ -96,6 +119,7 @@ class Payment:
     attempts: int
     created_at: datetime
     updated_at: datetime
+    refunded_amount: int = 0
 
     def view(self) -> dict[str, object]:
         """The public representation (API.md)."""

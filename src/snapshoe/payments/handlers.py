@@ -18,7 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from snapshoe.kernel.clients import UpstreamProblem, UpstreamUnavailable
 from snapshoe.kernel.contracts.orders import OrderCancelled, OrderRefundRequired
-from snapshoe.kernel.contracts.payments import PaymentApproved, PaymentFailed, PaymentRefunded
+from snapshoe.kernel.contracts.payments import (
+    PaymentApproved,
+    PaymentFailed,
+    PaymentRefunded,
+    PaymentRefundedAtPg,
+)
 from snapshoe.kernel.errors import Problem, not_found
 from snapshoe.kernel.idempotency import fingerprint
 from snapshoe.kernel.messaging import add_to_outbox
@@ -38,6 +43,7 @@ from snapshoe.payments.domain import (
     new_payment_id,
     new_refund_id,
     refund_idempotency_key,
+    sweep_verdict,
     utcnow,
 )
 from snapshoe.payments.pg import (
@@ -52,7 +58,7 @@ from snapshoe.payments.pg import (
 from snapshoe.payments.tables import outbox
 
 if TYPE_CHECKING:
-    from snapshoe.payments.bootstrap import Core, Deps
+    from snapshoe.payments.bootstrap import Core, Deps, Orders
 
 log = logging.getLogger("snapshoe.payments")
 
@@ -425,18 +431,176 @@ async def webhook(core: Core, raw: bytes) -> dict[str, Any]:
         p = await repo.by_payment_key(session, hint.payment_key)
     if p is None or p.order_id != hint.order_id:
         return {"status": "ignored"}
-    if p.status not in UNRESOLVED:
+    if p.status not in UNRESOLVED and p.status is not Status.DONE:
         return {"status": "ok", "payment_status": p.status.value}
     try:
         found = await core.pg.get_by_payment_key(p.payment_key)
     except PgError as exc:
-        # The reconciler will ask again; a hint we could not follow is not an error.
+        # The reconciler (or the recheck of DONE payments) will ask again; a hint we could not
+        # follow is not an error.
         log.info("webhook for %s: the PG could not be read (%s)", p.id, exc)
         return {"status": "deferred", "payment_status": p.status.value}
+    if p.status is Status.DONE:
+        # Resolved here, but the PG may have refunded it since (dashboard, chargeback).
+        current = await record_pg_cancels(core, p, found)
+        return {"status": "ok", "payment_status": current.status.value}
     if not found.is_final:
         return {"status": "ok", "payment_status": p.status.value}
     current = await settle(core, p, found)
     return {"status": "ok", "payment_status": current.status.value}
+
+
+# --- refunds made at the PG (item 6 of issue 12) --------------------------------------------
+
+PG_REFUNDED = (PgStatus.CANCELED, PgStatus.PARTIAL_CANCELED)
+
+
+async def record_pg_cancels(core: Core, p: Payment, found: PgPayment) -> Payment:
+    """Record the cancels the PG reports on a DONE payment that SnapShoe did not ask for, and
+    publish ``PaymentRefundedAtPg`` once per newly seen batch of them. A full cancel moves the
+    payment to CANCELED (orders then stops fulfilment); a partial one keeps it DONE.
+
+    Idempotent: each PG cancel is one ``pg_cancels`` row (INSERT IGNORE on its transaction
+    key), and the event goes out only with newly inserted rows, in the same transaction."""
+    if found.payment_key != p.payment_key or found.order_id != p.order_id:
+        log.error("PG payment %s does not match payment %s", found.payment_key, p.id)
+        return p
+    if found.status not in PG_REFUNDED or not found.cancels:
+        return p
+    now = utcnow()
+    async with core.sessions.begin() as session:
+        if await repo.refund_of_payment(session, p.id) is not None:
+            # Our own refund (its webhook can beat process_refund's bookkeeping): the refund
+            # worker records it; the order is already cancelled or expired.
+            return await _reread(session, p.id)
+        added = 0
+        for n, cancel in enumerate(found.cancels):
+            at = as_utc_naive(cancel.canceled_at) if cancel.canceled_at else now
+            if await repo.insert_pg_cancel(
+                session,
+                payment_id=p.id,
+                transaction_key=cancel.transaction_key or f"#{n}",
+                amount=cancel.cancel_amount,
+                reason=cancel.cancel_reason or "cancelled at the PG",
+                canceled_at=at,
+                now=now,
+            ):
+                added += cancel.cancel_amount
+        if not added:
+            return await _reread(session, p.id)
+        refunded = found.refunded_amount
+        last = found.cancels[-1]
+        refunded_at = as_utc_naive(last.canceled_at) if last.canceled_at else now
+        full = found.status is PgStatus.CANCELED
+        if full:
+            await repo.transition(
+                session,
+                p.id,
+                (Status.DONE,),
+                Status.CANCELED,
+                now,
+                canceled_at=refunded_at,
+                refunded_amount=refunded,
+            )
+        else:
+            await repo.set_refunded_amount(session, p.id, refunded, now)
+        log.warning(
+            "payment %s of order %s was refunded at the PG (%s of %s, %s)",
+            p.id,
+            p.order_id,
+            refunded,
+            p.amount,
+            found.status.value,
+        )
+        await add_to_outbox(
+            session,
+            outbox,
+            PaymentRefundedAtPg(
+                payment_id=p.id,
+                order_id=p.order_id,
+                buyer_id=p.buyer_id,
+                amount=added,
+                refunded_amount=refunded,
+                balance_amount=found.balance_amount,
+                full=full,
+                refunded_at=refunded_at,
+                reason=(last.cancel_reason or "cancelled at the PG")[:200],
+            ),
+        )
+        return await _reread(session, p.id)
+
+
+async def recheck_recent(core: Core) -> int:
+    """Re-read at the PG a batch of DONE payments approved within ``pg_recheck_days`` (least
+    recently read first), for refunds no webhook brought. Returns how many were read."""
+    s = core.settings
+    now = utcnow()
+    async with core.sessions.begin() as session:
+        ids = await repo.recent_done(
+            session, now - timedelta(days=s.pg_recheck_days), s.pg_recheck_batch
+        )
+        # Marked first: a payment the PG cannot answer for goes to the back of the queue.
+        await repo.mark_pg_checked(session, ids, now)
+    read = 0
+    for payment_id in ids:
+        async with core.sessions.begin() as session:
+            p = await repo.get(session, payment_id)
+        if p is None or p.status is not Status.DONE:
+            continue
+        try:
+            found = await core.pg.get_by_payment_key(p.payment_key)
+        except PgError as exc:
+            log.info("recheck of %s: the PG could not be read (%s)", p.id, exc)
+            continue
+        read += 1
+        await record_pg_cancels(core, p, found)
+    return read
+
+
+# --- the sweeper: no charge without an order (item 12 of issue 12) ---------------------------
+
+
+async def sweep(core: Core, orders: Orders) -> int:
+    """Refund every DONE payment whose order can no longer be fulfilled (EXPIRED, CANCELLED,
+    PAYMENT_FAILED, paid by another payment, or unknown to orders), approved over
+    ``refund_sweep_grace_seconds`` ago. Returns how many refunds it asked for.
+
+    It only records the refund (one per payment: UNIQUE(payment_id)); the refund worker cancels
+    at the PG under the refund's Idempotency-Key, so sweepers running at once refund once."""
+    s = core.settings
+    now = utcnow()
+    async with core.sessions.begin() as session:
+        ids = await repo.sweep_candidates(
+            session, now - timedelta(seconds=s.refund_sweep_grace_seconds), s.refund_sweep_batch
+        )
+    asked = 0
+    for payment_id in ids:
+        async with core.sessions.begin() as session:
+            p = await repo.get(session, payment_id)
+        if p is None or p.status is not Status.DONE:
+            continue
+        try:
+            order: dict[str, Any] | None = await orders.get_order(p.order_id)
+        except UpstreamProblem as exc:
+            if exc.status != 404:
+                log.warning("sweeper: orders answered %s for %s", exc.status, p.order_id)
+                continue
+            order = None
+        except UpstreamUnavailable as exc:
+            log.info("sweeper: orders unavailable (%s); next pass", exc)
+            return asked
+        verdict = sweep_verdict(order, p.id)
+        async with core.sessions.begin() as session:
+            if verdict == "refund":
+                status = "unknown" if order is None else str(order.get("status")).lower()
+                reason = f"sweeper: order {status}"
+                if await repo.insert_refund_once(
+                    session, refund_id=new_refund_id(), payment=p, reason=reason, now=utcnow()
+                ):
+                    asked += 1
+                    log.warning("sweeper: refunding payment %s (%s)", p.id, reason)
+            await repo.mark_order_checked(session, p.id, utcnow(), fulfilled=verdict == "fulfilled")
+    return asked
 
 
 # --- refunds ----------------------------------------------------------------------------------
@@ -530,7 +694,13 @@ async def process_refund(core: Core, refund_id: str) -> RefundStatus | None:
             session, refund_id, RefundStatus.DONE, now, refunded_at=canceled_at
         ):
             await repo.transition(
-                session, p.id, (Status.DONE,), Status.CANCELED, now, canceled_at=canceled_at
+                session,
+                p.id,
+                (Status.DONE,),
+                Status.CANCELED,
+                now,
+                canceled_at=canceled_at,
+                refunded_amount=result.refunded_amount,
             )
             await add_to_outbox(
                 session,

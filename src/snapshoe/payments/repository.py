@@ -20,7 +20,7 @@ from snapshoe.payments.domain import (
     RefundStatus,
     Status,
 )
-from snapshoe.payments.tables import payments, refunds
+from snapshoe.payments.tables import payments, pg_cancels, refunds
 
 
 def _payment(row: Row[Any]) -> Payment:
@@ -38,6 +38,7 @@ def _payment(row: Row[Any]) -> Payment:
         attempts=int(row.attempts),
         created_at=row.created_at,
         updated_at=row.updated_at,
+        refunded_amount=int(row.refunded_amount or 0),
     )
 
 
@@ -193,7 +194,7 @@ async def insert_refund_once(
     ).first()
     if existing:
         return False
-    await session.execute(
+    result = await session.execute(
         insert(refunds)
         .prefix_with("IGNORE")  # a concurrent twin loses quietly on UNIQUE(payment_id)
         .values(
@@ -209,7 +210,7 @@ async def insert_refund_once(
             updated_at=now,
         )
     )
-    return True
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 async def get_refund(session: AsyncSession, refund_id: str) -> Refund | None:
@@ -275,3 +276,98 @@ async def finish_refund(
         .values(status=to.value, updated_at=now, **values)
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+# --- refunds made at the PG, and the sweeper ---
+
+
+async def recent_done(session: AsyncSession, since: datetime, limit: int) -> list[str]:
+    """DONE payments approved since ``since``, least recently re-read at the PG first."""
+    rows = await session.execute(
+        select(payments.c.id)
+        .where(payments.c.status == Status.DONE.value, payments.c.approved_at >= since)
+        .order_by(payments.c.pg_checked_at.is_not(None), payments.c.pg_checked_at)
+        .limit(limit)
+    )
+    return [r.id for r in rows]
+
+
+async def mark_pg_checked(session: AsyncSession, ids: Sequence[str], now: datetime) -> None:
+    if ids:
+        await session.execute(
+            update(payments).where(payments.c.id.in_(list(ids))).values(pg_checked_at=now)
+        )
+
+
+async def insert_pg_cancel(
+    session: AsyncSession,
+    *,
+    payment_id: str,
+    transaction_key: str,
+    amount: int,
+    reason: str,
+    canceled_at: datetime,
+    now: datetime,
+) -> bool:
+    """Record one PG cancel. True if this call recorded it (a concurrent re-reader of the same
+    cancel waits on the row lock, then loses quietly on the primary key)."""
+    result = await session.execute(
+        insert(pg_cancels)
+        .prefix_with("IGNORE")
+        .values(
+            payment_id=payment_id,
+            transaction_key=transaction_key[:64],
+            amount=amount,
+            reason=reason[:200],
+            canceled_at=canceled_at,
+            recorded_at=now,
+        )
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def pg_cancels_of(session: AsyncSession, payment_id: str) -> list[dict[str, Any]]:
+    rows = await session.execute(
+        select(pg_cancels)
+        .where(pg_cancels.c.payment_id == payment_id)
+        .order_by(pg_cancels.c.canceled_at)
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+async def set_refunded_amount(
+    session: AsyncSession, payment_id: str, amount: int, now: datetime
+) -> None:
+    await session.execute(
+        update(payments)
+        .where(payments.c.id == payment_id, payments.c.refunded_amount < amount)
+        .values(refunded_amount=amount, updated_at=now)
+    )
+
+
+async def sweep_candidates(
+    session: AsyncSession, approved_before: datetime, limit: int
+) -> list[str]:
+    """DONE payments approved before ``approved_before`` that were never seen paying their
+    order and have no refund yet; least recently asked about first."""
+    rows = await session.execute(
+        select(payments.c.id)
+        .where(
+            payments.c.status == Status.DONE.value,
+            payments.c.fulfilled_at.is_(None),
+            payments.c.approved_at <= approved_before,
+            ~select(refunds.c.id).where(refunds.c.payment_id == payments.c.id).exists(),
+        )
+        .order_by(payments.c.order_checked_at.is_not(None), payments.c.order_checked_at)
+        .limit(limit)
+    )
+    return [r.id for r in rows]
+
+
+async def mark_order_checked(
+    session: AsyncSession, payment_id: str, now: datetime, *, fulfilled: bool
+) -> None:
+    values: dict[str, Any] = {"order_checked_at": now}
+    if fulfilled:
+        values["fulfilled_at"] = now
+    await session.execute(update(payments).where(payments.c.id == payment_id).values(**values))

@@ -46,7 +46,17 @@ payments = Table(
     _ts("next_check_at", nullable=True),
     _ts("created_at"),
     _ts("updated_at"),
+    # Refunded at the PG so far (ours and the PG's own), and when the PG was last re-read for
+    # refunds made there (the recheck of recent DONE payments).
+    Column("refunded_amount", BigInteger, nullable=False, server_default="0"),
+    _ts("pg_checked_at", nullable=True),
+    # The sweeper: when it saw the order paid by this payment (then never asks again), and
+    # when it last asked orders.
+    _ts("fulfilled_at", nullable=True),
+    _ts("order_checked_at", nullable=True),
     Index("ix_payments_status_next_check_at", "status", "next_check_at"),
+    Index("ix_payments_status_approved_at", "status", "approved_at"),
+    Index("ix_payments_status_fulfilled_at", "status", "fulfilled_at"),
     Index("ix_payments_payment_key", "payment_key"),
     Index("ix_payments_buyer_id", "buyer_id"),
 )
@@ -69,6 +79,19 @@ refunds = Table(
     _ts("created_at"),
     _ts("updated_at"),
     Index("ix_refunds_status_next_attempt_at", "status", "next_attempt_at"),
+)
+
+# Each cancel the PG reports on one of our payments that we did not ask for (a dashboard
+# refund, a chargeback, a partial cancel): PK (payment_id, transaction_key).
+pg_cancels = Table(
+    "pg_cancels",
+    metadata,
+    Column("payment_id", String(32), primary_key=True),
+    Column("transaction_key", String(64), primary_key=True),
+    Column("amount", BigInteger, nullable=False),
+    Column("reason", String(200), nullable=False),
+    _ts("canceled_at"),
+    _ts("recorded_at"),
 )
 
 outbox, inbox = messaging_tables(metadata)

@@ -1,17 +1,20 @@
 """Background work of the payments service (``snapshoe worker payments``): the outbox relay,
-the refund consumer, the reconciler (unknown payments, pending refunds) and the outbox/inbox
-retention prune."""
+the refund consumer, the reconciler (unknown payments, pending refunds), the recheck of recent
+DONE payments for refunds made at the PG, the sweeper that refunds charges whose order can no
+longer be fulfilled, and the outbox/inbox retention prune."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
+from snapshoe.kernel.clients.orders import OrdersClient
 from snapshoe.kernel.messaging import Relay, run_pruner
 from snapshoe.kernel.settings import Settings
 from snapshoe.payments import handlers
-from snapshoe.payments.bootstrap import Core, build_core, close_core
+from snapshoe.payments.bootstrap import Core, Orders, build_core, close_core
 from snapshoe.payments.consumers import run_refund_consumer
 from snapshoe.payments.tables import inbox, outbox
 
@@ -34,14 +37,48 @@ async def reconcile_forever(core: Core, stop: asyncio.Event, poll: float = POLL_
                 await asyncio.wait_for(stop.wait(), poll)
 
 
-async def run(settings: Settings, stop: asyncio.Event) -> None:
+async def every(
+    seconds: float, name: str, step: Callable[[], Awaitable[int]], stop: asyncio.Event
+) -> None:
+    """Run ``step`` every ``seconds`` until ``stop`` (0: never). Any number of workers may run
+    each step at once: what they change is claimed by conditional writes."""
+    if seconds <= 0:
+        return
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+        if stop.is_set():
+            return
+        try:
+            await step()
+        except Exception:
+            log.exception("%s pass failed", name)
+
+
+async def run(settings: Settings, stop: asyncio.Event, orders: Orders | None = None) -> None:
+    """``orders``: how the sweeper reads orders (default: the internal API; tests fake it)."""
     core = build_core(settings, pool_size=5)
+    client = orders or OrdersClient(settings)
     try:
         await asyncio.gather(
             Relay(settings, core.sessions, outbox).run(stop),
             run_refund_consumer(settings, core, stop),
             reconcile_forever(core, stop),
             run_pruner(settings, core.sessions, stop, outbox=outbox, inbox=inbox),
+            every(
+                settings.pg_recheck_interval_seconds,
+                "PG recheck",
+                lambda: handlers.recheck_recent(core),
+                stop,
+            ),
+            every(
+                settings.refund_sweep_interval_seconds,
+                "refund sweeper",
+                lambda: handlers.sweep(core, client),
+                stop,
+            ),
         )
     finally:
+        if orders is None:
+            await client.aclose()
         await close_core(core)

@@ -13,7 +13,12 @@ from sqlalchemy import bindparam, text
 from tests.integration.orders.helpers import Buyer, OrdersEnv, eventually
 
 from snapshoe.kernel.contracts import Event
-from snapshoe.kernel.contracts.payments import PaymentApproved, PaymentFailed, PaymentRefunded
+from snapshoe.kernel.contracts.payments import (
+    PaymentApproved,
+    PaymentFailed,
+    PaymentRefunded,
+    PaymentRefundedAtPg,
+)
 
 
 async def _scenario(env: OrdersEnv, copies: int) -> dict[str, Any]:
@@ -129,3 +134,103 @@ async def test_duplicated_shuffled_events_end_as_once(orders_env: OrdersEnv) -> 
     sold, released, cancelled = once["ledger"]
     assert sold == {"initial": 1, "sold": 1, "reserved": 0, "available": 0}
     assert released == cancelled == {"initial": 1, "sold": 0, "reserved": 0, "available": 1}
+
+
+# --- refunds made at the PG (issue 12, item 6) ---
+
+
+async def _paid_order(env: OrdersEnv) -> tuple[Buyer, str, dict[str, Any], str]:
+    """A one-pair order of a one-pair drop, paid (PREPARING, stock committed)."""
+    async with env.client() as c:
+        _, (item,) = await env.drop(c, [1])
+        buyer = env.buyer()
+        r = await env.order(c, buyer, [(item["id"], 1)])
+        assert r.status_code == 201, r.text
+        order_id = r.json()["id"]
+    payment_id = f"pay_{secrets.token_hex(6)}"
+    await env.publish(
+        [
+            PaymentApproved(
+                payment_id=payment_id,
+                order_id=order_id,
+                buyer_id=buyer.id,
+                amount=150_000,
+                approved_at=datetime.now(UTC),
+            )
+        ]
+    )
+    await eventually(
+        lambda: env.order_row(order_id),
+        lambda row: row["status"] == "PREPARING" and row["stock_state"] == "COMMITTED",
+    )
+    return buyer, order_id, item, payment_id
+
+
+def _refunded_at_pg(
+    buyer: Buyer, order_id: str, payment_id: str, *, amount: int, full: bool
+) -> PaymentRefundedAtPg:
+    return PaymentRefundedAtPg(
+        payment_id=payment_id,
+        order_id=order_id,
+        buyer_id=buyer.id,
+        amount=amount,
+        refunded_amount=amount,
+        balance_amount=150_000 - amount,
+        full=full,
+        refunded_at=datetime.now(UTC),
+        reason="dashboard",
+    )
+
+
+async def test_a_full_refund_at_the_pg_cancels_a_preparing_order_and_frees_the_pair(
+    orders_env: OrdersEnv,
+) -> None:
+    env = orders_env
+    buyer, order_id, item, payment_id = await _paid_order(env)
+    event = _refunded_at_pg(buyer, order_id, payment_id, amount=150_000, full=True)
+    await env.publish([event, event])  # delivered twice: applied once
+
+    row = await eventually(
+        lambda: env.order_row(order_id),
+        lambda r: r["status"] == "CANCELLED" and r["stock_state"] == "RELEASED",
+    )
+    assert row["refunded_at"] is not None
+    assert await env.history(order_id) == ["PENDING_PAYMENT", "PREPARING", "CANCELLED"]
+    assert (await env.outbox(order_id))[-1] == "order.cancelled.v1"
+    assert await env.ledger(item["id"]) == {"initial": 1, "sold": 0, "reserved": 0, "available": 1}
+    # The pair is on sale again: another buyer gets it.
+    async with env.client() as c:
+        r = await env.order(c, env.buyer(), [(item["id"], 1)])
+        assert r.status_code == 201, r.text
+
+
+async def test_a_partial_refund_at_the_pg_keeps_the_order(orders_env: OrdersEnv) -> None:
+    env = orders_env
+    buyer, order_id, item, payment_id = await _paid_order(env)
+    event = _refunded_at_pg(buyer, order_id, payment_id, amount=10_000, full=False)
+    await env.publish([event])
+    async with env.orders_db.connect() as conn:
+        await eventually(lambda: _processed(conn, event.event_id), lambda n: n == 1, timeout=15)
+    row = await env.order_row(order_id)
+    assert (row["status"], row["stock_state"]) == ("PREPARING", "COMMITTED")
+    assert row["refunded_at"] is None
+    assert (await env.ledger(item["id"]))["sold"] == 1
+
+
+async def test_a_refund_at_the_pg_after_shipping_flags_the_order(orders_env: OrdersEnv) -> None:
+    env = orders_env
+    buyer, order_id, item, payment_id = await _paid_order(env)
+    async with env.orders_db.begin() as conn:  # the lifecycle got there first
+        await conn.execute(
+            text("UPDATE orders SET status = 'SHIPPING' WHERE id = :i"), {"i": order_id}
+        )
+    await env.publish([_refunded_at_pg(buyer, order_id, payment_id, amount=150_000, full=True)])
+    row = await eventually(lambda: env.order_row(order_id), lambda r: r["refunded_at"] is not None)
+    # The pair is gone: the order stays SHIPPING, refunded_at tells the operator.
+    assert row["status"] == "SHIPPING"
+    assert (await env.ledger(item["id"]))["sold"] == 1
+
+
+async def _processed(conn: Any, event_id: str) -> int:
+    q = text("SELECT COUNT(*) FROM inbox WHERE event_id = :e")
+    return int((await conn.execute(q, {"e": event_id})).scalar_one())

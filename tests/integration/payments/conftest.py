@@ -129,7 +129,17 @@ class Payments:
 
 @pytest.fixture(scope="session")
 def harness_settings(platform: Platform) -> Settings:
-    return platform.settings.model_copy(update={"namespace": NAMESPACE})
+    # The PG recheck and the sweeper run often and soon, so their tests wait seconds; the
+    # sandbox's webhooks go to the platform's payments, which does not know these payments:
+    # here only the recheck can find a refund made at the PG.
+    return platform.settings.model_copy(
+        update={
+            "namespace": NAMESPACE,
+            "pg_recheck_interval_seconds": 1.0,
+            "refund_sweep_interval_seconds": 0.5,
+            "refund_sweep_grace_seconds": 1.0,
+        }
+    )
 
 
 @pytest.fixture(scope="session")
@@ -138,12 +148,12 @@ async def payments(platform: Platform, harness_settings: Settings) -> AsyncItera
     await drop_database(settings, "payments")
     await migrate_service(settings, "payments")
     stop = asyncio.Event()
-    worker = asyncio.create_task(workers.run(settings, stop))
+    fake = FakeOrders()
+    worker = asyncio.create_task(workers.run(settings, stop, orders=fake))
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         deps: Deps = app.state.deps
         real_orders = deps.orders
-        fake = FakeOrders()
         deps.orders = fake
         secret = base64.b64encode(f"{platform.settings.pg_secret_key}:".encode()).decode()
         transport = httpx.ASGITransport(app=app)

@@ -38,3 +38,22 @@ class PaymentRefunded(Event):
     buyer_id: str
     amount: int
     refunded_at: datetime
+
+
+class PaymentRefundedAtPg(Event):
+    """Money went back at the PG without SnapShoe asking (a dashboard refund, a chargeback, a
+    partial cancel), found by the webhook or the periodic re-read of recent payments.
+    ``full``: nothing is left of the charge, so the order can no longer be fulfilled; a partial
+    one (``PARTIAL_CANCELED``) leaves the order paid. ``amount`` is what this notice adds,
+    ``refunded_amount`` all refunded so far."""
+
+    TYPE: ClassVar[str] = "payment.refunded_at_pg"
+    payment_id: str
+    order_id: str
+    buyer_id: str
+    amount: int
+    refunded_amount: int
+    balance_amount: int
+    full: bool
+    refunded_at: datetime
+    reason: str
