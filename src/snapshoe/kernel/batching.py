@@ -39,6 +39,35 @@ R = TypeVar("R")
 BatchWriter = Callable[[list[T]], Awaitable[Sequence[R | BaseException]]]
 
 
+class OutcomeUnknown(Exception):
+    """A commit failed on its way and nobody can tell whether it landed. Whoever gets this
+    must not undo anything the write depends on (a reservation, a gate admission): the rows
+    may exist. Answer a retryable error and leave the rest to expiry and the sweepers."""
+
+
+# Test seam (never set outside tests): writer name -> a callable run at ``stage``
+# ("commit": just before the COMMIT, so raising rolls back; "committed": the COMMIT has just
+# returned; "landed": before looking whether a lost commit landed). Raising there is what a
+# connection lost at that moment looks like to the writer, while the database state is real.
+FAULTS: dict[str, Callable[[str], None]] = {}
+
+
+def fault(name: str, stage: str) -> None:
+    hook = FAULTS.get(name)
+    if hook is not None:
+        hook(stage)
+
+
+async def look(name: str, landed: Callable[[], Awaitable[bool]]) -> bool:
+    """Whether a commit that failed on its way landed; :class:`OutcomeUnknown` if that
+    cannot be told either."""
+    try:
+        fault(name, "landed")
+        return await landed()
+    except Exception as exc:
+        raise OutcomeUnknown(f"{name}: commit outcome unknown ({exc!r})") from exc
+
+
 class GroupCommit(Generic[T, R]):
     def __init__(
         self, name: str, write: BatchWriter[T, R], *, writers: int, max_batch: int
@@ -121,14 +150,16 @@ async def together_or_alone(
     landed: Callable[[Sequence[R | BaseException]], Awaitable[bool]],
     alone: Callable[[T], Awaitable[R]],
     fallbacks: Counter,
+    name: str = "batch",
 ) -> list[R | BaseException]:
     """The batch writers' rule (products' ledger, orders' new orders). ``write`` puts the
     whole batch in one transaction and returns each item's result. If the transaction fails,
     every item is written ``alone``, one after the other (a fallback is rare, and concurrent
     single writes would fight for the same rows), so a bad item costs its batch time, never
     another caller's result. A failure at the commit itself may have landed: ``landed``, given
-    what ``write`` returned, looks before anything is written twice (and raises if it cannot
-    tell). A batch of one is written alone at once."""
+    what ``write`` returned, looks before anything is written twice; if it cannot tell, every
+    caller gets :class:`OutcomeUnknown` (nothing may be undone). A batch of one is written
+    alone at once (``alone`` then owns the same rule for its own commit)."""
     if len(batch) > 1:
         prepared: Sequence[R | BaseException] = []
         committing = False
@@ -136,9 +167,11 @@ async def together_or_alone(
             async with sessions.begin() as session:
                 prepared = await write(session, batch)
                 committing = True  # the commit is next: from here a failure may have landed
+                fault(name, "commit")
+            fault(name, "committed")
             return list(prepared)
         except Exception as exc:
-            if committing and await landed(prepared):
+            if committing and await look(name, lambda: landed(prepared)):
                 return list(prepared)
             fallbacks.inc()
             log.info("batch of %d refused (%r); writing them one by one", len(batch), exc)

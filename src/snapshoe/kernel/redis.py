@@ -3,10 +3,11 @@ platform can share one server."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
@@ -16,7 +17,28 @@ from snapshoe.kernel.settings import Settings
 ScriptCall = tuple[AsyncScript, Sequence[Any], Sequence[Any]]
 
 
-def create_redis(settings: Settings) -> Redis:
+def run_id_of(info: str) -> str | None:
+    for line in info.splitlines():
+        if line.startswith("run_id:"):
+            return line.removeprefix("run_id:").strip()
+    return None
+
+
+def create_redis(settings: Settings, *, on_run_id: Callable[[str], None] | None = None) -> Redis:
+    """``on_run_id``: told the server's run id (INFO server) on every new connection, before
+    that connection's first command: a restarted or failed-over Redis is a new run id."""
+    extra: dict[str, Any] = {}
+    if on_run_id is not None:
+
+        async def connected(conn: AbstractConnection) -> None:
+            await conn.on_connect()
+            await conn.send_command("INFO", "server")
+            raw = await conn.read_response()
+            text = raw.decode() if isinstance(raw, bytes) else str(raw)
+            if (run_id := run_id_of(text)) is not None:
+                on_run_id(run_id)
+
+        extra["redis_connect_func"] = connected
     # A blocking pool: under a stampede a request waits briefly for a free connection instead
     # of failing with "Too many connections" (the default pool raises at its limit).
     pool = BlockingConnectionPool.from_url(
@@ -27,6 +49,7 @@ def create_redis(settings: Settings) -> Redis:
         health_check_interval=30,
         max_connections=512,
         timeout=5,
+        **extra,
     )
     return Redis(connection_pool=pool)
 

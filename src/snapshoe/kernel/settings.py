@@ -118,6 +118,10 @@ class Settings(BaseSettings):
     # reservation queued since the last one (group commit); sold-out refusals (the gate alone)
     # never wait for them.
     ledger_write_concurrency: int = Field(default=2, ge=1, le=64)
+    # How often each products process reads the Redis run id (INFO server) to notice a Redis
+    # that is not the one the stock gate was built on (a restart from a snapshot, a failover);
+    # new connections are checked as they open. docs/products.md, "Which Redis?".
+    gate_check_seconds: float = Field(default=1.0, gt=0, le=60)
     # Transactions one orders process has open at once to write new orders, each with every
     # order placed since its last (group commit).
     order_write_concurrency: int = Field(default=2, ge=1, le=64)

@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
-from snapshoe.kernel.batching import together_or_alone
+from snapshoe.kernel.batching import OutcomeUnknown, fault, look, together_or_alone
 from snapshoe.kernel.clients import UpstreamProblem, UpstreamUnavailable
 from snapshoe.kernel.contracts.orders import (
     OrderCancelled,
@@ -77,6 +77,10 @@ log = logging.getLogger("snapshoe.orders")
 
 # Most new orders one transaction writes (group commit, see write_placements).
 PLACEMENT_BATCH_MAX = 64
+PLACEMENTS = "orders_placements"  # the group commit's name (metrics, test seam)
+# How long a resolver looks for an order whose commit outcome was lost: inside the
+# Idempotency-Key's pending lease (60 s), so the key is answered before it is freed.
+RESOLVE_SECONDS = 45.0
 PLACEMENT_FALLBACKS = Counter(
     "snapshoe_orders_placement_batch_fallbacks_total",
     "Batches of new orders refused as a whole and then written one order at a time",
@@ -133,6 +137,8 @@ async def create_order(
         if problem.status < 500 and problem.code != "idempotency_key_reused":
             # A business answer: stored, so a replay gets the same refusal.
             await _quietly(store.complete(buyer_id, key, fp, problem.status, problem.body()))
+        elif problem.code == "outcome_unknown":
+            pass  # the key stays pending: _resolve_unknown answers or frees it
         else:
             await _quietly(store.abandon(buyer_id, key, fp))
         raise
@@ -247,11 +253,63 @@ async def _place(
     except IntegrityError as exc:
         await _release(deps, order_id)
         return await _existing_for_key(deps, buyer_id, key, fp, exc)
+    except OutcomeUnknown as exc:
+        # The order may have landed: releasing now would leave it without its pair. Nothing
+        # is released; a resolver looks until it can tell (docs/products.md, "Unknown commit
+        # outcomes"), and if it never can, the order's expiry or products' sweeper does.
+        out = _order_out(order, snapshot, [{"status": Status.PENDING_PAYMENT, "at": now}])
+        answer = out.model_dump(mode="json")
+        _spawn(deps, _resolve_unknown(deps, buyer_id, key, fp, order_id, answer))
+        raise outcome_unknown() from exc
     except BaseException:
         await _release(deps, order_id)
         raise
     body = _order_out(order, snapshot, [{"status": Status.PENDING_PAYMENT, "at": now}])
     return Answer(201, body.model_dump(mode="json"))
+
+
+def outcome_unknown() -> Problem:
+    return Problem(
+        503,
+        "outcome_unknown",
+        detail="The order may or may not have been placed; retry with the same Idempotency-Key",
+        headers={"Retry-After": "1"},
+    )
+
+
+async def _resolve_unknown(
+    deps: Deps, buyer_id: str, key: str, fp: str, order_id: str, body: dict[str, Any]
+) -> None:
+    """After an unknown commit outcome: look (with backoff) whether the order landed. Landed:
+    the Idempotency-Key gets the 201, so a retry replays the order. Not landed: now known, so
+    the reservation is released and the key freed. Meanwhile the key stays pending (a retry
+    gets 409 ``idempotency_key_in_use``), so no retry can reserve a second pair and be told
+    ``sold_out`` or ``purchase_limit_exceeded`` about an order it has. Never told within the
+    lease: the lease frees the key, and a retry then finds the order by its UNIQUE key."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + RESOLVE_SECONDS
+    delay = 0.05
+    while True:
+        try:
+            fault(PLACEMENTS, "landed")
+            async with deps.sessions() as session:
+                landed = bool(await repo.existing_ids(session, [order_id]))
+            break
+        except Exception as exc:
+            if loop.time() > deadline:
+                log.warning(
+                    "outcome of order %s still unknown (%r): left to expiry and the sweeper",
+                    order_id,
+                    exc,
+                )
+                return
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 2.0)
+    if landed:
+        await _quietly(deps.idempotency.complete(buyer_id, key, fp, 201, body))
+    else:
+        await _release(deps, order_id)
+        await _quietly(deps.idempotency.abandon(buyer_id, key, fp))
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,17 +332,28 @@ async def write_placements(deps: Deps, batch: list[Placement]) -> list[BaseExcep
         await add_many_to_outbox(session, outbox, [p.event for p in items])
         return [None] * len(items)
 
-    async def alone(p: Placement) -> None:
-        async with deps.sessions.begin() as session:
-            await repo.insert_order(session, order=p.order, lines=p.lines, now=p.now)
-            await add_to_outbox(session, outbox, p.event)
-
-    async def landed(_: Sequence[BaseException | None]) -> bool:
-        """If this cannot tell, the callers get the error (and release their reservations,
-        as for any failed insert)."""
-        ids = [p.order["id"] for p in batch]
+    async def written(ids: list[str]) -> bool:
         async with deps.sessions() as session:
             return await repo.existing_ids(session, ids) == set(ids)
+
+    async def alone(p: Placement) -> None:
+        committing = False
+        try:
+            async with deps.sessions.begin() as session:
+                await repo.insert_order(session, order=p.order, lines=p.lines, now=p.now)
+                await add_to_outbox(session, outbox, p.event)
+                committing = True  # from here a failure may have landed
+                fault(PLACEMENTS, "commit")
+            fault(PLACEMENTS, "committed")
+        except Exception:
+            # A lost commit: look; OutcomeUnknown (never a release) if that fails too.
+            if committing and await look(PLACEMENTS, lambda: written([p.order["id"]])):
+                return
+            raise
+
+    async def landed(_: Sequence[BaseException | None]) -> bool:
+        # If this cannot tell, the callers get OutcomeUnknown and release nothing.
+        return await written([p.order["id"] for p in batch])
 
     return await together_or_alone(
         deps.sessions,
@@ -293,6 +362,7 @@ async def write_placements(deps: Deps, batch: list[Placement]) -> list[BaseExcep
         landed=landed,
         alone=alone,
         fallbacks=PLACEMENT_FALLBACKS,
+        name=PLACEMENTS,
     )
 
 
@@ -404,7 +474,11 @@ async def _release(deps: Deps, order_id: str) -> None:
 
 
 def _release_in_background(deps: Deps, order_id: str) -> None:
-    task = asyncio.create_task(_release(deps, order_id))
+    _spawn(deps, _release(deps, order_id))
+
+
+def _spawn(deps: Deps, work: Any) -> None:
+    task = asyncio.create_task(work)
     deps.background.add(task)
     task.add_done_callback(deps.background.discard)
 

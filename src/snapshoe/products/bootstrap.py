@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ from snapshoe.kernel.redis import create_redis
 from snapshoe.kernel.settings import Settings, get_settings
 from snapshoe.products.cache import TTLCache
 from snapshoe.products.gate import Gate
-from snapshoe.products.handlers import LEDGER_BATCH_MAX, Admitted, write_admitted
+from snapshoe.products.handlers import LEDGER_BATCH_MAX, Admitted, watch_gate, write_admitted
 from snapshoe.products.schemas import ReservationOut
 
 SERVICE = "products"
@@ -39,18 +41,23 @@ class Deps:
     item_products: dict[str, str] = field(default_factory=dict)
     # product id -> stock mode ('gate' | 'db_lock'); set at creation, never changed.
     product_modes: dict[str, str] = field(default_factory=dict)
+    # One verification of the gate's Redis at a time per process (handlers.verify_gate).
+    gate_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 @asynccontextmanager
 async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
     engine = create_engine(settings, SERVICE)
-    redis = create_redis(settings)
+    gates: list[Gate] = []
+    # Every new connection tells the gate which Redis it reached (gate.Gate.seen).
+    redis = create_redis(settings, on_run_id=lambda run_id: gates[0].seen(run_id))
+    gates.append(Gate(redis, settings.namespace))
     deps = Deps(
         settings=settings,
         engine=engine,
         sessions=create_sessions(engine),
         redis=redis,
-        gate=Gate(redis, settings.namespace),
+        gate=gates[0],
     )
 
     async def write(batch: list[Admitted]) -> list[ReservationOut | BaseException]:
@@ -63,9 +70,13 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
         max_batch=LEDGER_BATCH_MAX,
     )
     deps.ledger.start()
+    watcher = asyncio.create_task(watch_gate(deps))
     try:
         yield deps
     finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
         await deps.ledger.close()
         await redis.aclose()
         await engine.dispose()

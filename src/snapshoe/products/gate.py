@@ -21,6 +21,15 @@ the ready key cross slots, which a Redis Cluster would refuse (see docs/products
 
 Every value written to the ledger carries the epoch that admitted it; the DB refuses a write
 from an older epoch (``gate_state``), so a rebuilt gate can never be double counted.
+
+Which Redis? A Redis restarted from an older snapshot, or a replica promoted while it lagged,
+still has the ready key but has lost admissions (``held``, ``avail``). The gate therefore
+knows what it was built on: ``gate_state`` keeps the epoch and the Redis ``run_id`` (INFO
+server) of the last rebuild, and each process caches both. The reserve script is passed the
+cached epoch (``stale`` when the ready key holds another: an older snapshot, or a rebuild by
+another process); every new Redis connection reads ``run_id`` before its first command, and a
+check every ``gate_check_seconds`` reads it too: another run id marks the gate ``suspect``,
+and the service verifies, and rebuilds from the ledger, before it takes that answer.
 """
 
 from __future__ import annotations
@@ -34,16 +43,18 @@ from snapshoe.products.domain import ProductLines
 
 RES_TTL_SECONDS = 7 * 24 * 3600
 
-# Returns {'ok', epoch} | {'replay', epoch} | {'closed'} | {'unknown_product', p}
+# ARGV: buyer, now_ms, marker ttl, np, the epoch the caller expects, then per product n, items.
+# Returns {'ok', epoch} | {'replay', epoch} | {'closed'} | {'stale', epoch} | {'unknown_product', p}
 # | {'unknown_item', item...} | {'not_open', p} | {'sold_out', item...} | {'limit', p}
 RESERVE_LUA = """
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then return {'closed'} end
+if epoch ~= ARGV[5] then return {'stale', epoch} end
 if redis.call('GET', KEYS[2]) == epoch then return {'replay', epoch} end
 local buyer = ARGV[1]
 local now = tonumber(ARGV[2])
 local np = tonumber(ARGV[4])
-local a = 5
+local a = 6
 local unknown, soldout, plan, held = {}, {}, {}, {}
 local over = nil
 for p = 0, np - 1 do
@@ -141,9 +152,8 @@ return 0
 class Verdict:
     """The gate's answer to a reservation."""
 
-    outcome: (
-        str  # ok | replay | closed | unknown_product | unknown_item | not_open | sold_out | limit
-    )
+    # ok | replay | closed | stale | unknown_product | unknown_item | not_open | sold_out | limit
+    outcome: str
     epoch: int = 0
     product_id: str | None = None
     item_ids: tuple[str, ...] = ()
@@ -171,6 +181,24 @@ class Gate:
         self._adjust = redis.register_script(ADJUST_LUA)
         self._register = redis.register_script(REGISTER_LUA)
         self._open = redis.register_script(OPEN_LUA)
+        # What this process knows the gate was built on (gate_state); None until verified.
+        self.expected_epoch: int | None = None
+        self.expected_run_id: str | None = None
+        # Set when a connection or the periodic check met another Redis: verify before use.
+        self.suspect = False
+
+    def trust(self, epoch: int, run_id: str) -> None:
+        self.expected_epoch, self.expected_run_id = epoch, run_id
+        self.suspect = False
+
+    def seen(self, run_id: str) -> None:
+        """A Redis connection (new, or the periodic check) reports the server's run id."""
+        if self.expected_run_id is not None and run_id != self.expected_run_id:
+            self.suspect = True
+
+    async def run_id(self) -> str:
+        info = await self.redis.info("server")
+        return str(info["run_id"])
 
     def meta_key(self, pid: str) -> str:
         return f"{self.prefix}:{{{pid}}}:meta"
@@ -192,7 +220,8 @@ class Gate:
         self, rid: str, buyer: str, groups: Sequence[ProductLines], now_ms: int
     ) -> Verdict:
         keys = [self.ready_key, self.res_key(groups[0].product_id, rid)]
-        args: list[str | int] = [buyer, now_ms, RES_TTL_SECONDS, len(groups)]
+        expected = "" if self.expected_epoch is None else str(self.expected_epoch)
+        args: list[str | int] = [buyer, now_ms, RES_TTL_SECONDS, len(groups), expected]
         for g in groups:
             keys += [self.meta_key(g.product_id), self.avail_key(g.product_id)]
             keys.append(self.held_key(g.product_id))
@@ -202,7 +231,7 @@ class Gate:
         raw = await self._reserve(keys=keys, args=args)
         outcome = str(raw[0])
         rest = [str(x) for x in raw[1:]]
-        if outcome in ("ok", "replay"):
+        if outcome in ("ok", "replay", "stale"):
             return Verdict(outcome, epoch=int(rest[0]))
         if outcome in ("not_open", "limit", "unknown_product"):
             return Verdict(outcome, product_id=groups[int(rest[0])].product_id)

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 from sqlalchemy.engine import RowMapping
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from snapshoe.kernel.batching import together_or_alone
+from snapshoe.kernel.batching import OutcomeUnknown, together_or_alone
 from snapshoe.kernel.errors import Problem, not_found
 from snapshoe.products import repository as repo
 from snapshoe.products import schemas
@@ -59,12 +59,31 @@ REPLAY_WAIT_SECONDS = 3.0
 REPLAY_POLL_SECONDS = 0.02
 # Most admitted reservations one ledger transaction writes (group commit, see write_admitted).
 LEDGER_BATCH_MAX = 64
+LEDGER = "products_ledger"  # the group commit's name (metrics, test seam)
 
 
 LEDGER_FALLBACKS = Counter(
     "snapshoe_products_ledger_batch_fallbacks_total",
     "Ledger batches refused as a whole and then written one reservation at a time",
 )
+
+
+def outcome_unknown() -> Problem:
+    return Problem(
+        503,
+        "outcome_unknown",
+        detail="The reservation may or may not have been written; retry with the same id",
+        headers={"Retry-After": "1"},
+    )
+
+
+def limit_exceeded(product_id: str | None) -> Problem:
+    return Problem(
+        409,
+        "purchase_limit_exceeded",
+        detail="The per-buyer limit of this drop is reached",
+        product_id=product_id,
+    )
 
 
 def gate_unavailable() -> Problem:
@@ -379,6 +398,32 @@ class _LedgerRefused(Exception):
         self.item_ids = item_ids
 
 
+class _LimitRefused(Exception):
+    """The ledger's own per-buyer counter (buyer_holds) refused: the gate forgot a hold."""
+
+    def __init__(self, product_id: str) -> None:
+        super().__init__(product_id)
+        self.product_id = product_id
+
+
+def _is_constraint_failed(exc: DBAPIError) -> bool:
+    args: tuple[Any, ...] = tuple(getattr(getattr(exc, "orig", None), "args", ()))
+    return bool(args) and args[0] == repo.MYSQL_CONSTRAINT_FAILED
+
+
+def _holds(
+    buyer: str, lines: Sequence[Line], details: dict[str, RowMapping]
+) -> list[tuple[str, str, int, int]]:
+    """(product, buyer, units, limit) rows of one reservation for repo.add_holds."""
+    units: dict[str, int] = defaultdict(int)
+    limits: dict[str, int] = {}
+    for x in lines:
+        pid = details[x.item_id]["product_id"]
+        units[pid] += x.quantity
+        limits[pid] = int(details[x.item_id]["per_user_limit"])
+    return [(pid, buyer, n, limits[pid]) for pid, n in units.items()]
+
+
 def _is_duplicate(exc: IntegrityError) -> bool:
     orig = getattr(exc, "orig", None)
     args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
@@ -437,6 +482,55 @@ async def ensure_gate(deps: Deps) -> None:
         await asyncio.sleep(0.02)
 
 
+async def verify_gate(deps: Deps) -> bool:
+    """Is the gate's Redis the one it was built on, at the ledger's epoch (``gate_state``)?
+    Then this process trusts it (caches epoch and run id). If not (a restart from an older
+    snapshot, a failover, a rebuild this process missed the start of), the gate is closed and
+    rebuilt from the ledger before anyone is admitted. True when the caller must ask the gate
+    again (its answer came from a gate this process no longer trusts)."""
+    gate = deps.gate
+    async with deps.gate_lock:
+        before = (gate.expected_epoch, gate.expected_run_id)
+        for _ in range(3):
+            run_id = await gate.run_id()
+            ready = await gate.epoch()
+            async with deps.sessions() as session:
+                epoch, built_on = await repo.gate_instance(session)
+            if ready is not None and ready == epoch and built_on == run_id:
+                gate.trust(epoch, run_id)
+                return before != (epoch, run_id)
+            if ready is not None:
+                log.warning(
+                    "stock gate is not the one the ledger built: rebuilding",
+                    extra={
+                        "gate_epoch": ready,
+                        "ledger_epoch": epoch,
+                        "run_id": run_id,
+                        "built_on": built_on,
+                    },
+                )
+                await gate.close()
+            await ensure_gate(deps)
+        raise gate_unavailable()
+
+
+async def watch_gate(deps: Deps) -> None:
+    """Every ``gate_check_seconds``: a Redis whose run id is not the one the gate was built on
+    (behind a proxy that keeps our connections, say) is verified and rebuilt. One INFO a
+    second; nothing on the request path."""
+    gate = deps.gate
+    while True:
+        await asyncio.sleep(deps.settings.gate_check_seconds)
+        try:
+            if gate.expected_run_id is None:
+                continue  # verified by the first reservation
+            gate.seen(await gate.run_id())
+            if gate.suspect:
+                await verify_gate(deps)
+        except (RedisError, OperationalError, Problem) as exc:
+            log.warning("stock gate check failed: %r", exc)
+
+
 def _reservation_out(
     head: RowMapping, lines: Sequence[RowMapping], *, changed: bool
 ) -> schemas.ReservationOut:
@@ -475,11 +569,20 @@ async def reserve(deps: Deps, body: schemas.ReserveIn) -> schemas.ReservationOut
         out: schemas.ReservationOut = await _retrying(_reserve_db_lock, deps, body, lines)
         return out
     rid, buyer = body.reservation_id, body.buyer_id
+    gate = deps.gate
     try:
+        if gate.expected_epoch is None:
+            await verify_gate(deps)  # once per process: learn what the gate was built on
         for _ in range(RESERVE_ATTEMPTS):
-            verdict = await deps.gate.reserve(rid, buyer, groups, epoch_ms(utcnow()))
+            verdict = await gate.reserve(rid, buyer, groups, epoch_ms(utcnow()))
+            # A connection just met another Redis: no answer of it counts until verified
+            # (an attribute read on the hot path; the check ran when the connection opened).
+            if gate.suspect and await verify_gate(deps):
+                continue
             if verdict.outcome == "closed":
                 await ensure_gate(deps)
+            elif verdict.outcome == "stale":
+                await verify_gate(deps)
             elif verdict.outcome in ("unknown_product", "unknown_item"):
                 await _register_products(deps, [g.product_id for g in groups])
             elif verdict.outcome == "not_open":
@@ -494,12 +597,7 @@ async def reserve(deps: Deps, body: schemas.ReserveIn) -> schemas.ReservationOut
                     409, "sold_out", detail="Not enough stock", item_ids=list(verdict.item_ids)
                 )
             elif verdict.outcome == "limit":
-                raise Problem(
-                    409,
-                    "purchase_limit_exceeded",
-                    detail="The per-buyer limit of this drop is reached",
-                    product_id=verdict.product_id,
-                )
+                raise limit_exceeded(verdict.product_id)
             else:
                 try:
                     if verdict.outcome == "ok":
@@ -510,6 +608,10 @@ async def reserve(deps: Deps, body: schemas.ReserveIn) -> schemas.ReservationOut
                     return await _replayed(deps, body, lines, groups, verdict.epoch)
                 except _StaleEpoch:
                     continue  # admitted by a gate that no longer exists: ask the new one
+                except OutcomeUnknown as exc:
+                    # The reservation may be in the ledger: the gate keeps the admission
+                    # (nothing given back); a retry of this id finds it (replay) or writes it.
+                    raise outcome_unknown() from exc
     except RedisError as exc:
         log.warning("stock gate unreachable: %s", exc)
         raise gate_unavailable() from exc
@@ -525,7 +627,8 @@ async def _undo(deps: Deps, epoch: int, buyer: str, groups: list[ProductLines], 
 
 async def _undo_unless_written(
     deps: Deps, epoch: int, buyer: str, groups: list[ProductLines], rid: str
-) -> None:
+) -> bool:
+    """False when it cannot be told whether ``rid`` reached the ledger (nothing undone)."""
     try:
         async with deps.sessions() as session:
             written = await repo.get_reservation(session, rid) is not None
@@ -533,9 +636,10 @@ async def _undo_unless_written(
         # Unknown: keep the admission. The gate then under-counts (refuses a pair it could
         # sell) until reconcile, which is safe; giving units back that the ledger sold is not.
         log.warning("cannot tell whether %s reached the ledger; reconcile will repair", rid)
-        return
+        return False
     if not written:
         await _undo(deps, epoch, buyer, groups, rid)
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -568,6 +672,7 @@ async def write_admitted(
         landed=landed,
         alone=alone,
         fallbacks=LEDGER_FALLBACKS,
+        name=LEDGER,
     )
 
 
@@ -588,6 +693,15 @@ async def _write_together(
             for x in a.lines:
                 totals[x.item_id] += x.quantity
         details = {r["id"]: r for r in await repo.item_details(session, list(totals))}
+        # The ledger's own per-buyer limit: one statement for the batch; an over-limit buyer
+        # fails it (the CHECK), and the one-by-one writes then say which reservation.
+        holds: dict[tuple[str, str], int] = defaultdict(int)
+        limits: dict[str, int] = {}
+        for a in live:
+            for pid, buyer, n, limit in _holds(a.body.buyer_id, a.lines, details):
+                holds[(pid, buyer)] += n
+                limits[pid] = limit
+        await repo.add_holds(session, [(p, b, n, limits[p]) for (p, b), n in holds.items()])
         # The row locks are taken last, so they are held only for this update and the commit.
         if not await repo.take_stock_many(session, totals):
             raise _LedgerRefused(sorted(totals))  # which one: the one-by-one writes will tell
@@ -642,6 +756,13 @@ async def _write_reservation(
             # Read before the stock update: from that update to the commit this transaction
             # holds the item's row lock, which every other buyer of the size waits for.
             details = await _line_details(session, lines)
+            for hold in _holds(buyer, lines, details):
+                try:
+                    await repo.add_holds(session, [hold])
+                except DBAPIError as exc:
+                    if not _is_constraint_failed(exc):
+                        raise
+                    raise _LimitRefused(hold[0]) from exc
             refused = [x.item_id for x in lines if not await repo.take_stock(session, x)]
             if refused:
                 raise _LedgerRefused(refused)
@@ -657,12 +778,25 @@ async def _write_reservation(
         if fresh:
             await _undo(deps, epoch, buyer, groups, rid)
         raise Problem(409, "sold_out", detail="Not enough stock", item_ids=exc.item_ids) from exc
+    except _LimitRefused as exc:
+        # The gate let the buyer past the limit (it lost their holds): the ledger wins, with
+        # the gate's own answer.
+        if fresh:
+            await _undo(deps, epoch, buyer, groups, rid)
+        raise limit_exceeded(exc.product_id) from exc
     except _StaleEpoch:
         raise
+    except Exception as exc:
+        # The commit may have reached MariaDB before the failure (a lost connection): undo the
+        # admission only if the ledger really lacks the reservation; if that cannot be told,
+        # nothing is undone and the caller hears OutcomeUnknown.
+        if fresh and not await asyncio.shield(
+            _undo_unless_written(deps, epoch, buyer, groups, rid)
+        ):
+            raise OutcomeUnknown(f"reservation {rid}") from exc
+        raise
     except BaseException:
-        # The commit may have reached MariaDB before the failure (a cancelled request, a lost
-        # connection): undo the admission only if the ledger really lacks the reservation.
-        # Shielded, so a cancellation cannot leave the check half done.
+        # A cancelled request: same look, shielded so it cannot be left half done.
         if fresh:
             await asyncio.shield(_undo_unless_written(deps, epoch, buyer, groups, rid))
         raise
@@ -749,12 +883,7 @@ async def _reserve_db_lock(
                 units = sum(x.quantity for x in lines if deps.item_products[x.item_id] == m["id"])
                 held = await repo.held_by_buyer(session, m["id"], buyer)
                 if held + units > m["per_user_limit"]:
-                    raise Problem(
-                        409,
-                        "purchase_limit_exceeded",
-                        detail="The per-buyer limit of this drop is reached",
-                        product_id=m["id"],
-                    )
+                    raise limit_exceeded(m["id"])
             await repo.insert_reservation(session, rid, buyer, body.reserved_until, now)
             for x in lines:
                 if not await repo.take_stock(session, x):  # cannot fail under the row lock
@@ -927,6 +1056,10 @@ async def _release(
             )
             if not ok:
                 raise RuntimeError(f"ledger: cannot return {line['quantity']} to {line['item_id']}")
+        freed: dict[str, int] = defaultdict(int)
+        for line in lines:
+            freed[line["product_id"]] += line["quantity"]
+        await repo.drop_holds(session, head["buyer_id"], freed)
         found = await repo.get_reservation(session, rid)
     assert found is not None
     groups = group_by_product(
@@ -1059,6 +1192,8 @@ async def rebuild_gate(deps: Deps, *, only_if_different: bool = False) -> Reconc
     gate = deps.gate
     async with deps.sessions.begin() as session:
         old_epoch = await repo.epoch_exclusive(session)
+        _, built_on = await repo.gate_instance(session)
+        run_id = await gate.run_id()  # the Redis this gate is built on (gate.py, "Which Redis?")
         gate_epoch = await gate.epoch()
         want = _ledger_gate(
             await repo.all_products_meta(session),
@@ -1070,14 +1205,17 @@ async def rebuild_gate(deps: Deps, *, only_if_different: bool = False) -> Reconc
             differences = _diff(want, await gate.read(list(want)))
             if gate_epoch != old_epoch:
                 differences.append({"kind": "epoch", "ledger": old_epoch, "gate": gate_epoch})
+            if built_on != run_id:
+                differences.append({"kind": "redis_run_id", "ledger": built_on, "gate": run_id})
             if only_if_different and not differences:
                 return ReconcileReport(old_epoch, gate_epoch, True, False, [])
         await gate.close()
         applied = await repo.applied_reservations(session)
         new_epoch = old_epoch + 1
-        await repo.set_epoch(session, new_epoch)
+        await repo.set_epoch(session, new_epoch, run_id)
         await gate.write_all(want, applied, new_epoch)
     await gate.open(new_epoch)
+    gate.trust(new_epoch, run_id)
     log.info(
         "stock gate rebuilt",
         extra={"epoch": new_epoch, "products": len(want), "differences": len(differences)},

@@ -8,11 +8,19 @@ from typing import Any
 
 import orjson
 from sqlalchemy import exists, func, insert, or_, select, text, update
+from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from snapshoe.products.domain import Line, ReservationState, like_pattern, to_db
-from snapshoe.products.tables import gate_state, items, products, reservation_lines, reservations
+from snapshoe.products.tables import (
+    buyer_holds,
+    gate_state,
+    items,
+    products,
+    reservation_lines,
+    reservations,
+)
 
 _LIVE = (ReservationState.ACTIVE.value, ReservationState.COMMITTED.value)
 
@@ -139,8 +147,54 @@ async def epoch_exclusive(session: AsyncSession) -> int:
     return int((await session.execute(stmt)).scalar_one())
 
 
-async def set_epoch(session: AsyncSession, epoch: int) -> None:
-    await session.execute(update(gate_state).where(gate_state.c.id == 1).values(epoch=epoch))
+async def set_epoch(session: AsyncSession, epoch: int, run_id: str | None = None) -> None:
+    values: dict[str, Any] = {"epoch": epoch}
+    if run_id is not None:
+        values["run_id"] = run_id
+    await session.execute(update(gate_state).where(gate_state.c.id == 1).values(**values))
+
+
+async def gate_instance(session: AsyncSession) -> tuple[int, str | None]:
+    """(epoch, run_id of the Redis it was built on), without locking."""
+    row = (
+        await session.execute(
+            select(gate_state.c.epoch, gate_state.c.run_id).where(gate_state.c.id == 1)
+        )
+    ).one()
+    return int(row[0]), row[1]
+
+
+# The ledger's per-buyer limit (buyer_holds)
+
+MYSQL_CONSTRAINT_FAILED = 4025  # a CHECK refused the row
+
+
+async def add_holds(session: AsyncSession, holds: Sequence[tuple[str, str, int, int]]) -> None:
+    """(product_id, buyer_id, units, limit) added to what each buyer holds, in one statement
+    (key order, so concurrent batches never deadlock on it). Raises (MariaDB 4025, the CHECK
+    ``within_limit``) if any buyer would go over the product's limit."""
+    if not holds:
+        return
+    rows = [{"product_id": p, "buyer_id": b, "units": u, "lim": n} for p, b, u, n in sorted(holds)]
+    stmt = mysql_insert(buyer_holds).values(rows)
+    stmt = stmt.on_duplicate_key_update(
+        lim=stmt.inserted.lim, units=buyer_holds.c.units + stmt.inserted.units
+    )
+    await session.execute(stmt)
+
+
+async def drop_holds(session: AsyncSession, buyer: str, units: Mapping[str, int]) -> None:
+    """A release gives the buyer's allowance back. No row (a db_lock product): nothing to do."""
+    for pid, n in sorted(units.items()):
+        await session.execute(
+            update(buyer_holds)
+            .where(
+                buyer_holds.c.product_id == pid,
+                buyer_holds.c.buyer_id == buyer,
+                buyer_holds.c.units >= n,
+            )
+            .values(units=buyer_holds.c.units - n)
+        )
 
 
 # Stock modes and the row-lock baseline (``stock_mode = 'db_lock'``)

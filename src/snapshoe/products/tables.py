@@ -112,4 +112,22 @@ gate_state = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("epoch", BigInteger, nullable=False),
+    # INFO server run_id of the Redis the gate was last built on: another one (a restart from a
+    # snapshot, a failover) is detected and rebuilt before it admits anyone (gate.py).
+    Column("run_id", String(64), nullable=True),
+)
+
+# The ledger's own per-buyer limit (gate products): units a buyer holds of a product in ACTIVE
+# + COMMITTED reservations. Every gate reservation adds with ``ON DUPLICATE KEY UPDATE lim =
+# VALUES(lim), units = units + VALUES(units)``, so the CHECK refuses an over-limit one even
+# when the Redis gate forgot what the buyer holds; a release subtracts.
+buyer_holds = Table(
+    "buyer_holds",
+    metadata,
+    Column("product_id", String(32), primary_key=True),
+    Column("buyer_id", String(64), primary_key=True),
+    Column("units", Integer, nullable=False),
+    Column("lim", Integer, nullable=False, server_default="0"),  # the limit when last added
+    CheckConstraint("units >= 0", name="units_nonneg"),
+    CheckConstraint("lim = 0 OR units <= lim", name="within_limit"),
 )

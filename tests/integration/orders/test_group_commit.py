@@ -6,18 +6,25 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import httpx
 from prometheus_client import REGISTRY
 from sqlalchemy import bindparam, text
 from sqlalchemy.exc import IntegrityError
-from tests.integration.orders.helpers import OrdersEnv, key
+from tests.integration.orders.helpers import OrdersEnv, assert_problem, eventually, key
 
+from snapshoe.kernel.batching import FAULTS
 from snapshoe.kernel.contracts.orders import OrderLine, OrderPlaced
 from snapshoe.orders.bootstrap import create_app
 from snapshoe.orders.domain import Status, StockState, new_order_id, to_db
-from snapshoe.orders.handlers import PLACEMENT_FALLBACKS, Placement, write_placements
+from snapshoe.orders.handlers import (
+    PLACEMENT_FALLBACKS,
+    PLACEMENTS,
+    Placement,
+    write_placements,
+)
 
 
 def batches() -> tuple[float, float]:
@@ -154,3 +161,92 @@ async def test_a_batch_with_a_duplicate_key_is_written_one_by_one(orders_env: Or
         assert bool(await env.history(p.order["id"])) is written
         assert bool(await env.outbox(p.order["id"])) is written
     assert await env.history(first.order["id"]) == ["PENDING_PAYMENT"]
+
+
+def lose(**stages: int) -> Callable[[str], None]:
+    """A fault for ``batching.FAULTS``: raise as a lost connection would at each named stage,
+    that many times (-1: always)."""
+    left = dict(stages)
+
+    def hook(stage: str) -> None:
+        if left.get(stage, 0) != 0:
+            left[stage] -= 1
+            raise ConnectionError(f"injected: connection lost at {stage}")
+
+    return hook
+
+
+async def test_an_order_whose_commit_outcome_is_unknown_keeps_its_pair(
+    orders_env: OrdersEnv,
+) -> None:
+    """The COMMIT lands, then the connection is 'lost' and the writer cannot look either: the
+    caller gets a retryable 503 and no release reaches products; a retry with the same key
+    gets the order that landed, its pair still held (even at the per-buyer limit)."""
+    env = orders_env
+    async with env.client() as c:
+        _, items = await env.drop(c, [3], per_user_limit=1)
+    item = items[0]
+    buyer = env.buyer()
+    idem = key()
+    body = {"lines": [{"item_id": item["id"], "quantity": 1}]}
+    headers = {**buyer.auth, "Idempotency-Key": idem}
+    app = create_app(env.settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://orders") as direct:
+            FAULTS[PLACEMENTS] = lose(committed=1, landed=1)
+            try:
+                r = await direct.post("/api/orders", json=body, headers=headers)
+            finally:
+                FAULTS.pop(PLACEMENTS, None)
+            assert_problem(r, 503, "outcome_unknown")
+            landed = await env.orders_of(buyer.id)
+            assert [o["status"] for o in landed] == ["PENDING_PAYMENT"]  # it did land
+            order_id = landed[0]["id"]
+
+            async def retry() -> httpx.Response:
+                return await direct.post("/api/orders", json=body, headers=headers)
+
+            again = await eventually(retry, lambda r: r.status_code != 409, timeout=10)
+    assert again.status_code == 201, again.text
+    assert again.json()["id"] == order_id
+    # No release was sent: the landed order's reservation still holds its pair.
+    assert await env.reservations_of(buyer.id) == [{"id": order_id, "state": "ACTIVE"}]
+    assert await env.ledger(item["id"]) == {"initial": 3, "sold": 0, "reserved": 1, "available": 2}
+    assert len(await env.orders_of(buyer.id)) == 1
+
+
+async def test_an_order_that_did_not_land_is_released_by_the_sweeper_not_the_caller(
+    orders_env: OrdersEnv,
+) -> None:
+    """The COMMIT never happens (rolled back) and nobody can tell: the caller releases
+    nothing; products' sweeper releases the reservation after its ``reserved_until``."""
+    env = orders_env
+    async with env.client() as c:
+        _, items = await env.drop(c, [3])
+    item = items[0]
+    buyer = env.buyer()
+    settings = env.settings.model_copy(update={"order_payment_ttl_seconds": 2})
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://orders") as direct:
+            FAULTS[PLACEMENTS] = lose(commit=1, landed=-1)
+            try:
+                r = await env.order(direct, buyer, [(item["id"], 1)])
+                assert_problem(r, 503, "outcome_unknown")
+                assert await env.orders_of(buyer.id) == []  # it did not land
+                await asyncio.sleep(1)
+                # Unknown, so nobody released it: the pair is still held.
+                [res] = await env.reservations_of(buyer.id)
+                assert res["state"] == "ACTIVE"
+                assert (await env.ledger(item["id"]))["reserved"] == 1
+            finally:
+                FAULTS.pop(PLACEMENTS, None)
+
+    async def state() -> str:
+        return str((await env.reservations_of(buyer.id))[0]["state"])
+
+    # reserved_until (2 s) + the sweeper's grace (30 s) + its interval (5 s)
+    assert await eventually(state, lambda s: s == "RELEASED", timeout=60, interval=1) == "RELEASED"
+    assert await env.ledger(item["id"]) == {"initial": 3, "sold": 0, "reserved": 0, "available": 3}
