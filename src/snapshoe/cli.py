@@ -18,7 +18,13 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from snapshoe.kernel.settings import SERVICES, Settings, get_settings
+from snapshoe.kernel.settings import (
+    SERVICES,
+    Settings,
+    UnsafeSecretsError,
+    check_start_secrets,
+    get_settings,
+)
 
 app = typer.Typer(help="SnapShoe: limited-edition sneaker drops.", no_args_is_help=True)
 users_app = typer.Typer(help="Accounts.", no_args_is_help=True)
@@ -53,6 +59,18 @@ def _has_module(name: str) -> bool:
         return False
 
 
+def _start_settings(role: str) -> Settings:
+    """Settings of a process about to start as ``role``; outside dev and test, a missing or
+    public default secret stops it here, with what to set, before it binds or connects."""
+    settings = get_settings()
+    try:
+        check_start_secrets(settings, role)
+    except UnsafeSecretsError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+    return settings
+
+
 def _migratable() -> list[str]:
     return [s for s in SERVICES if _has_module(f"snapshoe.{s}.migrations")]
 
@@ -77,7 +95,7 @@ def migrate() -> None:
     from snapshoe.kernel.messaging import declare_queues
     from snapshoe.kernel.migrate import migrate_service
 
-    settings = get_settings()
+    settings = _start_settings("migrate")
 
     async def go() -> None:
         for service in _migratable():
@@ -112,11 +130,12 @@ def serve(
     ] = None,
 ) -> None:
     """Run one service's HTTP app (uvicorn with uvloop and httptools)."""
-    import uvicorn
-
     if service not in HTTP_APPS:
         raise typer.BadParameter(f"unknown service {service!r}")
-    settings = get_settings()
+    settings = _start_settings(service)
+
+    import uvicorn
+
     n = workers if workers is not None else settings.http_workers
     n = n or (os.cpu_count() or 1)
     if service in SINGLE_PROCESS:
@@ -147,7 +166,7 @@ def worker(service: Annotated[str, typer.Argument(help="service whose workers.py
 
     from snapshoe.kernel.logs import configure_logging
 
-    settings = get_settings()
+    settings = _start_settings(f"{service}-worker")
     configure_logging(f"{service}-worker", settings.log_level, settings.log_json)
     module = importlib.import_module(f"snapshoe.{service}.workers")
 
@@ -221,7 +240,7 @@ def up(
     from snapshoe.kernel.auth import ensure_dev_keys
     from snapshoe.supervisor import Supervisor, run_foreground
 
-    settings = get_settings()
+    settings = _start_settings("up")
     checks = _run(run_checks(settings))
     if not all(c.ok for c in checks):
         typer.echo("snapshoe up: a dependency is missing:", err=True)
@@ -236,7 +255,17 @@ def up(
             "  another 'snapshoe up' may be running; stop it or set SNAPSHOE_*_PORT", err=True
         )
         raise typer.Exit(1)
-    if ensure_dev_keys(settings):
+    if settings.environment == "production":
+        # Keys are given in production, never generated (a lost key would log everyone out).
+        absent = [
+            p for p in (settings.private_key_path, settings.public_key_path) if not p.exists()
+        ]
+        if absent:
+            typer.echo(
+                f"snapshoe up: JWT key file(s) missing: {', '.join(map(str, absent))}", err=True
+            )
+            raise typer.Exit(2)
+    elif ensure_dev_keys(settings):
         typer.echo(f"generated dev JWT keys in {settings.private_key_path.parent}")
     migrate()
     if seed_data:

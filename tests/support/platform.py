@@ -63,6 +63,8 @@ _OFF = SLOT * 1000
 DATA_DIR = ROOT / ".snapshoe" / ("test" if SLOT == 0 else f"test-{SLOT}")
 
 TEST_ENV = {
+    # test accepts the public dev secrets, as dev does (issue 12, item 7).
+    "SNAPSHOE_ENVIRONMENT": "test",
     "SNAPSHOE_NAMESPACE": "snapshoe_test" if SLOT == 0 else f"snapshoe_test{SLOT}",
     "SNAPSHOE_GATEWAY_PORT": str(18000 + _OFF),
     "SNAPSHOE_USERS_PORT": str(18101 + _OFF),

@@ -8,9 +8,11 @@ exchanges, so both can share one MariaDB/Redis/RabbitMQ.
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,12 +21,16 @@ SERVICES: tuple[str, ...] = ("users", "products", "orders", "payments")
 """Services that own a database. The sandbox PG and mail sink own nothing persistent."""
 
 ServiceName = Literal["users", "products", "orders", "payments", "sandbox_pg", "mail_sink"]
+Environment = Literal["dev", "test", "production"]
 _URL_SERVICES = frozenset(("users", "products", "orders", "payments", "sandbox_pg", "mail_sink"))
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SNAPSHOE_", extra="ignore")
 
+    # dev and test accept the public dev defaults below (secrets, generated JWT keys);
+    # anything else is production: start-up refuses them (check_start_secrets).
+    environment: Environment = "dev"
     namespace: str = Field(default="snapshoe", pattern=r"^[a-z][a-z0-9_]{0,30}$")
     host: str = "127.0.0.1"
 
@@ -155,6 +161,11 @@ class Settings(BaseSettings):
     # Published outbox rows and processed inbox rows older than this are deleted.
     event_retention_days: float = Field(default=7.0, gt=0, le=3650)
 
+    # How long `snapshoe up` waits for every process to be ready before it gives up, naming the
+    # slow one with its last log lines. Each process imports for seconds of CPU, and up starts
+    # about 18 of them: on a busy 2-core machine 60 s was not enough.
+    startup_timeout_seconds: float = Field(default=180, gt=0, le=3600)
+
     log_level: str = "INFO"
     log_json: bool = True
     # Per-request log lines of the services: "problems" (5xx and requests of 1 s or more) or
@@ -216,6 +227,90 @@ class Settings(BaseSettings):
     @cached_property
     def public_key_path(self) -> Path:
         return self.jwt_public_key_file or self.data_dir / "keys" / "jwt-public.pem"
+
+
+# Values anyone can read in this repository (settings defaults, compose and the k8s dev
+# overlay): fine on a laptop, an open door anywhere else.
+PUBLIC_DEV_SECRETS = frozenset(
+    (
+        "",
+        "snapshoe-dev-internal-token",
+        "test_sk_snapshoe_sandbox",
+        "snapshoe-dev-db",
+        "snapshoe-dev-mq",
+        "guest",
+    )
+)
+
+_HTTP_SERVICES = frozenset(SERVICES)
+_PG_KEY_ROLES = frozenset(("payments", "payments-worker", "sandbox_pg", "up"))
+_NO_INTERNAL_TOKEN = frozenset(("mail_sink", "migrate"))
+
+
+class UnsafeSecretsError(RuntimeError):
+    """Start-up outside dev/test with a missing or public default secret."""
+
+    def __init__(self, role: str, problems: list[str]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(
+            f"{role}: refusing to start with SNAPSHOE_ENVIRONMENT=production and unsafe "
+            f"secrets:\n{lines}\n(the image's entrypoint also reads SNAPSHOE_<NAME>_FILE; "
+            "SNAPSHOE_ENVIRONMENT=dev accepts the dev defaults, on a developer's machine only)"
+        )
+
+
+def _amqp_password(url: str) -> str:
+    m = re.match(r"^[a-z]+://(?:[^:@/]*)(?::([^@/]*))?@", url)
+    return unquote(m.group(1) or "") if m else ""
+
+
+def secret_problems(settings: Settings, role: str) -> list[str]:
+    """What ``role`` (a service, ``<service>-worker``, ``migrate`` or ``up``) would run with
+    that is missing or publicly known, one line per variable; empty in dev and test, where
+    the public defaults are the point."""
+    if settings.environment in ("dev", "test"):
+        return []
+    service = role.removesuffix("-worker")
+    problems: list[str] = []
+    random_hint = "to a random value, e.g. $(openssl rand -base64 32)"
+    if role not in _NO_INTERNAL_TOKEN and settings.internal_token in PUBLIC_DEV_SECRETS:
+        problems.append(f"SNAPSHOE_INTERNAL_TOKEN is the public dev default: set it {random_hint}")
+    if role in _PG_KEY_ROLES and settings.pg_secret_key in PUBLIC_DEV_SECRETS:
+        problems.append(
+            "SNAPSHOE_PG_SECRET_KEY is missing or the public sandbox default: set it to the "
+            "secret key your payment gateway issued"
+        )
+    if service in _HTTP_SERVICES or role in ("migrate", "up"):
+        if settings.db_password in PUBLIC_DEV_SECRETS:
+            problems.append(
+                "SNAPSHOE_DB_PASSWORD is empty or a public dev value: set the database "
+                "user's password"
+            )
+        if _amqp_password(settings.amqp_url) in PUBLIC_DEV_SECRETS:
+            problems.append(
+                "SNAPSHOE_AMQP_URL has no password or a public one (guest, snapshoe-dev-mq): "
+                "set it to amqp://USER:PASSWORD@HOST:5672/"
+            )
+    # JWT keys generated into the data dir are dev keys: production is given its own.
+    if role in (*SERVICES, "up") and settings.jwt_public_key_file is None:
+        problems.append(
+            "SNAPSHOE_JWT_PUBLIC_KEY_FILE is not set: give the path of the ES256 public key "
+            "(PEM); generated dev keys are refused"
+        )
+    if role in ("users", "up") and settings.jwt_private_key_file is None:
+        problems.append(
+            "SNAPSHOE_JWT_PRIVATE_KEY_FILE is not set: give the path of the ES256 private key "
+            "(PKCS#8 PEM); generated dev keys are refused"
+        )
+    return problems
+
+
+def check_start_secrets(settings: Settings, role: str) -> None:
+    """Raise UnsafeSecretsError if ``role`` must not start with these settings."""
+    problems = secret_problems(settings, role)
+    if problems:
+        raise UnsafeSecretsError(role, problems)
 
 
 def get_settings() -> Settings:

@@ -291,7 +291,81 @@ def test_the_gateway_is_the_official_haproxy_with_the_rendered_config(
     assert volumes(gateway)[str(Path(cfg).parent)] == ("gateway-config", "ro")
     assert volumes(compose["services"]["setup"])[str(Path(cfg).parent)] == ("gateway-config", "rw")
     assert gateway["ports"] == ["8000:8000"]
-    assert compose["services"]["mail-sink"]["ports"] == ["8025:8025"]
+    assert compose["services"]["mail-sink"]["ports"] == ["127.0.0.1:8025:8025"]
+
+
+def published(svc: dict[str, Any]) -> list[tuple[str, str]]:
+    """(host address, container port) of each published port; "" is every interface."""
+    out = []
+    for port in svc.get("ports", []):
+        if isinstance(port, dict):  # long syntax
+            out.append((str(port.get("host_ip", "")), str(port["target"])))
+            continue
+        parts = str(port).rsplit(":", 2)
+        host = parts[0] if len(parts) == 3 else ""
+        out.append((host.strip("[]"), parts[-1].split("/")[0]))
+    return out
+
+
+def test_only_the_gateway_is_published_beyond_this_host(compose: dict[str, Any]) -> None:
+    """The mail sink serves every verification code, the sandbox PG's private API moves
+    money, RabbitMQ's UI and HAProxy's stats leak internals: dev-only ports listen on the
+    host's loopback only (issue 12, item 11)."""
+    for name, svc in compose["services"].items():
+        for host, target in published(svc):
+            if name == "gateway" and target == "8000":
+                continue
+            assert host in ("127.0.0.1", "::1"), f"{name} publishes {target} on {host or '*'}"
+    assert published(compose["services"]["mail-sink"]) == [("127.0.0.1", "8025")]
+
+
+def test_published_port_parsing_sees_every_interface() -> None:
+    assert published({"ports": ["8025:8025"]}) == [("", "8025")]
+    assert published({"ports": ["127.0.0.1:8025:8025/tcp"]}) == [("127.0.0.1", "8025")]
+    assert published({"ports": [{"target": 8404, "published": 8404}]}) == [("", "8404")]
+
+
+def _compose_app_settings(compose: dict[str, Any], values: dict[str, str]) -> Settings:
+    """Settings a compose container gets: x-snapshoe-env with ``values`` for the compose
+    variables (their defaults otherwise), *_FILE secrets as setup generates them."""
+
+    def expand(text: str) -> str:
+        def var(m: re.Match[str]) -> str:
+            return values.get(m.group(1), m.group(3) or "")
+
+        return re.sub(r"\$\{([A-Z_]+)(:-([^}]*)|:\?[^}]*)?\}", var, text)
+
+    env = {k: expand(str(v)) for k, v in compose["x-snapshoe-env"].items()}
+    for name in ("INTERNAL_TOKEN", "PG_SECRET_KEY"):  # random files made by `setup`
+        assert env.pop(f"SNAPSHOE_{name}_FILE")
+        env[f"SNAPSHOE_{name}"] = f"generated-{name.lower()}-0123456789abcdef"
+    return Settings(**{k.removeprefix("SNAPSHOE_").lower(): v for k, v in env.items()})
+
+
+def test_compose_runs_dev_by_default_and_production_refuses_its_dev_passwords(
+    compose: dict[str, Any],
+) -> None:
+    from snapshoe.kernel.settings import secret_problems
+
+    dev = _compose_app_settings(compose, {})
+    assert dev.environment == "dev"
+    assert secret_problems(dev, "orders") == []
+    prod = _compose_app_settings(compose, {"SNAPSHOE_ENVIRONMENT": "production"})
+    problems = "\n".join(secret_problems(prod, "orders"))
+    assert "SNAPSHOE_DB_PASSWORD" in problems
+    assert "SNAPSHOE_AMQP_URL" in problems
+    # With the operator's passwords (in .env) and the generated files, every process starts.
+    given = _compose_app_settings(
+        compose,
+        {
+            "SNAPSHOE_ENVIRONMENT": "production",
+            "SNAPSHOE_DB_PASSWORD": "operator-db",
+            "SNAPSHOE_AMQP_PASSWORD": "operator-mq",
+        },
+    )
+    for (verb, service), _name in by_role(compose).items():
+        role = service if verb == "serve" else f"{service}-worker"
+        assert secret_problems(given, role) == [], role
 
 
 # ------------------------------------------------------------------------------- the image
@@ -772,6 +846,86 @@ def test_dev_runs_the_infrastructure_and_prod_points_outside(
         assert config["data"]["SNAPSHOE_REDIS_URL"].startswith("redis://redis:")
     assert _named(dev, "Secret"), "dev generates its Secret"
     assert not _named(prod, "Secret"), "prod secrets are created out of band, never in git"
+
+
+def _snapshoe_containers(
+    docs: list[dict[str, Any]],
+) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(role, container, pod spec) of every container that runs a SnapShoe process."""
+    found = []
+    for doc in docs:
+        if doc["kind"] not in ("Deployment", "Job"):
+            continue
+        pod = doc["spec"]["template"]["spec"]
+        for c in pod["containers"]:
+            args = " ".join(c.get("args", []))
+            m = re.search(r"snapshoe (serve|worker) (\w+)|snapshoe (migrate)", args)
+            if m:
+                role = m[3] or (m[2] if m[1] == "serve" else f"{m[2]}-worker")
+                found.append((role, c, pod))
+    return found
+
+
+def _pod_settings(
+    docs: list[dict[str, Any]], container: dict[str, Any], pod: dict[str, Any]
+) -> Settings:
+    """The settings a container starts with: its ConfigMap and env, each *_FILE read by the
+    entrypoint from the Secret keys the pod really mounts (with operator-chosen values)."""
+    env: dict[str, str] = {}
+    for ref in container.get("envFrom", []):
+        name = ref["configMapRef"]["name"]
+        env.update(_named(docs, "ConfigMap")[name]["data"])
+    env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
+    mounted: set[str] = set()
+    for mount in container.get("volumeMounts", []):
+        for vol in pod.get("volumes", []):
+            if vol["name"] == mount["name"] and "secret" in vol:
+                assert not vol["secret"].get("optional"), "the Secret must be required"
+                mounted |= {f"{mount['mountPath']}/{i['path']}" for i in vol["secret"]["items"]}
+    values = {
+        "INTERNAL_TOKEN": "operator-internal-token-0123456789",
+        "PG_SECRET_KEY": "live_sk_operator",
+        "DB_PASSWORD": "operator-db",
+        "AMQP_URL": "amqp://snapshoe:operator-mq@rabbitmq:5672/",
+    }
+    for name, value in values.items():
+        path = env.pop(f"SNAPSHOE_{name}_FILE", None)
+        if path is not None and path in mounted:
+            env[f"SNAPSHOE_{name}"] = value
+    for name in ("PRIVATE", "PUBLIC"):
+        path = env.get(f"SNAPSHOE_JWT_{name}_KEY_FILE")
+        if path is not None and path not in mounted:
+            del env[f"SNAPSHOE_JWT_{name}_KEY_FILE"]
+    return Settings(**{k.removeprefix("SNAPSHOE_").lower(): v for k, v in env.items()})
+
+
+def test_prod_runs_in_production_and_gives_every_process_its_secrets(
+    overlays: dict[str, list[dict[str, Any]]],
+) -> None:
+    """In prod every process checks its secrets at start-up (SNAPSHOE_ENVIRONMENT=production):
+    the manifests must hand each one what the check demands, from the required Secret, and
+    nothing in the overlay may carry a dev value (issue 12, item 7)."""
+    from snapshoe.kernel.settings import PUBLIC_DEV_SECRETS, secret_problems
+
+    prod = overlays["prod"]
+    roles = _snapshoe_containers(prod)
+    assert {r for r, _c, _p in roles} >= {"users", "payments", "payments-worker", "migrate"}
+    for role, container, pod in roles:
+        settings = _pod_settings(prod, container, pod)
+        assert settings.environment == "production", role
+        assert secret_problems(settings, role) == [], role
+    text = yaml.safe_dump_all(prod)
+    for value in PUBLIC_DEV_SECRETS - {""}:
+        assert value not in text, value
+
+
+def test_dev_overlay_runs_in_dev(overlays: dict[str, list[dict[str, Any]]]) -> None:
+    from snapshoe.kernel.settings import secret_problems
+
+    for role, container, pod in _snapshoe_containers(overlays["dev"]):
+        settings = _pod_settings(overlays["dev"], container, pod)
+        assert settings.environment == "dev", role
+        assert secret_problems(settings, role) == []
 
 
 @pytest.mark.parametrize("overlay", ["dev", "prod"])
