@@ -3,7 +3,7 @@ relay tries it again (``retry_at``); inbox: an index on ``processed_at`` for the
 
 As defined by snapshoe.kernel.messaging.messaging_tables (docs/events.md).
 
-Revision ID: payments_0002_events
+Revision ID: payments_0003
 Revises: payments_0002
 Create Date: 2026-12-02 00:00:00
 """
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "payments_0002_events"
+revision: str = "payments_0003"
 down_revision: str | Sequence[str] | None = "payments_0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

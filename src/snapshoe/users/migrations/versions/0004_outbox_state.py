@@ -3,7 +3,7 @@ relay tries it again (``retry_at``); inbox: an index on ``processed_at`` for the
 
 As defined by snapshoe.kernel.messaging.messaging_tables (docs/events.md).
 
-Revision ID: users_0003_events
+Revision ID: users_0004
 Revises: users_0003
 Create Date: 2026-12-02 00:00:00
 """
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "users_0003_events"
+revision: str = "users_0004"
 down_revision: str | Sequence[str] | None = "users_0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
