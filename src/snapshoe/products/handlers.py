@@ -489,8 +489,13 @@ async def verify_gate(deps: Deps) -> bool:
     rebuilt from the ledger before anyone is admitted. True when the caller must ask the gate
     again (its answer came from a gate this process no longer trusts)."""
     gate = deps.gate
+    before = (gate.expected_epoch, gate.expected_run_id)
     async with deps.gate_lock:
-        before = (gate.expected_epoch, gate.expected_run_id)
+        if gate.expected_epoch is not None and before != (
+            gate.expected_epoch,
+            gate.expected_run_id,
+        ):
+            return True  # verified by another request while this one waited: ask again
         for _ in range(3):
             run_id = await gate.run_id()
             ready = await gate.epoch()

@@ -232,3 +232,45 @@ async def test_a_ledger_write_whose_commit_outcome_is_unknown_gives_nothing_back
             assert again.json()["state"] == "ACTIVE"
             assert again.json()["changed"] is False
     assert await ledger(env, item) == (3, 0, 1, 2)
+
+
+class Tripwire:
+    """Replaces the products app's database sessions: any use fails the test."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        raise AssertionError("the database was used on the sold-out path")
+
+    def begin(self, *args: Any, **kwargs: Any) -> Any:
+        return self(*args, **kwargs)
+
+
+async def test_the_checks_add_no_database_call_to_a_sold_out_refusal(private: Private) -> None:
+    """The instance checks cost the refusal path nothing in the database: once the process
+    has verified its gate, concurrent sold-out refusals never open a session."""
+    env = private
+    app = create_app(env.settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://products") as c:
+            _, item = await drop(c, env, stock=1, limit=1)
+            h = env.internal
+            assert code(await reserve(c, h, "r-last", "buyer-1", item)) == (201, None)
+            deps = app.state.deps
+            tripwire = Tripwire()
+            real, deps.sessions = deps.sessions, tripwire
+            try:
+                refusals = await asyncio.gather(
+                    *(
+                        reserve(c, h, f"r-late-{n}", f"late-{n}", item, retry=False)
+                        for n in range(30)
+                    )
+                )
+                await asyncio.sleep(1.2)  # one periodic run-id check passes too
+            finally:
+                deps.sessions = real
+    assert [code(r) for r in refusals] == [(409, "sold_out")] * 30
+    assert tripwire.calls == 0
