@@ -22,7 +22,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from snapshoe.kernel.batching import OutcomeUnknown, together_or_alone
+from snapshoe.kernel.batching import OutcomeUnknown, fault, together_or_alone
 from snapshoe.kernel.errors import Problem, not_found
 from snapshoe.products import repository as repo
 from snapshoe.products import schemas
@@ -489,8 +489,13 @@ async def verify_gate(deps: Deps) -> bool:
     rebuilt from the ledger before anyone is admitted. True when the caller must ask the gate
     again (its answer came from a gate this process no longer trusts)."""
     gate = deps.gate
+    before = (gate.expected_epoch, gate.expected_run_id)
     async with deps.gate_lock:
-        before = (gate.expected_epoch, gate.expected_run_id)
+        if gate.expected_epoch is not None and before != (
+            gate.expected_epoch,
+            gate.expected_run_id,
+        ):
+            return True  # verified by another request while this one waited: ask again
         for _ in range(3):
             run_id = await gate.run_id()
             ready = await gate.epoch()
@@ -630,6 +635,7 @@ async def _undo_unless_written(
 ) -> bool:
     """False when it cannot be told whether ``rid`` reached the ledger (nothing undone)."""
     try:
+        fault(LEDGER, "landed")
         async with deps.sessions() as session:
             written = await repo.get_reservation(session, rid) is not None
     except Exception:
@@ -767,6 +773,7 @@ async def _write_reservation(
             if refused:
                 raise _LedgerRefused(refused)
             rows = await _insert_lines(session, rid, lines, details)
+        fault(LEDGER, "committed")
     except IntegrityError as exc:
         if fresh:
             await _undo(deps, epoch, buyer, groups, rid)

@@ -13,17 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import pool, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from tests.support.platform import ROOT
@@ -207,3 +211,105 @@ async def products_env(products_settings: Settings) -> AsyncIterator[ProductsEnv
 async def client(products_env: ProductsEnv) -> AsyncIterator[httpx.AsyncClient]:
     async with products_env.client(connections=100) as c:
         yield c
+
+
+# A private products app (tests/integration/products/test_gate_instance.py): its own
+# database and its own redis-server, so a test can restart that Redis.
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PrivateRedis:
+    """A redis-server of this test alone, in a temp dir, on its own port."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.dir = workdir
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.dir),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=(self.dir / "redis.log").open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError((self.dir / "redis.log").read_text()[-2000:])
+            time.sleep(0.05)
+
+    async def shutdown_nosave(self) -> None:
+        r = Redis.from_url(self.url)
+        try:
+            await r.execute_command("SHUTDOWN", "NOSAVE")
+        except RedisConnectionError:
+            pass  # the server closes the connection as it goes
+        finally:
+            await r.aclose()
+        assert self.proc is not None
+        await asyncio.to_thread(self.proc.wait, 10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@dataclass
+class Private:
+    settings: Settings
+    redis: PrivateRedis
+    db: AsyncEngine
+    admin: dict[str, str]
+    internal: dict[str, str]
+
+
+@pytest.fixture
+async def private(products_settings: Settings, tmp_path: Path) -> AsyncIterator[Private]:
+    server = PrivateRedis(tmp_path)
+    server.start()
+    settings = products_settings.model_copy(
+        update={"namespace": f"t13{secrets.token_hex(3)}", "redis_url": server.url}
+    )
+    await drop_database(settings, "products")
+    await migrate_service(settings, "products")
+    token, _ = build_issuer(settings).issue_access(
+        "test-admin", email_verified=True, roles=["admin"]
+    )
+    db = create_async_engine(settings.database_url("products"), poolclass=pool.NullPool)
+    try:
+        yield Private(
+            settings, server, db, {"Authorization": f"Bearer {token}"}, internal_headers(settings)
+        )
+    finally:
+        await db.dispose()
+        server.stop()
+        await drop_database(settings, "products")

@@ -14,132 +14,30 @@ from __future__ import annotations
 import asyncio
 import secrets
 import shutil
-import socket
-import subprocess
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from sqlalchemy import pool, text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from tests.integration.products.conftest import ProductsEnv
+from sqlalchemy import text
+from tests.integration.products.conftest import Private, ProductsEnv
 
-from snapshoe.kernel.auth import build_issuer
-from snapshoe.kernel.db import drop_database
-from snapshoe.kernel.internal import internal_headers
-from snapshoe.kernel.migrate import migrate_service
-from snapshoe.kernel.settings import Settings
+from snapshoe.kernel.batching import FAULTS
 from snapshoe.products.bootstrap import create_app
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class PrivateRedis:
-    """A redis-server of this test alone, in a temp dir, on its own port."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.dir = workdir
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.dir),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=(self.dir / "redis.log").open("ab"),
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(64).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError((self.dir / "redis.log").read_text()[-2000:])
-            time.sleep(0.05)
-
-    async def shutdown_nosave(self) -> None:
-        r = Redis.from_url(self.url)
-        try:
-            await r.execute_command("SHUTDOWN", "NOSAVE")
-        except RedisConnectionError:
-            pass  # the server closes the connection as it goes
-        finally:
-            await r.aclose()
-        assert self.proc is not None
-        await asyncio.to_thread(self.proc.wait, 10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-
-@dataclass
-class Private:
-    settings: Settings
-    redis: PrivateRedis
-    db: AsyncEngine
-    admin: dict[str, str]
-    internal: dict[str, str]
-
-
-@pytest.fixture
-async def private(products_settings: Settings, tmp_path: Path) -> AsyncIterator[Private]:
-    server = PrivateRedis(tmp_path)
-    server.start()
-    settings = products_settings.model_copy(
-        update={"namespace": f"t13{secrets.token_hex(3)}", "redis_url": server.url}
-    )
-    await drop_database(settings, "products")
-    await migrate_service(settings, "products")
-    token, _ = build_issuer(settings).issue_access(
-        "test-admin", email_verified=True, roles=["admin"]
-    )
-    db = create_async_engine(settings.database_url("products"), poolclass=pool.NullPool)
-    try:
-        yield Private(
-            settings, server, db, {"Authorization": f"Bearer {token}"}, internal_headers(settings)
-        )
-    finally:
-        await db.dispose()
-        server.stop()
-        await drop_database(settings, "products")
+from snapshoe.products.handlers import LEDGER
 
 
 async def reserve(
-    c: httpx.AsyncClient, headers: dict[str, str], rid: str, buyer: str, item_id: str
+    c: httpx.AsyncClient,
+    headers: dict[str, str],
+    rid: str,
+    buyer: str,
+    item_id: str,
+    *,
+    retry: bool = True,
 ) -> httpx.Response:
     """A reservation, retried while the gate says 503 (Redis coming back, a rebuild)."""
     until = (datetime.now(UTC) + timedelta(minutes=10)).isoformat()
@@ -152,9 +50,57 @@ async def reserve(
     deadline = time.monotonic() + 20
     while True:
         r = await c.post("/internal/reservations", json=body, headers=headers)
-        if r.status_code != 503 or time.monotonic() > deadline:
+        if not retry or r.status_code != 503 or time.monotonic() > deadline:
             return r
         await asyncio.sleep(0.1)
+
+
+async def drop(c: httpx.AsyncClient, env: Private, *, stock: int, limit: int) -> tuple[str, str]:
+    r = await c.post(
+        "/api/admin/products",
+        json={
+            "name": "Private drop",
+            "brand": "TestBrand",
+            "description": "issue 12",
+            "price": 100_000,
+            "release_at": (datetime.now(UTC) - timedelta(hours=1)).isoformat(),
+            "per_user_limit": limit,
+        },
+        headers=env.admin,
+    )
+    assert r.status_code == 201, r.text
+    pid = r.json()["id"]
+    r = await c.post(
+        f"/api/admin/products/{pid}/items",
+        json={"size": 270, "color": "Black", "stock": stock},
+        headers=env.admin,
+    )
+    assert r.status_code == 201, r.text
+    return pid, r.json()["id"]
+
+
+async def ledger(env: Private, item: str) -> tuple[int, ...]:
+    async with env.db.connect() as conn:
+        row = (
+            await conn.execute(
+                text("SELECT initial, sold, reserved, available FROM items WHERE id = :i"),
+                {"i": item},
+            )
+        ).one()
+    return tuple(row)
+
+
+def lose(**stages: int) -> Callable[[str], None]:
+    """A fault for ``batching.FAULTS``: raise as a lost connection would at each named stage,
+    that many times (-1: always)."""
+    left = dict(stages)
+
+    def hook(stage: str) -> None:
+        if left.get(stage, 0) != 0:
+            left[stage] -= 1
+            raise ConnectionError(f"injected: connection lost at {stage}")
+
+    return hook
 
 
 def code(r: httpx.Response) -> Any:
@@ -169,27 +115,7 @@ async def test_a_redis_back_from_an_older_snapshot_is_rebuilt_before_it_admits(
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://products") as c:
-            r = await c.post(
-                "/api/admin/products",
-                json={
-                    "name": "Snapshot",
-                    "brand": "TestBrand",
-                    "description": "item 13",
-                    "price": 100_000,
-                    "release_at": (datetime.now(UTC) - timedelta(hours=1)).isoformat(),
-                    "per_user_limit": 1,
-                },
-                headers=env.admin,
-            )
-            assert r.status_code == 201, r.text
-            pid = r.json()["id"]
-            r = await c.post(
-                f"/api/admin/products/{pid}/items",
-                json={"size": 270, "color": "Black", "stock": 4},
-                headers=env.admin,
-            )
-            assert r.status_code == 201, r.text
-            item = r.json()["id"]
+            pid, item = await drop(c, env, stock=4, limit=1)
             h = env.internal
             assert code(await reserve(c, h, "r-a", "buyer-a", item)) == (201, None)
 
@@ -241,14 +167,7 @@ async def test_a_redis_back_from_an_older_snapshot_is_rebuilt_before_it_admits(
                 assert Counter(code(o) for o in others) == {(201, None): 2, (409, "sold_out"): 2}
             finally:
                 await raw.aclose()
-    async with env.db.connect() as conn:
-        row = (
-            await conn.execute(
-                text("SELECT initial, sold, reserved, available FROM items WHERE id = :i"),
-                {"i": item},
-            )
-        ).one()
-    assert tuple(row) == (4, 0, 4, 0)  # never oversold
+    assert await ledger(env, item) == (4, 0, 4, 0)  # never oversold
 
 
 async def test_the_ledger_refuses_an_over_limit_reservation_the_gate_let_through(
@@ -280,3 +199,78 @@ async def test_the_ledger_refuses_an_over_limit_reservation_the_gate_let_through
     assert (await env.release(client, first)).status_code == 200
     r = await env.reserve(client, f"lim-{secrets.token_hex(4)}", "lim-buyer", [(item, 1)])
     assert r.status_code == 201, r.text
+
+
+async def test_a_ledger_write_whose_commit_outcome_is_unknown_gives_nothing_back(
+    private: Private,
+) -> None:
+    """Item 14 in products: the reservation's COMMIT lands, then the connection is 'lost' and
+    the writer cannot look either. The caller gets a retryable 503 ``outcome_unknown``; the
+    gate keeps the admission (no give-back of units the ledger holds); a retry of the same id
+    gets the reservation that landed."""
+    env = private
+    app = create_app(env.settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://products") as c:
+            pid, item = await drop(c, env, stock=3, limit=0)
+            h = env.internal
+            FAULTS[LEDGER] = lose(committed=1, landed=1)
+            try:
+                r = await reserve(c, h, "r-unknown", "buyer-u", item, retry=False)
+            finally:
+                FAULTS.pop(LEDGER, None)
+            assert code(r) == (503, "outcome_unknown")
+            raw = Redis.from_url(env.redis.url, decode_responses=True)
+            try:
+                avail = await raw.hget(f"{env.settings.namespace}:pgate:{{{pid}}}:avail", item)
+            finally:
+                await raw.aclose()
+            assert avail == "2"  # not given back
+            again = await reserve(c, h, "r-unknown", "buyer-u", item)
+            assert again.status_code == 200, again.text
+            assert again.json()["state"] == "ACTIVE"
+            assert again.json()["changed"] is False
+    assert await ledger(env, item) == (3, 0, 1, 2)
+
+
+class Tripwire:
+    """Replaces the products app's database sessions: any use fails the test."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        raise AssertionError("the database was used on the sold-out path")
+
+    def begin(self, *args: Any, **kwargs: Any) -> Any:
+        return self(*args, **kwargs)
+
+
+async def test_the_checks_add_no_database_call_to_a_sold_out_refusal(private: Private) -> None:
+    """The instance checks cost the refusal path nothing in the database: once the process
+    has verified its gate, concurrent sold-out refusals never open a session."""
+    env = private
+    app = create_app(env.settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://products") as c:
+            _, item = await drop(c, env, stock=1, limit=1)
+            h = env.internal
+            assert code(await reserve(c, h, "r-last", "buyer-1", item)) == (201, None)
+            deps = app.state.deps
+            tripwire = Tripwire()
+            real, deps.sessions = deps.sessions, tripwire
+            try:
+                refusals = await asyncio.gather(
+                    *(
+                        reserve(c, h, f"r-late-{n}", f"late-{n}", item, retry=False)
+                        for n in range(30)
+                    )
+                )
+                await asyncio.sleep(1.2)  # one periodic run-id check passes too
+            finally:
+                deps.sessions = real
+    assert [code(r) for r in refusals] == [(409, "sold_out")] * 30
+    assert tripwire.calls == 0

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+from prometheus_client import Counter as PromCounter
 
-from snapshoe.kernel.batching import GroupCommit
+from snapshoe.kernel.batching import FAULTS, GroupCommit, OutcomeUnknown, together_or_alone
 
 
 class Writer:
@@ -197,3 +201,77 @@ async def test_a_commit_lost_on_its_way_is_looked_up_before_anything_is_written_
 async def test_a_batch_of_one_is_written_alone_at_once() -> None:
     results, alone_calls, fallbacks = await _run([3])
     assert (results, alone_calls, fallbacks.n) == ([-3], [3], 0)
+
+
+class _Sessions:
+    """Stands in for kernel.db.Sessions: ``begin()`` yields nothing and commits nothing."""
+
+    def begin(self) -> Any:
+        @contextlib.asynccontextmanager
+        async def tx() -> AsyncIterator[None]:
+            yield None
+
+        return tx()
+
+
+def _lost_commit(stage: str) -> None:
+    if stage in ("committed", "landed"):
+        raise ConnectionError(f"lost at {stage}")
+
+
+async def test_a_lost_commit_nobody_can_look_up_is_outcome_unknown_and_writes_nothing_alone() -> (
+    None
+):
+    alone_calls: list[int] = []
+
+    async def write(_: Any, batch: list[int]) -> list[int]:
+        return [2 * i for i in batch]
+
+    async def landed(_: Any) -> bool:
+        raise AssertionError("the seam fails the look first")
+
+    async def alone(i: int) -> int:
+        alone_calls.append(i)
+        return 2 * i
+
+    FAULTS["t-unknown"] = _lost_commit
+    try:
+        with pytest.raises(OutcomeUnknown):
+            await together_or_alone(
+                _Sessions(),  # type: ignore[arg-type]
+                [1, 2, 3],
+                write=write,
+                landed=landed,
+                alone=alone,
+                fallbacks=PromCounter("t_unknown_fallbacks", "test"),
+                name="t-unknown",
+            )
+    finally:
+        FAULTS.pop("t-unknown")
+    assert alone_calls == []  # never written again, never "failed" as if it had not landed
+
+
+async def test_a_lost_commit_that_landed_answers_what_was_written() -> None:
+    async def write(_: Any, batch: list[int]) -> list[int]:
+        return [2 * i for i in batch]
+
+    async def landed(_: Any) -> bool:
+        return True
+
+    async def alone(i: int) -> int:
+        raise AssertionError("a landed batch is not written again")
+
+    FAULTS["t-landed"] = lambda stage: _lost_commit(stage) if stage == "committed" else None
+    try:
+        results = await together_or_alone(
+            _Sessions(),  # type: ignore[arg-type]
+            [1, 2],
+            write=write,
+            landed=landed,
+            alone=alone,
+            fallbacks=PromCounter("t_landed_fallbacks", "test"),
+            name="t-landed",
+        )
+    finally:
+        FAULTS.pop("t-landed")
+    assert results == [2, 4]
