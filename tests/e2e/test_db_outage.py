@@ -345,6 +345,12 @@ async def test_a_database_outage_while_confirming_loses_no_payment_event(
         assert set(depths) == {f"{settings.namespace}.{q}.dlq" for q in QUEUES}, depths
         assert sum(depths.values()) == 0, depths
 
+        # The same, as each service's /metrics exports it (read from the broker at scrape).
+        for svc, queue in (("orders", "orders.payments"), ("payments", "payments.refunds")):
+            metrics = (await c.get(f"{platform.url(svc)}/metrics")).text
+            line = f'snapshoe_events_dlq_messages{{queue="{settings.namespace}.{queue}.dlq"}} 0.0'
+            assert line in metrics, (svc, [m for m in metrics.splitlines() if "dlq" in m])
+
         # No charge without an order: every payment done at the PG has its PREPARING order,
         # and every PREPARING order is charged.
         for _, order, _ in orders:
