@@ -10,12 +10,10 @@ import importlib
 import importlib.util
 import os
 import sys
-import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 
 from snapshoe.kernel.settings import (
@@ -180,54 +178,57 @@ def worker(service: Annotated[str, typer.Argument(help="service whose workers.py
     _run(go())
 
 
-def _process_specs(settings: Settings, config_path: Path) -> list[Any]:
+def _process_stages(settings: Settings, config_path: Path) -> list[list[Any]]:
+    """What `up` runs, in the order it starts them: the dev peers, then users and products
+    (which nothing else needs at start), then orders and payments (which call them), then
+    the workers, the gateway last (it would only answer 503 before)."""
     from snapshoe.gateway import haproxy_command
     from snapshoe.supervisor import ProcessSpec
 
     me = [sys.executable, "-m", "snapshoe.cli"]
-    specs = []
-    for service in HTTP_APPS:
-        if _has_module(f"snapshoe.{service}.bootstrap"):
+    order = [("mail_sink", "sandbox_pg"), ("users", "products"), ("orders", "payments")]
+    stages: list[list[Any]] = []
+    for group in order:
+        stage = []
+        for service in group:
+            if not _has_module(f"snapshoe.{service}.bootstrap"):
+                continue
             env = {}
             if service == "sandbox_pg" and "SNAPSHOE_SANDBOX_PG_WEBHOOK_URL" not in os.environ:
                 # In dev the sandbox notifies payments like the real PG would.
                 webhook = f"{settings.service_url('payments')}/api/payments/webhooks/pg"
                 env["SNAPSHOE_SANDBOX_PG_WEBHOOK_URL"] = webhook
-            specs.append(ProcessSpec(service, [*me, "serve", service], env))
-        if _has_module(f"snapshoe.{service}.workers"):
-            specs.append(ProcessSpec(f"{service}-worker", [*me, "worker", service]))
-    specs.append(ProcessSpec("gateway", haproxy_command(settings, config_path)))
-    return specs
+            stage.append(ProcessSpec(service, [*me, "serve", service], env))
+        stages.append(stage)
+    stages.append(
+        [
+            ProcessSpec(f"{service}-worker", [*me, "worker", service])
+            for service in HTTP_APPS
+            if _has_module(f"snapshoe.{service}.workers")
+        ]
+    )
+    stages.append([ProcessSpec("gateway", haproxy_command(settings, config_path))])
+    return [stage for stage in stages if stage]
 
 
-async def _wait_ready(settings: Settings, names: list[str], within: float = 60) -> None:
-    deadline = time.monotonic() + within
-    pending = [n for n in names if n in HTTP_APPS]
-    async with httpx.AsyncClient(timeout=2) as client:
-        while pending:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"not ready after {within:.0f}s: {', '.join(pending)}")
-            still = []
-            for name in pending:
-                try:
-                    r = await client.get(f"{settings.service_url(name)}/readyz")
-                    if r.status_code != 200:
-                        still.append(name)
-                except httpx.HTTPError:
-                    still.append(name)
-            pending = still
-            if pending:
-                await asyncio.sleep(0.25)
-        while True:
-            try:
+def _readiness(settings: Settings, client: Any) -> Callable[[Any], Awaitable[bool]]:
+    """Ready: an HTTP service answers /readyz 200; the gateway routes to products; a worker
+    is ready once started (it has no endpoint; one that dies fails start-up all the same)."""
+    import httpx
+
+    async def ready(spec: Any) -> bool:
+        try:
+            if spec.name in HTTP_APPS:
+                r = await client.get(f"{settings.service_url(spec.name)}/readyz")
+                return bool(r.status_code == 200)
+            if spec.name == "gateway":
                 r = await client.get(f"{settings.gateway_url}/api/products?limit=1")
-                if r.status_code < 500 or "products" not in names:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the gateway did not answer")
-            await asyncio.sleep(0.25)
+                return bool(r.status_code < 500)
+        except httpx.HTTPError:
+            return False
+        return True
+
+    return ready
 
 
 @app.command()
@@ -238,7 +239,7 @@ def up(
     from snapshoe.doctor import busy_ports, run_checks
     from snapshoe.gateway import check_config, write_config
     from snapshoe.kernel.auth import ensure_dev_keys
-    from snapshoe.supervisor import Supervisor, run_foreground
+    from snapshoe.supervisor import run_foreground
 
     settings = _start_settings("up")
     checks = _run(run_checks(settings))
@@ -272,14 +273,20 @@ def up(
         seed()
     config_path = write_config(settings)
     check_config(config_path)
-    specs = _process_specs(settings, config_path)
+    stages = _process_stages(settings, config_path)
 
-    async def announce(sup: Supervisor) -> None:
-        await _wait_ready(settings, [s.name for s in specs])
-        sup.log("up", f"SnapShoe is up: {settings.gateway_url}  (Ctrl-C stops everything)")
+    async def go() -> int:
+        import httpx
 
-    code = _run(run_foreground(specs, announce))
-    raise typer.Exit(code)
+        async with httpx.AsyncClient(timeout=2) as client:
+            return await run_foreground(
+                stages,
+                _readiness(settings, client),
+                budget=settings.startup_timeout_seconds,
+                ready_message=f"SnapShoe is up: {settings.gateway_url}  (Ctrl-C stops everything)",
+            )
+
+    raise typer.Exit(_run(go()))
 
 
 @users_app.command("create-admin")
@@ -412,6 +419,9 @@ def bench_drop(
     ] = False,
     compare_seconds: Annotated[float, typer.Option(help="time cap of the db_lock drop")] = 15.0,
     max_seconds: Annotated[float, typer.Option(help="time cap of the stampede")] = 120.0,
+    pay_max_seconds: Annotated[
+        float, typer.Option(help="time cap of the payments and re-buy rounds after it")
+    ] = 300.0,
     seed: Annotated[int | None, typer.Option(help="random seed (sizes, declines)")] = None,
     out: Annotated[
         Path | None, typer.Option(help="result JSON (default bench/out/drop-<time>.json)")
@@ -432,6 +442,7 @@ def bench_drop(
         compare=compare,
         compare_seconds=compare_seconds,
         max_seconds=max_seconds,
+        pay_max_seconds=pay_max_seconds,
         seed=seed,
         out=out,
     )

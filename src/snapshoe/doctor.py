@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from snapshoe.kernel.settings import Settings
+from snapshoe.kernel.settings import Settings, secret_problems
 
 START_HINTS = {
     "mariadb": (
@@ -28,6 +28,7 @@ START_HINTS = {
         "start it: rabbitmq-server -detached  (ready after ~10 s: rabbitmqctl await_startup)"
     ),
     "haproxy": "install it: apt-get install -y haproxy  (2.6 or newer, for jwt_verify)",
+    "secrets": "set them (docs/deployment.md), or SNAPSHOE_ENVIRONMENT=dev on a dev machine",
 }
 
 
@@ -123,9 +124,19 @@ def busy_ports(settings: Settings) -> list[tuple[str, int]]:
     return [(name, port) for name, port in ports.items() if port_in_use(settings.host, port)]
 
 
+def _secrets(settings: Settings) -> Check:
+    """What `snapshoe up` (which runs every process) would refuse outside dev and test."""
+    problems = secret_problems(settings, "up")
+    if settings.environment != "production":
+        return Check("secrets", True, f"environment {settings.environment}: dev defaults accepted")
+    if problems:
+        return Check("secrets", False, "environment production: " + "; ".join(problems))
+    return Check("secrets", True, "environment production: every secret given")
+
+
 async def run_checks(settings: Settings) -> list[Check]:
     results = await asyncio.gather(_mariadb(settings), _redis(settings), _rabbitmq(settings))
-    return [*results, _haproxy()]
+    return [*results, _haproxy(), _secrets(settings)]
 
 
 def _short(exc: BaseException) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -114,9 +115,8 @@ def test_up_fails_fast_when_a_dependency_is_down(dead_redis_port: int) -> None:
     assert "redis-server --daemonize yes" in out.stderr
 
 
-def test_up_starts_and_stops_cleanly() -> None:
-    """A second platform on other ports and another namespace: starts, answers through the
-    gateway, and on Ctrl-C (SIGINT) exits 0 leaving no process and no listening port."""
+def _second_platform() -> tuple[dict[str, int], dict[str, str]]:
+    """Ports and settings of a second platform, apart from the session's and other runs'."""
     # Below 32768: ports in the kernel's ephemeral range can be taken by outgoing connections.
     base = 24000 + SLOT * 200  # apart from the main test platform and other test runs
     ports = {
@@ -131,13 +131,66 @@ def test_up_starts_and_stops_cleanly() -> None:
         "SNAPSHOE_MAIL_SINK_HTTP_PORT": base + 25,
         "SNAPSHOE_GATEWAY_STATS_PORT": base + 150,
     }
-    env = {k: str(v) for k, v in ports.items()} | {
+    return ports, {k: str(v) for k, v in ports.items()} | {
         "SNAPSHOE_NAMESPACE": f"snapshoe_uptest{SLOT}",
         "SNAPSHOE_DATA_DIR": str(ROOT / ".snapshoe" / f"uptest{SLOT}"),
     }
+
+
+def _run_up(env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "snapshoe.cli", "up", "--no-seed"],
+        env={**os.environ, **TEST_ENV, **env, "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+def test_up_gives_up_at_its_deadline_naming_the_slow_service() -> None:
+    """SNAPSHOE_STARTUP_TIMEOUT_SECONDS is up's deadline: past it, up stops everything and
+    names what was not ready with its last log lines (issue 12, item 18)."""
+    ports, env = _second_platform()
+    out = _run_up({**env, "SNAPSHOE_STARTUP_TIMEOUT_SECONDS": "0.5"})
+    assert out.returncode == 1, out.stdout[-3000:]
+    failure = out.stdout[out.stdout.index("start-up failed:") :]
+    assert "not ready after 0.5s (SNAPSHOE_STARTUP_TIMEOUT_SECONDS): mail_sink" in failure
+    assert "last log lines:\n    mail_sink | " in failure
+    # The first stage only: nothing after it was started.
+    assert "started mail_sink" in out.stdout
+    assert "started orders" not in out.stdout
+    assert "all processes stopped" in out.stdout
+    time.sleep(0.5)
+    assert [p for p in ports.values() if _listening(p)] == []
+
+
+def test_up_names_a_service_that_died_with_its_last_log_lines() -> None:
+    """A service that cannot start (its port is taken) fails start-up at once, shown with what
+    it printed, instead of a wait for the deadline."""
+    ports, env = _second_platform()
+    blocker = socket.socket()  # bound, not listening: up's busy-port check passes, bind fails
+    blocker.bind(("127.0.0.1", ports["SNAPSHOE_MAIL_SINK_HTTP_PORT"]))
+    try:
+        start = time.monotonic()
+        out = _run_up(env)
+    finally:
+        blocker.close()
+    assert out.returncode == 1, out.stdout[-3000:]
+    failure = out.stdout[out.stdout.index("start-up failed:") :]
+    assert re.match(r"start-up failed: mail_sink exited with [1-9]\d* during start-up", failure)
+    assert "its last log lines:\n    mail_sink | " in failure
+    assert "address already in use" in failure.lower()
+    assert time.monotonic() - start < 170  # not the 180 s deadline
+
+
+def test_up_starts_and_stops_cleanly() -> None:
+    """A second platform on other ports and another namespace: starts, answers through the
+    gateway, and on Ctrl-C (SIGINT) exits 0 leaving no process and no listening port."""
+    ports, env = _second_platform()
     running = start_platform(env)
     try:
-        r = httpx.get(f"http://127.0.0.1:{base}/api/auth/jwks", timeout=5)
+        r = httpx.get(f"http://127.0.0.1:{ports['SNAPSHOE_GATEWAY_PORT']}/api/auth/jwks", timeout=5)
         assert r.status_code == 200
         assert r.json()["keys"][0]["alg"] == "ES256"
         assert all(_listening(p) for p in ports.values())

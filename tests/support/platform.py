@@ -234,11 +234,17 @@ async def _delete_queues(settings: Settings) -> None:
             await channel.queue_delete(name)
 
 
-def start_platform(env_overrides: dict[str, str] | None = None, timeout: float = 90) -> Platform:
+def start_platform(
+    env_overrides: dict[str, str] | None = None, timeout: float | None = None
+) -> Platform:
     env = {**os.environ, **TEST_ENV, **(env_overrides or {}), "NO_COLOR": "1"}
     settings = make_test_settings(
         **{k.removeprefix("SNAPSHOE_").lower(): v for k, v in (env_overrides or {}).items()}
     )
+    if timeout is None:
+        # up's own deadline (SNAPSHOE_STARTUP_TIMEOUT_SECONDS) covers the processes; add
+        # its checks, migrations and config before them. up gives up first and says why.
+        timeout = settings.startup_timeout_seconds + 120
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     log_path = DATA_DIR / f"up-{settings.gateway_port}.log"
     log = log_path.open("wb")

@@ -122,6 +122,36 @@ async def product_orders(settings: Settings, pid: str) -> ProductOrders:
     return out
 
 
+@dataclass(frozen=True)
+class PaymentWindow:
+    """The payment window the platform gave this product's orders (its orders service's
+    SNAPSHOE_ORDER_PAYMENT_TTL_SECONDS, as written on the orders, whatever the bench's own
+    environment says), and how soon the first of them expires."""
+
+    seconds: float
+    first_expiry_in: float
+    expired: int
+
+
+async def payment_window(settings: Settings, pid: str) -> PaymentWindow | None:
+    async with connection(settings, "orders") as conn:
+        row = (
+            await conn.execute(
+                text(
+                    "SELECT MIN(TIMESTAMPDIFF(MICROSECOND, o.created_at, o.expires_at)), "
+                    "MIN(TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), o.expires_at)), "
+                    "SUM(o.status = 'EXPIRED') "
+                    "FROM orders o JOIN order_lines l ON l.order_id = o.id "
+                    "WHERE l.product_id = :p"
+                ),
+                {"p": pid},
+            )
+        ).one()
+    if row[0] is None:
+        return None
+    return PaymentWindow(int(row[0]) / 1e6, int(row[1]) / 1e6, int(row[2] or 0))
+
+
 async def ledger(settings: Settings, pid: str) -> list[dict[str, Any]]:
     async with connection(settings, "products") as conn:
         items = (

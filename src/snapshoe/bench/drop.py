@@ -46,6 +46,9 @@ APPROVE_CARD = "4111111111110000"
 DECLINE_CARD = "4111111111110002"  # the sandbox PG declines cards ending in 0002
 
 QUIET_SECONDS = 3.0
+# Winners pay right after the stampede; an order that expires sooner than this cannot be
+# paid in time under load: the platform's payment window is shorter than the drop.
+PAY_MARGIN_SECONDS = 2.0
 MAX_ROUNDS = 50  # re-buy rounds after the stampede
 # Responses drop.lua counts apart: not answers to an order (see the script).
 NOT_ATTEMPTS = ("200", "408")
@@ -73,6 +76,8 @@ class DropConfig:
     max_seconds: float = 120.0
     price: int = 150_000
     pay_concurrency: int = 32
+    # Time cap of the payments and re-buy rounds after the stampede.
+    pay_max_seconds: float = 300.0
     seed: int | None = None
     out: Path | None = None
     html: bool = True
@@ -86,6 +91,28 @@ class DropConfig:
             raise ValueError("buyers, threads and connections must be positive")
         if not 0 <= self.decline_share <= 1:
             raise ValueError("decline_share: 0..1")
+        if self.max_seconds <= 0 or self.pay_max_seconds <= 0:
+            raise ValueError("max_seconds and pay_max_seconds must be positive")
+
+
+def window_problem(window: checks.PaymentWindow | None, stampede_seconds: float) -> str | None:
+    """Why the drop cannot go on, if the platform's payment window is shorter than it: the
+    winners' orders expire before they are paid, their pairs go back on sale, are bought
+    again and expire again, for as many rounds as there are buyers."""
+    if window is None or (not window.expired and window.first_expiry_in >= PAY_MARGIN_SECONDS):
+        return None
+    if window.expired:
+        when = f"{window.expired} orders already expired"
+    elif window.first_expiry_in <= 0:
+        when = f"the first orders' window closed {-window.first_expiry_in:.1f} s ago"
+    else:
+        when = f"the first orders expire in {window.first_expiry_in:.1f} s"
+    return (
+        f"stopped: the platform's payment window ({window.seconds:g} s, "
+        f"SNAPSHOE_ORDER_PAYMENT_TTL_SECONDS of its orders service) is shorter than this drop "
+        f"(stampede {stampede_seconds:.1f} s, then payments): {when}, so winners cannot pay "
+        "before their pairs are sold again; raise the TTL on the platform or run a smaller drop"
+    )
 
 
 @dataclass
@@ -452,7 +479,9 @@ class Bench:
         approved_total = 0
         rounds = 0
         started = time.monotonic()
+        cap_at = started + cfg.pay_max_seconds
         note = ""
+        stopped: str | None = None
 
         async def one_payment(order_id: str, buyer: str, decline: bool) -> int:
             async with sem:
@@ -485,7 +514,19 @@ class Bench:
             want_left = drop_pairs(drop) - approved_total
             if want_left <= 0 or not pool or rounds >= MAX_ROUNDS:
                 break
-            deadline = time.monotonic() + 60
+            # Winners pay at once, so an expired order means the window is shorter than
+            # the drop: more rounds would only re-sell pairs that expire again.
+            window = await checks.payment_window(self.settings, drop.product_id)
+            if window is not None and window.expired:
+                stopped = window_problem(window, 0.0)
+                break
+            if time.monotonic() > cap_at:
+                stopped = (
+                    f"stopped: the payments and re-buys passed their time cap "
+                    f"({cfg.pay_max_seconds:g} s, --pay-max-seconds) after {rounds} rounds"
+                )
+                break
+            deadline = min(time.monotonic() + 60, cap_at)
             left = await self.stock_left(client, drop)
             while sum(left.values()) < want_left and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
@@ -516,6 +557,7 @@ class Bench:
             "buyers_left": len(pool),
             "seconds": round(time.monotonic() - started, 2),
             "note": note,
+            "stopped": stopped,
         }
 
     async def wait_settled(self, drop: Drop, within: float) -> bool:
@@ -715,8 +757,19 @@ async def run_drop(settings: Settings, cfg: DropConfig) -> dict[str, Any]:
     won = {b for _, b in winners}
     pool = [b for b in bench.buyer_ids if b not in won]
     bench.rng.shuffle(pool)
-    async with bench.client() as client:
-        payment = await bench.pay_and_rebuy(client, drop, winners, pool, client_ids)
+    window = await checks.payment_window(settings, drop.product_id)
+    stopped = window_problem(window, main.seconds)
+    result["payment_window_seconds"] = window.seconds if window else None
+    if stopped is None:
+        async with bench.client() as client:
+            payment = await bench.pay_and_rebuy(client, drop, winners, pool, client_ids)
+        stopped = payment["stopped"]
+    else:
+        payment = {"payments": {}, "rebuy_responses": {}, "approved": 0, "stopped": stopped}
+    if stopped is not None:
+        bench.log(stopped)
+        failures.append(stopped)
+    result["stopped"] = stopped
     if any(k.startswith("5") for k in payment["payments"]) or any(
         k.startswith("5") for k in payment["rebuy_responses"]
     ):
@@ -862,6 +915,8 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
             f"  floor {r['floor_rps']}/s, db_lock {r['db_lock_attempts_per_s']}/s: "
             f"vs_floor {r['vs_floor']}, vs_db_lock {r['vs_db_lock']}"
         )
+    if r.get("stopped"):
+        lines.append(f"  {r['stopped']}")
     lines.append(
         "  targets: "
         + ", ".join(f"{k} {'met' if v['met'] else 'NOT met'}" for k, v in r["targets"].items())
@@ -870,4 +925,4 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
     return lines
 
 
-__all__ = ["DropConfig", "run_drop", "summary_lines"]
+__all__ = ["DropConfig", "run_drop", "summary_lines", "window_problem"]

@@ -169,3 +169,12 @@ def test_start_up_commands_refuse_default_secrets_in_production(
     assert "SNAPSHOE_ENVIRONMENT=production" in out
     # Refused before doing anything: no dev keys generated, nothing listening.
     assert not (tmp_path / "data" / "keys").exists()
+
+
+def test_doctor_names_the_secrets_production_would_refuse(tmp_path: Path) -> None:
+    code, out = _run("doctor", env={"SNAPSHOE_DATA_DIR": str(tmp_path / "data")})
+    assert code == 1, out
+    line = next(ln for ln in out.splitlines() if "] secrets" in ln)
+    assert line.startswith("  [FAIL] secrets")
+    assert "SNAPSHOE_INTERNAL_TOKEN" in line
+    assert "SNAPSHOE_PG_SECRET_KEY" in line
