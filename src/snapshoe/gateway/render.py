@@ -184,6 +184,8 @@ def render_config(
     # the path is the mounted one, as configured.
     public_key = key_path.resolve() if target == "local" else key_path
     bind_host = settings.host if target == "local" else "0.0.0.0"  # noqa: S104
+    # The sandbox PG is a development stand-in: a production gateway has no route to it.
+    pg_routed = settings.environment != "production"
     return (
         _environment()
         .get_template("haproxy.cfg.j2")
@@ -204,6 +206,9 @@ def render_config(
             max_conns_per_client=settings.gateway_max_connections_per_client,
             login_rate=settings.login_rate_per_minute,
             verification_rate=settings.verification_rate_per_minute,
+            signup_rate=settings.signup_rate_per_minute,
+            password_reset_rate=settings.password_reset_rate_per_minute,
+            pg_routed=pg_routed,
             algorithm=settings.jwt_algorithm,
             public_key=public_key,
             kid=kid,
@@ -212,7 +217,11 @@ def render_config(
             leeway=settings.jwt_leeway_seconds,
             stripped_headers=STRIPPED_HEADERS,
             gateway_errors=GATEWAY_ERRORS,
-            backends=_backends(settings, target, k8s_namespace),
+            backends=[
+                b
+                for b in _backends(settings, target, k8s_namespace)
+                if pg_routed or b.name != "sandbox_pg"
+            ],
         )
     )
 

@@ -92,9 +92,17 @@ class Settings(BaseSettings):
     verification_max_attempts: int = 5
     verification_resend_interval_seconds: int = 60
 
+    # dev and test route the sandbox PG's buyer-side endpoints through the gateway; production
+    # routes no /pg at all.
+    environment: Literal["dev", "test", "production"] = "dev"
+
     # Gateway rate limits (per client IP)
     login_rate_per_minute: int = 20
     verification_rate_per_minute: int = 20
+    # Each sign-up costs an argon2 hash and a mail.
+    signup_rate_per_minute: int = Field(default=10, ge=1)
+    # POST /api/auth/password-reset and /confirm together (mails sent, codes tried).
+    password_reset_rate_per_minute: int = Field(default=10, ge=1)
 
     # Gateway request bounds. The headers must arrive within this many seconds, then the body
     # within as many again (HAProxy buffers it before any service sees it); beyond, 408.

@@ -37,7 +37,7 @@ PUBLIC = [
     ("GET", "/api/products", "/api/products"),
     ("GET", "/api/products/p-1", "/api/products/p-1"),
     ("POST", "/api/payments/webhooks/pg", "/api/payments/webhooks/pg"),
-    ("POST", "/pg/v1/payments/confirm", "/v1/payments/confirm"),  # /pg stripped
+    ("POST", "/pg/v1/sandbox/authorizations", "/v1/sandbox/authorizations"),  # /pg stripped
 ]
 
 
