@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from tests.integration.gateway.conftest import (
     Gateway,
     free_port,
@@ -131,7 +132,11 @@ async def test_a_chunked_body_over_64_kib_is_413(gateway: Gateway) -> None:
 # Item 8: the whole request is bounded in time
 
 
-async def test_a_slow_body_is_cut_off_with_408(gateway: Gateway, tmp_path: Path) -> None:
+# With Expect: 100-continue HAProxy answers 100 itself and still waits for the body.
+@pytest.mark.parametrize("expect", [b"", b"Expect: 100-continue\r\n"], ids=["plain", "expect"])
+async def test_a_slow_body_is_cut_off_with_408(
+    gateway: Gateway, tmp_path: Path, expect: bytes
+) -> None:
     timeout = 2
     with own_gateway(
         tmp_path, gateway.settings.users_port, gateway_request_timeout_seconds=timeout
@@ -141,10 +146,14 @@ async def test_a_slow_body_is_cut_off_with_408(gateway: Gateway, tmp_path: Path)
         )
         writer.write(
             b"POST /api/auth/login HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 40\r\n\r\n"
+            b"Content-Length: 40\r\n%s\r\n" % expect
         )
         await writer.drain()
         started = time.monotonic()
+        if expect:
+            assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5) == (
+                b"HTTP/1.1 100 Continue\r\n\r\n"
+            )
 
         async def trickle() -> None:
             # One byte a second: never idle long enough for `timeout client` (30 s).
