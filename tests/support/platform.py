@@ -78,8 +78,12 @@ TEST_ENV = {
     "SNAPSHOE_GATEWAY_STATS_PORT": str(18404 + _OFF),
     "SNAPSHOE_REDIS_URL": f"redis://127.0.0.1:6379/{15 - SLOT}",
     "SNAPSHOE_DATA_DIR": str(DATA_DIR),
+    # The platform under test is a "test" environment: the gateway routes the sandbox PG's
+    # buyer-side endpoints, as in dev.
+    "SNAPSHOE_ENVIRONMENT": "test",
     "SNAPSHOE_LOGIN_RATE_PER_MINUTE": "10",
     "SNAPSHOE_VERIFICATION_RATE_PER_MINUTE": "30",
+    "SNAPSHOE_SIGNUP_RATE_PER_MINUTE": "30",
     # Tests check that a released pair is on sale again at once; the hint's own test turns it on.
     "SNAPSHOE_SOLD_OUT_HINT_SECONDS": "0",
     # One process per service: tests read right after they write, and per-process caches

@@ -41,18 +41,36 @@ STRIPPED_HEADERS: tuple[str, ...] = (
     "Remote-User",
 )
 
-# Errors HAProxy itself may produce, rendered as problem+json.
+# Errors HAProxy itself may produce (every status `http-error` accepts in 2.6), rendered as
+# problem+json. HAProxy 2.6 has no 431: headers over the cap get the rule's own 431 instead.
 GATEWAY_ERRORS: tuple[tuple[int, str, str], ...] = (
     (400, "bad_request", "Bad request"),
+    (401, "unauthorized", "Authentication required"),
     (403, "forbidden", "Forbidden"),
+    (404, "not_found", "Not found"),
+    (405, "method_not_allowed", "Method not allowed"),
     (408, "request_timeout", "Request timeout"),
+    (410, "gone", "Gone"),
+    (413, "payload_too_large", "Request body too large"),
+    (425, "too_early", "Too early"),
+    (429, "too_many_requests", "Too many requests"),
     (500, "internal_error", "Internal error"),
+    (501, "not_implemented", "Not implemented"),
     (502, "bad_gateway", "Bad gateway"),
     (503, "service_unavailable", "Service unavailable"),
     (504, "gateway_timeout", "Gateway timeout"),
 )
 
-MAX_BODY_BYTES = 1024 * 1024
+# The services refuse bodies over 64 KiB (snapshoe.kernel.http.MAX_BODY_BYTES); the gateway
+# holds every body it accepts in one buffer until it is complete, so a slow body never reaches
+# a service and is bounded by the request timeout.
+MAX_BODY_BYTES = 64 * 1024
+# The whole header block; a request over it gets 431 problem+json.
+MAX_HEADER_BYTES = 8 * 1024
+# One buffer must hold the largest accepted request: headers, body, HTX overhead and the
+# rewrite reserve (bigger headers would be refused by HAProxy's parser with a bare HTML 400).
+BUFFER_BYTES = 80 * 1024
+REWRITE_RESERVE_BYTES = 1024
 # HAProxy needs about two file descriptors per connection; 8000 fits the usual 20k ulimit.
 GLOBAL_MAXCONN = 8000
 FRONTEND_MAXCONN = 6000
@@ -166,6 +184,8 @@ def render_config(
     # the path is the mounted one, as configured.
     public_key = key_path.resolve() if target == "local" else key_path
     bind_host = settings.host if target == "local" else "0.0.0.0"  # noqa: S104
+    # The sandbox PG is a development stand-in: a production gateway has no route to it.
+    pg_routed = settings.environment != "production"
     return (
         _environment()
         .get_template("haproxy.cfg.j2")
@@ -179,8 +199,16 @@ def render_config(
             server_maxconn=SERVER_MAXCONN,
             template_slots=TEMPLATE_SLOTS,
             max_body_bytes=MAX_BODY_BYTES,
+            max_header_bytes=MAX_HEADER_BYTES,
+            buffer_bytes=BUFFER_BYTES,
+            rewrite_reserve_bytes=REWRITE_RESERVE_BYTES,
+            request_timeout=settings.gateway_request_timeout_seconds,
+            max_conns_per_client=settings.gateway_max_connections_per_client,
             login_rate=settings.login_rate_per_minute,
             verification_rate=settings.verification_rate_per_minute,
+            signup_rate=settings.signup_rate_per_minute,
+            password_reset_rate=settings.password_reset_rate_per_minute,
+            pg_routed=pg_routed,
             algorithm=settings.jwt_algorithm,
             public_key=public_key,
             kid=kid,
@@ -189,7 +217,11 @@ def render_config(
             leeway=settings.jwt_leeway_seconds,
             stripped_headers=STRIPPED_HEADERS,
             gateway_errors=GATEWAY_ERRORS,
-            backends=_backends(settings, target, k8s_namespace),
+            backends=[
+                b
+                for b in _backends(settings, target, k8s_namespace)
+                if pg_routed or b.name != "sandbox_pg"
+            ],
         )
     )
 

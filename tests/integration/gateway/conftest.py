@@ -13,8 +13,10 @@ import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -31,6 +33,8 @@ from snapshoe.kernel.settings import Settings
 
 LOGIN_RATE = 5
 VERIFICATION_RATE = 4
+SIGNUP_RATE = 3
+PASSWORD_RESET_RATE = 4
 _addresses = itertools.count(1)
 
 
@@ -53,6 +57,8 @@ async def echo(request: Request) -> JSONResponse:
         {
             "method": request.method,
             "path": request.url.path,
+            # As sent on the wire: what the gateway forwarded, before the server decodes it.
+            "raw_path": request.scope["raw_path"].decode("latin-1"),
             "query": request.url.query,
             "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.headers.raw],
             "body_bytes": len(body),
@@ -85,10 +91,8 @@ class Gateway:
         return token
 
 
-@pytest.fixture(scope="session")
-def gateway_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    data_dir = tmp_path_factory.mktemp("gateway")
-    upstream = free_port()
+def gateway_test_settings(data_dir: Path, upstream: int, **overrides: Any) -> Settings:
+    """Settings for a test gateway in ``data_dir`` whose every backend is ``upstream``."""
     settings = Settings(
         data_dir=data_dir,
         gateway_port=free_port(),
@@ -100,11 +104,19 @@ def gateway_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         sandbox_pg_port=upstream,
         login_rate_per_minute=LOGIN_RATE,
         verification_rate_per_minute=VERIFICATION_RATE,
+        signup_rate_per_minute=SIGNUP_RATE,
+        password_reset_rate_per_minute=PASSWORD_RESET_RATE,
         jwt_private_key_file=data_dir / "keys" / "private.pem",
         jwt_public_key_file=data_dir / "keys" / "public.pem",
+        **overrides,
     )
     ensure_dev_keys(settings)
     return settings
+
+
+@pytest.fixture(scope="session")
+def gateway_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return gateway_test_settings(tmp_path_factory.mktemp("gateway"), free_port())
 
 
 @pytest.fixture(scope="session")
@@ -123,16 +135,17 @@ async def upstream(gateway_settings: Settings) -> AsyncIterator[str]:
     await task
 
 
-@pytest.fixture(scope="session")
-def haproxy(gateway_settings: Settings) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
-    config = write_config(gateway_settings)
+@contextmanager
+def run_haproxy(settings: Settings) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """A real HAProxy from the config rendered for ``settings``, until the block ends."""
+    config = write_config(settings)
     check_config(config)
-    log_path = gateway_settings.data_dir / "haproxy.log"
+    log_path = settings.data_dir / "haproxy.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            haproxy_command(gateway_settings, config), stdout=log, stderr=subprocess.STDOUT
+            haproxy_command(settings, config), stdout=log, stderr=subprocess.STDOUT
         )
-    stats = f"http://127.0.0.1:{gateway_settings.gateway_stats_port}/healthz"
+    stats = f"http://127.0.0.1:{settings.gateway_stats_port}/healthz"
     deadline = time.monotonic() + 10
     while True:
         try:
@@ -144,13 +157,21 @@ def haproxy(gateway_settings: Settings) -> Iterator[tuple[subprocess.Popen[bytes
             proc.kill()
             raise RuntimeError(f"haproxy did not start:\n{log_path.read_text()}")
         time.sleep(0.05)
-    yield proc, log_path
-    proc.terminate()
     try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        yield proc, log_path
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def haproxy(gateway_settings: Settings) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    with run_haproxy(gateway_settings) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

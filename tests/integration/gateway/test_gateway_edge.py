@@ -37,7 +37,7 @@ PUBLIC = [
     ("GET", "/api/products", "/api/products"),
     ("GET", "/api/products/p-1", "/api/products/p-1"),
     ("POST", "/api/payments/webhooks/pg", "/api/payments/webhooks/pg"),
-    ("POST", "/pg/v1/payments/confirm", "/v1/payments/confirm"),  # /pg stripped
+    ("POST", "/pg/v1/sandbox/authorizations", "/v1/sandbox/authorizations"),  # /pg stripped
 ]
 
 
@@ -224,7 +224,7 @@ async def test_verification_burst_gets_429(gateway: Gateway) -> None:
     assert codes[VERIFICATION_RATE:] == [429] * VERIFICATION_RATE
 
 
-async def test_declared_body_over_1mb_is_413(gateway: Gateway) -> None:
+async def test_declared_body_over_64_kib_is_413(gateway: Gateway) -> None:
     # A raw request: the gateway answers on the declared length, before any body arrives
     # (a client still writing a big body would see the connection reset, not the answer).
     reader, writer = await asyncio.open_connection(
@@ -232,7 +232,7 @@ async def test_declared_body_over_1mb_is_413(gateway: Gateway) -> None:
     )
     writer.write(
         b"POST /api/products HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
-        b"Content-Length: 1048577\r\n\r\n"
+        b"Content-Length: 65537\r\n\r\n"
     )
     await writer.drain()
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
@@ -242,9 +242,9 @@ async def test_declared_body_over_1mb_is_413(gateway: Gateway) -> None:
     assert b"content-type: application/problem+json" in head.lower()
     assert b'"code":"payload_too_large"' in body
     async with gateway.client() as client:
-        ok = await client.post("/api/products", content=b"x" * (1024 * 1024))
+        ok = await client.post("/api/products", content=b"x" * (64 * 1024))
     assert ok.status_code == 200
-    assert ok.json()["body_bytes"] == 1024 * 1024
+    assert ok.json()["body_bytes"] == 64 * 1024
 
 
 async def test_health_and_prometheus_metrics(gateway: Gateway) -> None:

@@ -1,5 +1,6 @@
-"""The sandbox PG as ``snapshoe up`` runs it: started by the platform, reached through the
-gateway at ``/pg/...`` (prefix stripped) and directly, with the platform's secret key."""
+"""The sandbox PG as ``snapshoe up`` runs it: started by the platform; a buyer reaches its card
+authorization through the gateway at ``/pg/...`` (prefix stripped), the services reach its Toss
+API directly, with the platform's secret key. The gateway routes nothing else of it."""
 
 from __future__ import annotations
 
@@ -23,23 +24,23 @@ async def test_buyer_authorizes_through_the_gateway_and_the_adapter_confirms(
         )
         assert r.status_code == 200, r.text
         key = r.json()["payment_key"]
-        # The Toss API is behind the secret key at the gateway too.
-        denied = await browser.post(
-            "/pg/v1/payments/confirm", json={"paymentKey": key, "orderId": oid, "amount": 159000}
-        )
-        assert denied.status_code == 401
-        assert denied.json()["code"] == "UNAUTHORIZED_KEY"
+        # The Toss API and the sandbox's knobs are not routed at all (issue 12, item 5).
+        for method, path in [
+            ("POST", "/pg/v1/payments/confirm"),
+            ("GET", f"/pg/v1/payments/orders/{oid}"),
+            ("GET", "/pg/v1/sandbox/config"),
+        ]:
+            denied = await browser.request(
+                method, path, json={"paymentKey": key, "orderId": oid, "amount": 159000}
+            )
+            assert denied.status_code == 404, denied.text
+            assert denied.json()["code"] == "not_found"
     # What the payments service does: the configured base URL (the sandbox itself) and key.
     async with TossPaymentsClient.from_settings(platform.settings) as pg:
         assert pg.base_url == platform.url("sandbox_pg")
         p = await pg.confirm(key, oid, 159000, str(uuid.uuid4()))
         assert p.status is PgStatus.DONE
-    # The same API through the gateway prefix.
-    gateway_pg = TossPaymentsClient(
-        platform.gateway + "/pg", platform.settings.pg_secret_key, timeout=5
-    )
-    async with gateway_pg:
-        assert (await gateway_pg.get_by_order_id(oid)).payment_key == key
+        assert (await pg.get_by_order_id(oid)).payment_key == key
 
 
 async def test_lost_response_through_the_platform_sandbox(platform: Platform) -> None:

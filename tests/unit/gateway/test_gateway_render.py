@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -150,4 +151,65 @@ def test_a_kid_starting_with_a_dash_still_parses(tmp_path: Path, target: Target)
         pytest.fail("no key with a kid starting with '-' in 2,000 tries")
     path = tmp_path / f"{target}.cfg"
     path.write_text(render_config(s, target))
+    check_config(path)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_path_is_normalized_before_any_rule_reads_it(
+    settings: Settings, target: Target
+) -> None:
+    cfg = render_config(settings, target)
+    assert "expose-experimental-directives" in cfg.split("\ndefaults")[0]  # in global
+    frontend = cfg.split("\nfrontend api")[1]
+    steps = [
+        "normalize-uri percent-decode-unreserved strict",
+        "normalize-uri path-merge-slashes",
+        "normalize-uri path-strip-dot\n",
+        "normalize-uri path-strip-dotdot full",
+        '"ambiguous_path"',
+    ]
+    at = [frontend.index(step) for step in steps]
+    assert at == sorted(at)
+    # No rule reads the path before it is one spelling; the first that does is the refusal.
+    use = re.search(r"\{ path |\bpath(_beg)? /", frontend)
+    assert use is not None
+    first_path_use = use.start()
+    assert at[-2] < first_path_use
+    line_start = frontend.rindex("\n", 0, first_path_use)
+    assert '"ambiguous_path"' in frontend[line_start : frontend.index("\n", first_path_use)]
+
+
+def test_signup_and_password_reset_are_limited_per_ip(settings: Settings) -> None:
+    cfg = render_config(
+        settings.model_copy(
+            update={"signup_rate_per_minute": 11, "password_reset_rate_per_minute": 13}
+        )
+    )
+    assert "track-sc1 src table st_signup if METH_POST r_signup" in cfg
+    assert "sc_http_req_rate(1,st_signup) gt 11" in cfg
+    assert "track-sc2 src table st_password_reset if METH_POST r_password_reset" in cfg
+    assert "sc_http_req_rate(2,st_password_reset) gt 13" in cfg
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("environment", ["dev", "test"])
+def test_dev_and_test_route_only_the_buyer_side_pg_endpoints(
+    settings: Settings, target: Target, environment: str
+) -> None:
+    cfg = render_config(settings.model_copy(update={"environment": environment}), target)
+    pg_lines = [line.strip() for line in cfg.splitlines() if "/pg" in line and "acl" in line]
+    assert pg_lines == [
+        "acl r_pg        path /pg/v1/sandbox/authorizations /pg/v1/billing/authorizations/card"
+    ]
+    assert "use_backend sandbox_pg if METH_POST r_pg" in cfg
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_production_routes_no_pg_at_all(settings: Settings, tmp_path: Path, target: Target) -> None:
+    cfg = render_config(settings.model_copy(update={"environment": "production"}), target)
+    assert "/pg" not in cfg
+    assert "sandbox_pg" not in cfg
+    assert "sandbox-pg" not in cfg
+    path = tmp_path / f"{target}.cfg"
+    path.write_text(cfg)
     check_config(path)
