@@ -80,7 +80,6 @@ TEST_ENV = {
     "SNAPSHOE_DATA_DIR": str(DATA_DIR),
     # The platform under test is a "test" environment: the gateway routes the sandbox PG's
     # buyer-side endpoints, as in dev.
-    "SNAPSHOE_ENVIRONMENT": "test",
     "SNAPSHOE_LOGIN_RATE_PER_MINUTE": "10",
     "SNAPSHOE_VERIFICATION_RATE_PER_MINUTE": "30",
     "SNAPSHOE_SIGNUP_RATE_PER_MINUTE": "30",
