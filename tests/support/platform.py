@@ -63,7 +63,8 @@ _OFF = SLOT * 1000
 DATA_DIR = ROOT / ".snapshoe" / ("test" if SLOT == 0 else f"test-{SLOT}")
 
 TEST_ENV = {
-    # test accepts the public dev secrets, as dev does (issue 12, item 7).
+    # test accepts the public dev secrets, as dev does (issue 12, item 7), and the gateway
+    # routes the sandbox PG's buyer-side endpoints, as in dev.
     "SNAPSHOE_ENVIRONMENT": "test",
     "SNAPSHOE_NAMESPACE": "snapshoe_test" if SLOT == 0 else f"snapshoe_test{SLOT}",
     "SNAPSHOE_GATEWAY_PORT": str(18000 + _OFF),
@@ -78,8 +79,6 @@ TEST_ENV = {
     "SNAPSHOE_GATEWAY_STATS_PORT": str(18404 + _OFF),
     "SNAPSHOE_REDIS_URL": f"redis://127.0.0.1:6379/{15 - SLOT}",
     "SNAPSHOE_DATA_DIR": str(DATA_DIR),
-    # The platform under test is a "test" environment: the gateway routes the sandbox PG's
-    # buyer-side endpoints, as in dev.
     "SNAPSHOE_LOGIN_RATE_PER_MINUTE": "10",
     "SNAPSHOE_VERIFICATION_RATE_PER_MINUTE": "30",
     "SNAPSHOE_SIGNUP_RATE_PER_MINUTE": "30",
