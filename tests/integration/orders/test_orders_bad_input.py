@@ -110,10 +110,14 @@ async def test_malformed_requests(orders_env: OrdersEnv) -> None:
             r = await c.get("/api/orders", params=params, headers=buyer.auth)
             assert r.status_code == 422, (params, r.text)
             assert r.headers["content-type"].startswith("application/problem+json")
-        for bad_id in ("a" * 65, "bad%20id", "%00"):
+        r = await c.get(f"/api/orders/{'a' * 65}", headers=buyer.auth)
+        assert r.status_code in (404, 422), r.text
+        assert r.headers["content-type"].startswith("application/problem+json")
+        # An id with an encoded byte in it never reaches orders: the gateway refuses a path
+        # that keeps a '%' after normalizing (docs/gateway.md).
+        for bad_id in ("bad%20id", "%00"):
             r = await c.get(f"/api/orders/{bad_id}", headers=buyer.auth)
-            assert r.status_code in (404, 422), (bad_id, r.text)
-            assert r.headers["content-type"].startswith("application/problem+json")
+            assert_problem(r, 400, "ambiguous_path")
         assert_problem(await c.put("/api/orders", headers=buyer.auth), 405)
         assert await env.orders_of(buyer.id) == []
         assert (await env.ledger(items[0]["id"]))["reserved"] == 0
