@@ -408,6 +408,16 @@ def test_dockerfile_is_multi_stage_locked_non_root_and_health_checked() -> None:
     assert stages[0][0].split()[1] == stages[-1][0].split()[1]
 
 
+def test_the_image_runs_in_production_unless_told_otherwise(compose: dict[str, Any]) -> None:
+    final = "\n".join(dockerfile_stages()[-1])
+    assert re.search(r"^ENV .*SNAPSHOE_ENVIRONMENT=production", final, re.M | re.S)
+    # compose's dev is a choice it states, for every SnapShoe container.
+    assert compose["x-snapshoe-env"]["SNAPSHOE_ENVIRONMENT"] == "${SNAPSHOE_ENVIRONMENT:-dev}"
+    for name, svc in compose["services"].items():
+        if name not in (*INFRA, "gateway"):
+            assert "SNAPSHOE_ENVIRONMENT" in svc["environment"], name
+
+
 def test_every_copied_file_is_in_the_build_context() -> None:
     allowed = [
         line[1:].rstrip("/")
