@@ -592,7 +592,9 @@ async def test_cart_read_right_after_an_order_from_it_shows_the_lines_gone(
                     seen.append(quantities(await cart(c, user)))
                     # A line put right after the order is the buyer's, not the order's.
                     assert (await put(c, user, other, 1)).status_code == 200
-                    assert (await c.delete(f"/api/cart/lines/{other}", headers=user.auth)).status_code == 200
+                    assert (
+                        await c.delete(f"/api/cart/lines/{other}", headers=user.auth)
+                    ).status_code == 200
             return seen
 
         results = await asyncio.gather(*(one_buyer(u) for u in users))

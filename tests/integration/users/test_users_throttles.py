@@ -47,9 +47,7 @@ async def sign_up(
     )
 
 
-async def login_from_new_address(
-    platform: Platform, email: str, password: str
-) -> httpx.Response:
+async def login_from_new_address(platform: Platform, email: str, password: str) -> httpx.Response:
     async with platform.client(ip=fresh_address()) as c:
         return await c.post("/api/auth/login", json={"email": email, "password": password})
 
@@ -208,9 +206,11 @@ async def test_resend_timing_does_not_tell_the_account_state(
     no difference. Mail goes out after the answer, so the unverified one still gets codes."""
     settings = users_platform.settings
     unverified = new_email("unverified")
-    assert (await direct.post(
-        "/api/users", json={"email": unverified, "password": PASSWORD, "name": "U"}
-    )).status_code == 202
+    assert (
+        await direct.post(
+            "/api/users", json={"email": unverified, "password": PASSWORD, "name": "U"}
+        )
+    ).status_code == 202
     verified = (await users_platform.verified_user(direct)).email
     unknown = new_email("unknown")
     cases = {"unverified": unverified, "verified": verified, "unknown": unknown}
@@ -232,7 +232,9 @@ async def test_resend_timing_does_not_tell_the_account_state(
                 times[name].append(elapsed)
     medians = {k: statistics.median(v) for k, v in times.items()}
     spread = max(medians.values()) - min(medians.values())
-    assert spread < 0.005, medians
+    # 5 ms, or a sixth of the fastest median when the shared box is slow for everyone (the
+    # mail branch of today's code was 2-3x the others: 13 vs 4.5 ms here).
+    assert spread < max(0.005, min(medians.values()) / 6), medians
     # The unverified account's mail still goes out (after the answer).
     await users_platform.read_code(unverified, after=1, timeout=30)
     assert await users_platform.messages(unknown) == []
