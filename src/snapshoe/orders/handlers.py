@@ -264,6 +264,8 @@ async def _place(
     except BaseException:
         await _release(deps, order_id)
         raise
+    if request.from_cart:
+        await _take_from_cart(deps, placed)
     body = _order_out(order, snapshot, [{"status": Status.PENDING_PAYMENT, "at": now}])
     return Answer(201, body.model_dump(mode="json"))
 
@@ -310,6 +312,21 @@ async def _resolve_unknown(
     else:
         await _release(deps, order_id)
         await _quietly(deps.idempotency.abandon(buyer_id, key, fp))
+
+
+# Bounds what a slow users service adds to an order from the cart; the event still empties it.
+TAKE_FROM_CART_SECONDS = 2.0
+
+
+async def _take_from_cart(deps: Deps, placed: OrderPlaced) -> None:
+    """Empty the bought lines from the cart before the 201, so the buyer's next cart read is
+    without them. Best effort: the ``order.placed`` event (written with the order) does the
+    same later, once, whatever happens here (users records both under the event id)."""
+    try:
+        async with asyncio.timeout(TAKE_FROM_CART_SECONDS):
+            await deps.users.take_ordered_lines(placed.buyer_id, placed.to_message())
+    except (UpstreamUnavailable, UpstreamProblem, TimeoutError) as exc:
+        log.warning("cart not emptied before the answer (the event will): %r", exc)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 
 from snapshoe.kernel.auth import Principal, current_principal, verified_principal
+from snapshoe.kernel.contracts.orders import OrderPlaced
+from snapshoe.kernel.errors import Problem
+from snapshoe.kernel.forwarded import client_address
 from snapshoe.kernel.internal import internal_caller
 from snapshoe.users import handlers
 from snapshoe.users.bootstrap import Deps
+from snapshoe.users.consumers import CART_QUEUE
 from snapshoe.users.domain import ITEM_ID_PATTERN, CartView
 from snapshoe.users.schemas import (
     Accepted,
@@ -50,15 +54,19 @@ def _tokens(pair: handlers.TokenPair) -> TokenResponse:
     )
 
 
-@router.post("/api/users", status_code=202, tags=["accounts"], responses=_errors(400, 413, 422))
+@router.post(
+    "/api/users", status_code=202, tags=["accounts"], responses=_errors(400, 413, 422, 429)
+)
 async def sign_up(body: SignupRequest, d: Deps = Depends(deps)) -> Accepted:
     await handlers.sign_up(d, email=body.email, password=body.password, name=body.name)
     return Accepted()
 
 
 @router.post("/api/users/verification", tags=["accounts"], responses=_errors(400, 422, 429))
-async def verify(body: VerificationRequest, d: Deps = Depends(deps)) -> VerificationResult:
-    await handlers.verify_email(d, email=body.email, code=body.code)
+async def verify(
+    body: VerificationRequest, request: Request, d: Deps = Depends(deps)
+) -> VerificationResult:
+    await handlers.verify_email(d, email=body.email, code=body.code, client=client_address(request))
     return VerificationResult()
 
 
@@ -85,9 +93,12 @@ async def me(principal: Principal = Depends(current_principal), d: Deps = Depend
     )
 
 
-@router.post("/api/auth/login", tags=["auth"], responses=_errors(400, 401, 422))
-async def login(body: LoginRequest, d: Deps = Depends(deps)) -> TokenResponse:
-    return _tokens(await handlers.login(d, email=body.email, password=body.password))
+@router.post("/api/auth/login", tags=["auth"], responses=_errors(400, 401, 422, 429))
+async def login(body: LoginRequest, request: Request, d: Deps = Depends(deps)) -> TokenResponse:
+    pair = await handlers.login(
+        d, email=body.email, password=body.password, client=client_address(request)
+    )
+    return _tokens(pair)
 
 
 @router.post("/api/auth/refresh", tags=["auth"], responses=_errors(400, 401, 422))
@@ -104,13 +115,10 @@ async def logout(body: RefreshRequest, d: Deps = Depends(deps)) -> Response:
 @router.post(
     "/api/auth/password-reset", status_code=202, tags=["auth"], responses=_errors(400, 422, 429)
 )
-async def password_reset(
-    body: PasswordResetRequest, background: BackgroundTasks, d: Deps = Depends(deps)
-) -> Accepted:
+async def password_reset(body: PasswordResetRequest, d: Deps = Depends(deps)) -> Accepted:
     """Mail a reset code if the address has an account. The same answer either way; the code
-    is stored and mailed after the answer is sent, so the timing says nothing either."""
-    await handlers.claim_password_reset(d, email=body.email)
-    background.add_task(handlers.send_password_reset, d, email=body.email)
+    is stored and mailed by the users worker after the answer, so the timing says nothing."""
+    await handlers.request_password_reset(d, email=body.email)
     return Accepted()
 
 
@@ -212,3 +220,19 @@ async def internal_cart(
     return InternalCart(
         lines=[InternalCartLine(item_id=e.item_id, quantity=e.quantity) for e in entries]
     )
+
+
+@internal_router.post("/carts/{user_id}/orders", status_code=204, responses=_errors(403, 422))
+async def internal_order_placed(
+    user_id: Annotated[str, Path(min_length=1, max_length=32)],
+    event: OrderPlaced,
+    d: Deps = Depends(deps),
+) -> Response:
+    """Take an order's lines out of its buyer's cart now (orders calls this before its 201);
+    the body is the ``order.placed`` event, whose later delivery is then a duplicate."""
+    if event.buyer_id != user_id or not event.from_cart:
+        raise Problem(422, "validation_error", detail="Not an order from this buyer's cart")
+    await handlers.take_ordered_lines(
+        d, consumer=f"{d.settings.namespace}.{CART_QUEUE}", event=event
+    )
+    return Response(status_code=204)

@@ -25,7 +25,7 @@ from snapshoe.kernel.http import create_service_app
 from snapshoe.kernel.logs import configure_logging
 from snapshoe.kernel.redis import create_redis
 from snapshoe.kernel.settings import Settings, get_settings
-from snapshoe.users.mail import Mailer
+from snapshoe.users.mail import Mailer, MailQueue
 
 
 @dataclass(slots=True)
@@ -41,6 +41,8 @@ class Deps:
     # so a login for an unknown address costs what a wrong password costs.
     dummy_hash: str
     mailer: Mailer
+    # Where signup and resend leave their mail for the users worker (users.mail).
+    mail_queue: MailQueue
     # Item details for the cart view and the existence check of a new line.
     products: ProductsClient
 
@@ -61,16 +63,18 @@ async def build_deps(settings: Settings) -> Deps:
     dummy_hash = await asyncio.to_thread(hasher.hash, secrets.token_urlsafe(16))
     engine = create_engine(settings, "users")
     verifier = build_verifier(settings)
+    redis = create_redis(settings)
     return Deps(
         settings=settings,
         engine=engine,
         sessions=create_sessions(engine),
-        redis=create_redis(settings),
+        redis=redis,
         issuer=build_issuer(settings),
         verifier=verifier,
         hasher=hasher,
         dummy_hash=dummy_hash,
         mailer=Mailer(settings),
+        mail_queue=MailQueue(settings, redis),
         products=ProductsClient(
             settings,
             timeout=PRODUCTS_TIMEOUT_SECONDS,

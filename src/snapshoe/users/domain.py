@@ -5,7 +5,14 @@ Password policy (NIST SP 800-63B style: length over composition rules):
 
 - 10 to 128 characters (Unicode code points); the upper bound keeps hashing cheap to refuse;
 - at least 4 distinct characters, which rejects ``aaaaaaaaaa`` and ``1212121212``;
-- not only whitespace.
+- not only whitespace;
+- not a common or breached password (case-insensitive), nor one of those with digits or
+  symbols around it (``Password123!``), nor the account's own address or its local part.
+
+The common-password list is package data (``users/data/common-passwords.txt.gz``): the 20,000
+most common passwords of breach corpora compiled by Royce Williams, the list Django ships
+(BSD-3-Clause), copied from the Django 5.2 wheel so there is no network at run time and no
+framework dependency. It is read once, on the first check, like an import.
 
 Verification codes: 6 digits from :mod:`secrets`, stored only as HMAC-SHA256 keyed with a
 random per-code salt; a code expires after the configured TTL (10 minutes) and dies after 5
@@ -15,12 +22,15 @@ tokens: ``secrets.token_urlsafe(32)``, stored only as their SHA-256.
 
 from __future__ import annotations
 
+import functools
+import gzip
 import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from importlib import resources
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -65,15 +75,51 @@ def loose_email_key(raw: str) -> str:
         return raw.strip().lower()
 
 
-def check_password(password: str) -> str:
+TOO_COMMON = "this password is too common: it is in lists of leaked passwords"
+
+
+@functools.cache
+def common_passwords() -> frozenset[str]:
+    data = resources.files("snapshoe.users").joinpath("data/common-passwords.txt.gz")
+    text = gzip.decompress(data.read_bytes()).decode("utf-8")
+    return frozenset(line.strip().lower() for line in text.splitlines() if line.strip())
+
+
+# What people put around a common word: "Password123!", "!!dragon2024".
+_DECORATION = "0123456789!@#$%^&*()-_=+.,?~ "
+
+
+def password_problem(password: str, email: str | None = None) -> str | None:
+    """Why ``password`` may not be set (for the account ``email``), or None if it may.
+
+    The one password rule of every place that sets a password (sign-up, password reset,
+    admin creation); the message is safe to show the client."""
     if len(password) < PASSWORD_MIN_LENGTH:
-        raise PolicyError(f"password must have at least {PASSWORD_MIN_LENGTH} characters")
+        return f"password must have at least {PASSWORD_MIN_LENGTH} characters"
     if len(password) > PASSWORD_MAX_LENGTH:
-        raise PolicyError(f"password must have at most {PASSWORD_MAX_LENGTH} characters")
+        return f"password must have at most {PASSWORD_MAX_LENGTH} characters"
     if not password.strip():
-        raise PolicyError("password must not be only whitespace")
+        return "password must not be only whitespace"
     if len(set(password)) < PASSWORD_MIN_DISTINCT:
-        raise PolicyError(f"password must use at least {PASSWORD_MIN_DISTINCT} distinct characters")
+        return f"password must use at least {PASSWORD_MIN_DISTINCT} distinct characters"
+    lowered = password.lower()
+    common = common_passwords()
+    core = lowered.strip(_DECORATION)
+    if lowered in common or lowered.strip() in common or (len(core) >= 4 and core in common):
+        return TOO_COMMON
+    if email:
+        address = email.strip().lower()
+        local = address.split("@", 1)[0]
+        if lowered in (address, local) or core in (address, local):
+            return "password must not be your email address"
+    return None
+
+
+def check_password(password: str, email: str | None = None) -> str:
+    """:func:`password_problem` as a validator: raises :class:`PolicyError` with the reason."""
+    problem = password_problem(password, email)
+    if problem is not None:
+        raise PolicyError(problem)
     return password
 
 

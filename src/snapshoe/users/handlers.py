@@ -21,7 +21,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pwdlib import PasswordHash
 from sqlalchemy.exc import IntegrityError
@@ -30,6 +30,7 @@ from snapshoe.kernel.clients import UpstreamProblem, UpstreamUnavailable
 from snapshoe.kernel.contracts.orders import OrderPlaced
 from snapshoe.kernel.db import Sessions, create_engine, create_sessions
 from snapshoe.kernel.errors import Problem
+from snapshoe.kernel.messaging import handle_once
 from snapshoe.kernel.redis import key
 from snapshoe.kernel.settings import Settings
 from snapshoe.users import repository as repo
@@ -58,7 +59,7 @@ from snapshoe.users.domain import (
     unverified_cutoff,
     utcnow,
 )
-from snapshoe.users.tables import password_reset_codes
+from snapshoe.users.tables import inbox, password_reset_codes
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -90,9 +91,10 @@ def invalid_token() -> Problem:
 
 
 def email_key(settings: Settings, purpose: str, email: str) -> str:
-    """Redis key of a per-address counter or throttle (``mail``: the resend limit;
-    ``verify_miss``: wrong codes for an address without a live code). Hashed so addresses
-    do not sit in key names in the clear."""
+    """Redis key of a per-address counter or throttle (``mail``: the resend interval;
+    ``mail_hour``: sign-up and resend mails per hour; ``code_tries``: wrong codes across
+    resends; ``login_tries``: login attempts). Hashed so addresses do not sit in key names
+    in the clear."""
     digest = hashlib.sha256(email.encode()).hexdigest()[:40]
     return key(settings, "users", purpose, digest)
 
@@ -108,6 +110,37 @@ async def _claim_send_slot(deps: Deps, email: str) -> bool:
     return bool(claimed)
 
 
+async def _count(deps: Deps, *counters: tuple[str, int]) -> list[tuple[int, int]]:
+    """Add one to each fixed-window counter ``(key, window seconds)``; returns each
+    ``(count, seconds left)``. The window starts at the first count and is never extended,
+    so a limit always ends (nobody is locked out for good)."""
+    async with deps.redis.pipeline(transaction=True) as pipe:
+        for name, window in counters:
+            pipe.incr(name)
+            pipe.expire(name, window, nx=True)
+            pipe.ttl(name)
+        out = await pipe.execute()
+    return [(int(out[3 * i]), max(1, int(out[3 * i + 2]))) for i in range(len(counters))]
+
+
+def too_many_requests(detail: str, retry_after: int) -> Problem:
+    return Problem(
+        429,
+        "too_many_requests",
+        "Too many requests",
+        detail,
+        headers={"Retry-After": str(max(1, retry_after))},
+    )
+
+
+async def _spend_mail_budget(deps: Deps, email: str) -> None:
+    """The hourly budget of sign-up and resend mails per target address (429 past it),
+    counted whether or not the address is registered, so the 429 tells nothing."""
+    ((n, left),) = await _count(deps, (email_key(deps.settings, "mail_hour", email), 3600))
+    if n > deps.settings.mails_per_address_per_hour:
+        raise too_many_requests("Too many messages were sent to this address; try later", left)
+
+
 async def _hash(deps: Deps, password: str) -> str:
     return await asyncio.to_thread(deps.hasher.hash, password)
 
@@ -117,12 +150,17 @@ async def _verify(deps: Deps, password: str, password_hash: str) -> bool:
 
 
 # Signup and verification
+#
+# Mail is queued (users.mail.MailQueue) and sent by the users worker after the answer: every
+# branch costs one queue append at most, and never an SMTP round trip.
 
 
 async def sign_up(deps: Deps, *, email: str, password: str, name: str) -> None:
     """``email``, ``password`` and ``name`` are already validated by the schema. An account
     of this address left unverified past its TTL is deleted first (as the worker would), so
     this sign-up is a fresh one."""
+    # Before the argon2 hash: a refused sign-up costs a Redis round trip, not a hash.
+    await _spend_mail_budget(deps, email)
     async with deps.sessions.begin() as session:
         cutoff = unverified_cutoff(utcnow(), deps.settings.unverified_account_ttl_hours)
         await repo.delete_expired_unverified(session, created_before=cutoff, email=email)
@@ -130,12 +168,13 @@ async def sign_up(deps: Deps, *, email: str, password: str, name: str) -> None:
     if existing is not None:
         await _hash(deps, password)  # same work as a new signup; the result is dropped
         if await _claim_send_slot(deps, email):
-            await deps.mailer.send_already_registered(email)
+            await deps.mail_queue.enqueue({"kind": "notice", "to": email}, ttl_seconds=3600)
         return
 
     password_hash = await _hash(deps, password)
     now = utcnow()
-    code = issue_code(now, deps.settings.verification_code_ttl_seconds)
+    ttl = deps.settings.verification_code_ttl_seconds
+    code = issue_code(now, ttl)
     try:
         async with deps.sessions.begin() as session:
             user_id = new_user_id()
@@ -161,27 +200,35 @@ async def sign_up(deps: Deps, *, email: str, password: str, name: str) -> None:
         # A concurrent signup for the same address won the unique index; it mails the code.
         return
     await _claim_send_slot(deps, email)  # a signup counts as a send for the resend limit
-    await deps.mailer.send_code(email, code.code, deps.settings.verification_code_ttl_seconds)
+    await deps.mail_queue.enqueue({"kind": "code", "to": email, "code": code.code}, ttl_seconds=ttl)
 
 
 async def resend_code(deps: Deps, *, email: str) -> None:
-    # The throttle comes first and is per address whether or not it is registered, so a 429
-    # says nothing about the address.
+    # The throttles come first and are per address whether or not it is registered, so a 429
+    # says nothing about the address; then the same one queue append for every address (the
+    # worker finds out whether there is anything to send: resend_now).
     if not await _claim_send_slot(deps, email):
         ttl = await deps.redis.ttl(email_key(deps.settings, "mail", email))
-        raise Problem(
-            429,
-            "too_many_requests",
-            "Too many requests",
-            "A code was sent to this address recently; wait before asking again",
-            headers={"Retry-After": str(max(1, int(ttl)))},
+        raise too_many_requests(
+            "A code was sent to this address recently; wait before asking again", int(ttl)
         )
+    await _spend_mail_budget(deps, email)
+    await deps.mail_queue.enqueue(
+        {"kind": "resend", "to": email}, ttl_seconds=deps.settings.verification_code_ttl_seconds
+    )
+
+
+async def resend_now(deps: Deps, email: str) -> bool:
+    """The worker's half of a resend: a new code for an unverified account, mailed. True
+    when done (including "nothing to send"); False when the mail failed (retried later)."""
     now = utcnow()
-    code = issue_code(now, deps.settings.verification_code_ttl_seconds)
+    ttl = deps.settings.verification_code_ttl_seconds
+    code = issue_code(now, ttl)
     async with deps.sessions.begin() as session:
         user = await repo.user_by_email(session, email)
         if user is None or user.email_verified:
-            return
+            return True
+        # A new code, but not new tries: they are counted per address (code_tries).
         await repo.put_code(
             session,
             user_id=user.id,
@@ -190,7 +237,7 @@ async def resend_code(deps: Deps, *, email: str) -> None:
             expires_at=code.expires_at,
             now=now,
         )
-    await deps.mailer.send_code(email, code.code, deps.settings.verification_code_ttl_seconds)
+    return await deps.mailer.send_code(email, code.code, ttl)
 
 
 async def _count_miss(
@@ -205,12 +252,71 @@ async def _count_miss(
         pipe.expire(name, ttl, nx=True)
         count, _ = await pipe.execute()
     limit = deps.settings.verification_max_attempts
-    if int(count) > limit:
+    if count > limit:
         return CodeOutcome.DEAD
-    return CodeOutcome.KILLED if int(count) == limit else CodeOutcome.INVALID
+    return CodeOutcome.KILLED if count == limit else CodeOutcome.INVALID
 
 
-async def verify_email(deps: Deps, *, email: str, code: str) -> None:
+async def run_mail_job(deps: Deps, job: dict[str, Any]) -> bool:
+    """One queued mail job (users.mail.drain): True when done, False to retry it."""
+    kind, to = job.get("kind"), str(job.get("to", ""))
+    ttl = deps.settings.verification_code_ttl_seconds
+    if kind == "code":
+        return await deps.mailer.send_code(to, str(job["code"]), ttl)
+    if kind == "notice":
+        return await deps.mailer.send_already_registered(to)
+    if kind == "resend":
+        return await resend_now(deps, to)
+    if kind == "reset":
+        return await reset_now(deps, to)
+    log.error("unknown mail job %r dropped", kind)
+    return True
+
+
+def _client_key(settings: Settings, purpose: str, client: str) -> str:
+    digest = hashlib.sha256(client.encode()).hexdigest()[:40]
+    return key(settings, "users", purpose, digest)
+
+
+def too_many_attempts() -> Problem:
+    return Problem(
+        429,
+        "too_many_attempts",
+        "Too many attempts",
+        "Too many wrong codes: this code no longer works; ask for a new one",
+    )
+
+
+async def _count_wrong_try(deps: Deps, email: str) -> CodeOutcome:
+    """The address's wrong tries, across resends: kept in Redis for one code lifetime from
+    the first wrong try (a resend gives a new code, not new tries). Unknown and verified
+    addresses count the same way, so the 5-tries limit looks the same for them."""
+    ((count, _),) = await _count(
+        deps,
+        (
+            email_key(deps.settings, "code_tries", email),
+            deps.settings.verification_code_ttl_seconds,
+        ),
+    )
+    limit = deps.settings.verification_max_attempts
+    if count > limit:
+        return CodeOutcome.DEAD
+    return CodeOutcome.KILLED if count == limit else CodeOutcome.INVALID
+
+
+async def verify_email(deps: Deps, *, email: str, code: str, client: str = "") -> None:
+    settings = deps.settings
+    # Tries per client address per day, whatever addresses it tries: bounds guessing from one
+    # address past the gateway's per-minute limit (which a path trick or a restart resets).
+    ((tries, left),) = await _count(
+        deps, (_client_key(settings, "code_tries_client", client), 24 * 3600)
+    )
+    if tries > settings.verification_tries_per_address_per_day:
+        raise too_many_requests("Too many verification attempts from this address", left)
+    tries_key = email_key(settings, "code_tries", email)
+    if int(await deps.redis.get(tries_key) or 0) >= settings.verification_max_attempts:
+        raise too_many_attempts()
+
     now = utcnow()
     outcome: CodeOutcome | None = None
     async with deps.sessions.begin() as session:
@@ -219,9 +325,13 @@ async def verify_email(deps: Deps, *, email: str, code: str) -> None:
         if user is not None and not user.email_verified:
             stored = await repo.code_for_update(session, user.id)
         if user is not None and stored is not None:
-            outcome = check_code(stored, code, now, deps.settings.verification_max_attempts)
+            outcome = check_code(stored, code, now, settings.verification_max_attempts)
             if outcome in (CodeOutcome.INVALID, CodeOutcome.KILLED):
                 await repo.count_wrong_attempt(session, user.id)
+                # Counted under the code's row lock, so concurrent guesses see exact counts.
+                across = await _count_wrong_try(deps, email)
+                if across is not CodeOutcome.INVALID and outcome is CodeOutcome.INVALID:
+                    outcome = across
             elif outcome is CodeOutcome.VERIFIED:
                 await repo.mark_verified(session, user.id, now)
                 await repo.delete_code(session, user.id)
@@ -229,10 +339,11 @@ async def verify_email(deps: Deps, *, email: str, code: str) -> None:
                 # whoever registered the address first. The owner logs in afresh.
                 await repo.revoke_user_families(session, user.id, now)
     if outcome is None:
-        outcome = await _count_miss(deps, email)
+        outcome = await _count_wrong_try(deps, email)
 
     # Raised after the commit, so a wrong try is counted even though the request fails.
     if outcome is CodeOutcome.VERIFIED:
+        await deps.redis.delete(tries_key)
         return
     if outcome is CodeOutcome.EXPIRED:
         raise Problem(
@@ -245,37 +356,22 @@ async def verify_email(deps: Deps, *, email: str, code: str) -> None:
         raise Problem(
             400, "verification_code_invalid", "Invalid verification code", "The code is not valid"
         )
-    raise Problem(
-        429,
-        "too_many_attempts",
-        "Too many attempts",
-        "Too many wrong codes: this code no longer works; ask for a new one",
-    )
+    raise too_many_attempts()
 
 
 # Password reset
 
 
-def _too_many_requests(detail: str, retry_after: int) -> Problem:
-    return Problem(
-        429,
-        "too_many_requests",
-        "Too many requests",
-        detail,
-        headers={"Retry-After": str(max(1, retry_after))},
-    )
-
-
-async def claim_password_reset(deps: Deps, *, email: str) -> None:
-    """The throttle of ``POST /api/auth/password-reset``: one request a minute per address and
+async def request_password_reset(deps: Deps, *, email: str) -> None:
+    """``POST /api/auth/password-reset``: one request a minute per address and
     ``password_reset_daily_limit`` a day, counted whether or not the address is registered,
-    so a 429 says nothing about it. The mail itself is :func:`send_password_reset`, run after
-    the answer."""
+    so a 429 says nothing about it; then one mail-queue append for every address (the worker
+    finds out whether there is an account: :func:`reset_now`)."""
     settings = deps.settings
     minute = email_key(settings, "reset_mail", email)
     if not await deps.redis.set(minute, "1", nx=True, ex=settings.password_reset_interval_seconds):
         ttl = await deps.redis.ttl(minute)
-        raise _too_many_requests(
+        raise too_many_requests(
             "A reset code was sent to this address recently; wait before asking again", int(ttl)
         )
     day = email_key(settings, "reset_day", email)
@@ -285,32 +381,32 @@ async def claim_password_reset(deps: Deps, *, email: str) -> None:
         pipe.ttl(day)
         count, _, ttl = await pipe.execute()
     if int(count) > settings.password_reset_daily_limit:
-        raise _too_many_requests("Too many reset codes for this address today", int(ttl))
+        raise too_many_requests("Too many reset codes for this address today", int(ttl))
+    await deps.mail_queue.enqueue(
+        {"kind": "reset", "to": email}, ttl_seconds=settings.password_reset_code_ttl_seconds
+    )
 
 
-async def send_password_reset(deps: Deps, *, email: str) -> None:
-    """Store a new reset code and mail it, if the address has an account. Runs after the 202
-    went out (a background task), so both branches answer alike; never raises."""
-    try:
-        now = utcnow()
-        ttl = deps.settings.password_reset_code_ttl_seconds
-        code = issue_code(now, ttl)
-        async with deps.sessions.begin() as session:
-            user = await repo.user_by_email(session, email)
-            if user is None:
-                return
-            await repo.put_code(
-                session,
-                user_id=user.id,
-                code_hash=code.code_hash,
-                salt=code.salt,
-                expires_at=code.expires_at,
-                now=now,
-                table=password_reset_codes,
-            )
-        await deps.mailer.send_reset_code(email, code.code, ttl)
-    except Exception:  # a background task: log, the user can ask again
-        log.exception("password reset code could not be issued")
+async def reset_now(deps: Deps, email: str) -> bool:
+    """The worker's half of a reset request: a new reset code for an existing account,
+    mailed. True when done (including "no such account"); False when the mail failed."""
+    now = utcnow()
+    ttl = deps.settings.password_reset_code_ttl_seconds
+    code = issue_code(now, ttl)
+    async with deps.sessions.begin() as session:
+        user = await repo.user_by_email(session, email)
+        if user is None:
+            return True
+        await repo.put_code(
+            session,
+            user_id=user.id,
+            code_hash=code.code_hash,
+            salt=code.salt,
+            expires_at=code.expires_at,
+            now=now,
+            table=password_reset_codes,
+        )
+    return await deps.mailer.send_reset_code(email, code.code, ttl)
 
 
 async def confirm_password_reset(deps: Deps, *, email: str, code: str, new_password: str) -> None:
@@ -340,14 +436,24 @@ async def confirm_password_reset(deps: Deps, *, email: str, code: str, new_passw
         # Hash with no connection held, then spend the code only if it is still the one judged.
         password_hash = await _hash(deps, new_password)
         async with deps.sessions.begin() as session:
-            if await repo.consume_reset_code(session, user.id, stored.code_hash, utcnow(), limit):
+            spent = await repo.consume_reset_code(
+                session, user.id, stored.code_hash, utcnow(), limit
+            )
+            if spent:
                 now = utcnow()
                 await repo.update_user(
                     session, user.id, now, password_hash=password_hash, email_verified=True
                 )
                 await repo.delete_code(session, user.id)  # a pending verification code
                 await repo.revoke_user_families(session, user.id, now)
-                return
+        if spent:
+            # The owner proved the mailbox: guesses made against the account before no longer
+            # hold them back.
+            await deps.redis.delete(
+                email_key(settings, "login_tries", loose_email_key(email)),
+                email_key(settings, "code_tries", email),
+            )
+            return
         outcome = CodeOutcome.INVALID  # spent or replaced meanwhile
     if outcome is CodeOutcome.EXPIRED:
         raise Problem(
@@ -355,12 +461,7 @@ async def confirm_password_reset(deps: Deps, *, email: str, code: str, new_passw
         )
     if outcome is CodeOutcome.INVALID:
         raise Problem(400, "reset_code_invalid", "Invalid reset code", "The code is not valid")
-    raise Problem(
-        429,
-        "too_many_attempts",
-        "Too many attempts",
-        "Too many wrong codes: this code no longer works; ask for a new one",
-    )
+    raise too_many_attempts()
 
 
 # Tokens
@@ -385,8 +486,28 @@ async def _issue_pair(
     return TokenPair(access_token=access, refresh_token=refresh, expires_in=ttl)
 
 
-async def login(deps: Deps, *, email: str, password: str) -> TokenPair:
+async def _throttle_login(deps: Deps, lookup: str, client: str) -> tuple[str, str]:
+    """Count this attempt against the account (the address tried, registered or not) and
+    against the account from this client address; 429 past either limit, before any
+    password check. Returns the two counter keys (a success gives its attempt back)."""
+    s = deps.settings
+    window = s.login_failure_window_seconds
+    account = email_key(s, "login_tries", lookup)
+    pair = email_key(s, "login_tries", f"{lookup}\n{client}")
+    (pair_n, pair_left), (account_n, account_left) = await _count(
+        deps, (pair, window), (account, window)
+    )
+    if pair_n > s.login_failures_per_address:
+        raise too_many_requests("Too many failed logins; retry later", pair_left)
+    if account_n > s.login_failures_per_account:
+        raise too_many_requests("Too many failed logins; retry later", account_left)
+    return pair, account
+
+
+async def login(deps: Deps, *, email: str, password: str, client: str = "") -> TokenPair:
     lookup = loose_email_key(email)
+    # Counted before the check, so concurrent guesses cannot pass the limit together.
+    pair_key, account_key = await _throttle_login(deps, lookup, client)
     async with deps.sessions.begin() as session:
         user = await repo.user_by_email(session, lookup)
     if user is None:
@@ -394,6 +515,11 @@ async def login(deps: Deps, *, email: str, password: str) -> TokenPair:
         raise invalid_credentials()
     if not await _verify(deps, password, user.password_hash):
         raise invalid_credentials()
+    # Only failures count: this address starts over, the account gets this attempt back.
+    async with deps.redis.pipeline(transaction=True) as pipe:
+        pipe.delete(pair_key)
+        pipe.decr(account_key)
+        await pipe.execute()
     async with deps.sessions.begin() as session:
         # The password may have changed (a reset, which revokes every family) while it was
         # being checked: the share lock orders this login against that change, and a login
@@ -468,7 +594,7 @@ async def create_admin(
     a bad address, password or name, or an unverified account (left unchanged). Used by
     ``snapshoe users create-admin``."""
     email = normalize_email(email)
-    check_password(password)
+    check_password(password, email)
     name = check_name(name)
     password_hash = await asyncio.to_thread(PasswordHash.recommended().hash, password)
     engine = create_engine(settings, "users", pool_size=1)
@@ -666,3 +792,15 @@ async def apply_order_placed(session: AsyncSession, event: OrderPlaced) -> None:
         await repo.take_from_cart_line(
             session, user_id=event.buyer_id, item_id=item_id, bought=quantity, now=now
         )
+
+
+async def take_ordered_lines(deps: Deps, *, consumer: str, event: OrderPlaced) -> bool:
+    """The ``order.placed`` effect on the cart, applied now for orders (which calls this
+    before its 201, so the buyer's next cart read is without the bought lines). Recorded in
+    the cart consumer's inbox under the event's id: the event, when it arrives, is then a
+    duplicate, and a retry of this call too. False if it was applied already."""
+
+    async def apply(session: AsyncSession, _: dict[str, Any]) -> None:
+        await apply_order_placed(session, event)
+
+    return await handle_once(deps.sessions, inbox, consumer, event.to_message(), apply)

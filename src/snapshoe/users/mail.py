@@ -1,21 +1,38 @@
-"""Outgoing account mail over SMTP (aiosmtplib).
+"""Outgoing account mail over SMTP (aiosmtplib), through a queue in Redis.
 
-Sign-up and resend mail is sent inline, inside the request, after the transaction has committed:
-it is simple, the mail is in the mailbox by the time the client gets its 202, and every branch of
-signup and resend sends exactly one message, which keeps known and unknown addresses alike in
-timing. The password reset code is mailed after the answer (a background task), since only a
-known address gets one. A
-short timeout bounds the wait; a failure is logged and never shown to the client (the answer
-must not depend on the address, and the user can ask for a resend).
+Requests never send mail themselves: signup, resend and password reset only add a job to
+the queue (a Redis stream, :class:`MailQueue`) and answer, so every branch (new, known,
+verified, unknown address) costs the same one append and the answer's timing tells nothing
+(docs/security.md).
+The users worker drains the queue (:func:`drain`): a job is acknowledged only once its mail
+is handed to the SMTP server, so a failed send is retried every ``mail_retry_seconds`` (a
+pending entry claimed again), by any worker, until the job's deadline (a code's lifetime:
+a code mailed later would be dead on arrival), when it is dropped with an error log.
+
+Library: Redis streams with a consumer group (XADD / XREADGROUP / XAUTOCLAIM / XACK), from
+redis-py, already a dependency: at-least-once delivery across worker processes without a new
+broker queue or a database table (and so no migration). A job holds a code in the clear until
+it is sent, no longer than the code lives.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
 from email.message import EmailMessage
+from typing import Any
 
 import aiosmtplib
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
 
+from snapshoe.kernel.redis import key
 from snapshoe.kernel.settings import Settings
 
 log = logging.getLogger("snapshoe.users.mail")
@@ -80,3 +97,106 @@ class Mailer:
             "If you did not ask for it, ignore this mail: your password did not change.\n"
         )
         return await self.send(to, RESET_SUBJECT, body)
+
+
+# The queue
+
+GROUP = "mailers"
+MAX_QUEUED = 100_000  # stream length cap (approximate): a bound, never reached in practice
+Job = dict[str, Any]
+JobRunner = Callable[[Job], Awaitable[bool]]
+
+
+def queue_key(settings: Settings) -> str:
+    return key(settings, "users", "mail_queue")
+
+
+class MailQueue:
+    def __init__(self, settings: Settings, redis: Redis) -> None:
+        self._redis = redis
+        self._stream = queue_key(settings)
+
+    async def enqueue(self, job: Job, *, ttl_seconds: float) -> None:
+        """Queue a job; it is given up ``ttl_seconds`` from now if it could not be done."""
+        body = {**job, "deadline": time.time() + ttl_seconds}
+        await self._redis.xadd(
+            self._stream, {"job": orjson.dumps(body)}, maxlen=MAX_QUEUED, approximate=True
+        )
+
+
+async def drain(
+    settings: Settings,
+    redis: Redis,
+    run_job: JobRunner,
+    stop: asyncio.Event,
+    *,
+    retry_seconds: float | None = None,
+    batch: int = 16,
+) -> None:
+    """Do queued jobs until ``stop``. ``run_job`` returns True when the job is done (its mail
+    sent, or nothing to send) and False to have it retried after ``retry_seconds``."""
+    stream = queue_key(settings)
+    retry_ms = int(1000 * (retry_seconds or settings.mail_retry_seconds))
+    consumer = f"{socket.gethostname()}-{os.getpid()}"
+    backoff = 0.5
+    while not stop.is_set():
+        try:
+            try:
+                await redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+            while not stop.is_set():
+                # Entries another try (of any worker) left unacknowledged, once idle enough.
+                autoclaimed: Any = await redis.xautoclaim(
+                    stream, GROUP, consumer, min_idle_time=retry_ms, start_id="0-0", count=batch
+                )
+                claimed = autoclaimed[1]
+                fresh: Any = await redis.xreadgroup(
+                    GROUP, consumer, {stream: ">"}, count=batch, block=500
+                )
+                entries = list(claimed) + [e for _, got in fresh or [] for e in got]
+                if entries:
+                    await asyncio.gather(*(_one(redis, stream, e, run_job) for e in entries))
+                backoff = 0.5
+        except (RedisError, OSError):
+            log.exception("mail queue unavailable; retrying in %.1fs", backoff)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff)
+            backoff = min(backoff * 2, 5.0)
+
+
+# A job waits this long after it was queued: its work (a database write, an SMTP session)
+# then never competes for the CPU with the answer of the request that queued it, which would
+# make that answer slower for exactly the accounts that get mail.
+MIN_AGE_SECONDS = 0.1
+
+
+async def _one(redis: Redis, stream: str, entry: Any, run_job: JobRunner) -> None:
+    entry_id, fields = entry
+    queued_at = int(str(entry_id).split("-", 1)[0]) / 1000  # stream ids start with ms time
+    if (wait := queued_at + MIN_AGE_SECONDS - time.time()) > 0:
+        await asyncio.sleep(wait)
+    if not fields:  # trimmed or deleted meanwhile
+        await redis.xack(stream, GROUP, entry_id)
+        return
+    try:
+        job: Job = orjson.loads(fields["job"])
+    except (KeyError, orjson.JSONDecodeError):
+        log.error("undecodable mail job %s dropped", entry_id)
+        done = True
+    else:
+        if time.time() > float(job.get("deadline", 0)):
+            log.error("mail job given up after its deadline", extra={"kind": job.get("kind")})
+            done = True
+        else:
+            try:
+                done = await run_job(job)
+            except Exception:
+                log.exception("mail job failed; it will be retried")
+                done = False
+    if done:
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.xack(stream, GROUP, entry_id)
+            pipe.xdel(stream, entry_id)
+            await pipe.execute()

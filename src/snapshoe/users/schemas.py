@@ -1,15 +1,24 @@
 """Request and response models of the accounts API (API.md, "Accounts").
 
 Requests are strict (no type coercion: ``"email": 1`` is a 422, not ``"1"``). Signup applies
-the password policy of :mod:`snapshoe.users.domain`; login does not (an old password that
-predates a policy change must still work) and only bounds the length.
+the password policy of :mod:`snapshoe.users.domain` (``password_problem``, through
+``NewPassword``: every request that sets a password uses that type); login does not (an old
+password that predates a policy change must still work) and only bounds the length.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 
 from snapshoe.users.domain import (
     CART_MAX_QUANTITY,
@@ -40,6 +49,12 @@ class SignupRequest(_Request):
     email: Email
     password: NewPassword
     name: Name
+
+    @field_validator("password")
+    @classmethod
+    def _not_the_address(cls, password: str, info: ValidationInfo) -> str:
+        # Fields validate in order: the normalized email is known here unless it was invalid.
+        return check_password(password, info.data.get("email"))
 
 
 class VerificationRequest(_Request):

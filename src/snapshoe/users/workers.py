@@ -1,4 +1,5 @@
-"""Background loops of the users service: the cart's ``order.placed`` consumer, the inbox
+"""Background loops of the users service: the cart's ``order.placed`` consumer, the account
+mail queue (users.mail.drain: the mail of sign-up, resend and password reset), the inbox
 retention prune, and the expiry of accounts left unverified
 (``SNAPSHOE_UNVERIFIED_ACCOUNT_TTL_HOURS``).
 
@@ -10,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from snapshoe.kernel.db import Sessions, create_engine, create_sessions
 from snapshoe.kernel.messaging import consume, run_pruner
 from snapshoe.kernel.settings import Settings
 from snapshoe.users import handlers
+from snapshoe.users.bootstrap import build_deps, close_deps
 from snapshoe.users.consumers import CART_HANDLERS, CART_QUEUE, not_from_cart
 from snapshoe.users.domain import utcnow
+from snapshoe.users.mail import drain
 from snapshoe.users.tables import inbox
 
 log = logging.getLogger("snapshoe.users.worker")
@@ -45,6 +49,11 @@ async def expire_unverified(settings: Settings, sessions: Sessions, stop: asynci
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     engine = create_engine(settings, "users", pool_size=POOL_SIZE)
     sessions = create_sessions(engine)
+    deps = await build_deps(settings)  # the mail jobs' handlers need what requests have
+
+    async def mail_job(job: dict[str, Any]) -> bool:
+        return await handlers.run_mail_job(deps, job)
+
     try:
         await asyncio.gather(
             consume(
@@ -59,6 +68,8 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             ),
             expire_unverified(settings, sessions, stop),
             run_pruner(settings, sessions, stop, outbox=None, inbox=inbox),
+            drain(settings, deps.redis, mail_job, stop),
         )
     finally:
+        await close_deps(deps)
         await engine.dispose()

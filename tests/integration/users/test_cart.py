@@ -563,3 +563,41 @@ async def test_order_placed_duplicates_have_no_second_effect(
     assert quantities(await cart(gw, buyer)) == {item: 7}
     assert await handle_once(sessions, inbox, consumer, body, handler) is False
     assert quantities(await cart(gw, buyer)) == {item: 7}
+
+
+async def test_cart_read_right_after_an_order_from_it_shows_the_lines_gone(
+    platform: Platform, gw: httpx.AsyncClient
+) -> None:
+    """Issue 12 item 19: the buyer's next read after the 201 of ``from_cart: true`` is
+    without the bought lines (not after the order.placed event arrives). Several buyers at
+    once, each ordering from its cart again and again, reading the cart at once each time;
+    a line added after the order is read back untouched."""
+    from tests.integration.orders.helpers import Buyer, OrdersEnv
+
+    env = OrdersEnv(platform)
+    buyers_n, rounds = 6, 4
+    try:
+        _, items = await env.drop(gw, [buyers_n * rounds * 2 + 10, 100])
+        item, other = items[0]["id"], items[1]["id"]
+        users = await asyncio.gather(*(platform.verified_user() for _ in range(buyers_n)))
+
+        async def one_buyer(user: User) -> list[dict[str, int]]:
+            seen = []
+            async with platform.client() as c:
+                buyer = Buyer(user.id, user.auth)
+                for _ in range(rounds):
+                    assert (await put(c, user, item, 2)).status_code == 200
+                    r = await env.order(c, buyer, from_cart=True)
+                    assert r.status_code == 201, r.text
+                    seen.append(quantities(await cart(c, user)))
+                    # A line put right after the order is the buyer's, not the order's.
+                    assert (await put(c, user, other, 1)).status_code == 200
+                    assert (
+                        await c.delete(f"/api/cart/lines/{other}", headers=user.auth)
+                    ).status_code == 200
+            return seen
+
+        results = await asyncio.gather(*(one_buyer(u) for u in users))
+    finally:
+        await env.aclose()
+    assert all(seen == [{}] * rounds for seen in results), results

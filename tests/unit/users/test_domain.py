@@ -25,6 +25,7 @@ from snapshoe.users.domain import (
     new_refresh_token,
     normalize_email,
     parse_roles,
+    password_problem,
 )
 
 NOW = datetime(2025, 1, 1, 12, 0, 0)
@@ -52,7 +53,7 @@ class TestEmail:
 
 class TestPassword:
     @pytest.mark.parametrize(
-        "good", ["correct-horse", "abcd123456", "ünïcødé-pässwörd", "a b c d e f"]
+        "good", ["correct-horse", "brisk-otter-42", "ünïcødé-pässwörd", "a b c d e f"]
     )
     def test_accepted(self, good: str) -> None:
         assert check_password(good) == good
@@ -74,6 +75,54 @@ class TestPassword:
     def test_bounds_are_inclusive(self) -> None:
         check_password("abcd" * 2 + "ef")  # 10
         check_password(("abcd" * 32)[:128])  # 128
+
+
+class TestCommonPasswords:
+    """Issue 12 item 10: the shipped list, case-insensitively, and decorated with digits."""
+
+    @pytest.mark.parametrize(
+        "weak",
+        [
+            "password123",
+            "PASSWORD123",
+            "Password123!",
+            "qwertyuiop",
+            "1q2w3e4r5t",
+            "iloveyou2024",
+            "!!dragon2024!!",
+            "football1234",
+        ],
+    )
+    def test_refused_as_too_common(self, weak: str) -> None:
+        problem = password_problem(weak)
+        assert problem is not None
+        assert "too common" in problem
+        with pytest.raises(PolicyError, match="too common"):
+            check_password(weak)
+
+    @pytest.mark.parametrize(
+        "good",
+        [
+            "correct-horse-9",  # README walk-through
+            "correct-Horse-battery-9",  # tests' buyers
+            "admin-Password-1",
+            "new-admin-Pass-2",
+            "another-Password-1",
+        ],
+    )
+    def test_passphrases_pass(self, good: str) -> None:
+        assert password_problem(good, "someone@example.com") is None
+
+    def test_the_account_address_is_refused(self) -> None:
+        assert password_problem("ada.lovelace@example.com", "ada.lovelace@example.com")
+        assert password_problem("Ada.Lovelace", "ada.lovelace@example.com")
+        assert password_problem("ada.lovelace2024", "ada.lovelace@example.com")
+        assert password_problem("ada.lovelace2024", "grace@example.com") is None
+
+    def test_the_list_is_package_data(self) -> None:
+        from snapshoe.users.domain import common_passwords
+
+        assert len(common_passwords()) > 19_000
 
 
 class TestName:

@@ -1,4 +1,5 @@
-"""Client of the users service's internal cart API (orders reads the cart it orders from)."""
+"""Client of the users service's internal cart API (orders reads the cart it orders from, and
+takes an order's lines out of it before answering)."""
 
 from __future__ import annotations
 
@@ -17,3 +18,13 @@ class UsersClient(InternalClient):
         """``{"lines": [{"item_id", "quantity"}, ...]}`` (an empty cart has no lines).
         Raises ``UpstreamUnavailable`` when the users service cannot answer."""
         return await self.request("GET", f"/internal/carts/{quote(user_id, safe='')}", retry=True)
+
+    async def take_ordered_lines(self, user_id: str, order_placed: dict[str, Any]) -> None:
+        """Apply an ``order.placed`` event (its message body) to the buyer's cart now.
+        Idempotent by the event id, so it is retried like a GET."""
+        await self.request(
+            "POST",
+            f"/internal/carts/{quote(user_id, safe='')}/orders",
+            json=order_placed,
+            retry=True,
+        )
