@@ -39,6 +39,7 @@ from tests.integration.orders.helpers import Buyer, OrdersEnv, eventually, key
 from tests.support.platform import (
     TEST_ENV,
     Platform,
+    _delete_queues,
     fresh_address,
     reset_state,
     start_platform,
@@ -136,8 +137,8 @@ def private_db() -> Iterator[PrivateMariaDB]:
         capture_output=True,
     )
     db = PrivateMariaDB(datadir, _free_port())
-    db.start()
     try:
+        db.start()
         yield db
     finally:
         db.stop()
@@ -167,6 +168,8 @@ def outage_platform(private_db: PrivateMariaDB) -> Iterator[Platform]:
         yield running
     finally:
         code = stop_platform_process(running.proc)
+        # This namespace's queues live on the shared broker: leave none behind.
+        asyncio.run(_delete_queues(settings))
         assert code == 0, f"snapshoe up exited with {code}; see {running.log_path}"
 
 
