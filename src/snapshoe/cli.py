@@ -180,8 +180,11 @@ def worker(service: Annotated[str, typer.Argument(help="service whose workers.py
 
 def _process_stages(settings: Settings, config_path: Path) -> list[list[Any]]:
     """What `up` runs, in the order it starts them: the dev peers, then users and products
-    (which nothing else needs at start), then orders and payments (which call them), then
-    the workers, the gateway last (it would only answer 503 before)."""
+    (which nothing else needs at start), then orders and payments (which call them), the
+    gateway last (it would only answer 503 before). Each worker starts with its service: a
+    worker has no readiness to wait for, and one started after the services was still
+    importing when the first payment of a test arrived (its event waited past the order's
+    payment window)."""
     from snapshoe.gateway import haproxy_command
     from snapshoe.supervisor import ProcessSpec
 
@@ -199,14 +202,9 @@ def _process_stages(settings: Settings, config_path: Path) -> list[list[Any]]:
                 webhook = f"{settings.service_url('payments')}/api/payments/webhooks/pg"
                 env["SNAPSHOE_SANDBOX_PG_WEBHOOK_URL"] = webhook
             stage.append(ProcessSpec(service, [*me, "serve", service], env))
+            if service in HTTP_APPS and _has_module(f"snapshoe.{service}.workers"):
+                stage.append(ProcessSpec(f"{service}-worker", [*me, "worker", service]))
         stages.append(stage)
-    stages.append(
-        [
-            ProcessSpec(f"{service}-worker", [*me, "worker", service])
-            for service in HTTP_APPS
-            if _has_module(f"snapshoe.{service}.workers")
-        ]
-    )
     stages.append([ProcessSpec("gateway", haproxy_command(settings, config_path))])
     return [stage for stage in stages if stage]
 
