@@ -32,7 +32,7 @@ from prometheus_client import Gauge
 from sqlalchemy import Table
 
 from snapshoe.kernel.db import Sessions
-from snapshoe.kernel.messaging import connect, unroutable_count
+from snapshoe.kernel.messaging import connect, publish_copy, unroutable_count
 from snapshoe.kernel.settings import Settings
 
 log = logging.getLogger("snapshoe.deadletters")
@@ -163,22 +163,8 @@ async def replay(
         letter = _dead_letter(queue, message)
         headers = {k: v for k, v in (message.headers or {}).items() if not str(k).startswith("x-")}
         headers["snapshoe-replays"] = letter.replays + 1
-        channel = message.channel
-        result = await channel.basic_publish(
-            message.body,
-            exchange="",  # the default exchange routes by queue name: straight to ``queue``
-            routing_key=queue,
-            properties=aiormq.spec.Basic.Properties(
-                content_type=message.content_type,
-                delivery_mode=2,
-                message_id=message.message_id,
-                message_type=message.type,
-                headers=headers,
-            ),
-            mandatory=True,
-        )
-        if not isinstance(result, aiormq.spec.Basic.Ack):
-            log.error("replay of %s to %s not confirmed: %r", message.message_id, queue, result)
+        if not await publish_copy(message, queue, headers):
+            log.error("replay of %s to %s not confirmed", message.message_id, queue)
             return False
         await message.ack()
         done.append(letter)

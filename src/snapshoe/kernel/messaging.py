@@ -554,14 +554,13 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
 
 
-async def _requeue_unspent(message: AbstractIncomingMessage, queue: str) -> None:
-    """Put a message back at the end of its own queue without spending a delivery: publish a
-    copy through the default exchange (straight to ``queue``) with a broker confirm, then ack
-    the original. A nack would count towards the delivery limit. If the publish fails, the
-    message is left unacked and comes back when the channel closes."""
-    channel = message.channel
-    headers = {k: v for k, v in (message.headers or {}).items() if not str(k).startswith("x-")}
-    await channel.basic_publish(
+async def publish_copy(
+    message: AbstractIncomingMessage, queue: str, headers: dict[str, Any]
+) -> bool:
+    """Publish a copy of ``message`` with ``headers`` through the default exchange, which routes
+    by queue name straight to ``queue`` (mandatory, persistent). True once the broker confirmed
+    it; a returned or refused copy is False, and the original must then not be acked."""
+    result = await message.channel.basic_publish(
         message.body,
         exchange="",
         routing_key=queue,
@@ -574,6 +573,20 @@ async def _requeue_unspent(message: AbstractIncomingMessage, queue: str) -> None
         ),
         mandatory=True,
     )
+    return isinstance(result, aiormq.spec.Basic.Ack)
+
+
+async def _requeue_unspent(message: AbstractIncomingMessage, queue: str) -> None:
+    """Put a message back at the end of its own queue without spending a delivery: publish a
+    copy through the default exchange (straight to ``queue``) with a broker confirm, then ack
+    the original. A nack would count towards the delivery limit. If the publish fails, the
+    message is left unacked and comes back when the channel closes."""
+    headers = {k: v for k, v in (message.headers or {}).items() if not str(k).startswith("x-")}
+    if not await publish_copy(message, queue, headers):
+        log.error(
+            "event %s could not be handed back to %s; left unacked", message.message_id, queue
+        )
+        return
     await message.ack()
     log.info(
         "event %s handed back to the end of %s (still failing transiently)",
