@@ -439,7 +439,9 @@ async def test_sweeper_releases_expired_reservations(
     assert (await env.reserve(client, paid, "s3", [(item, 1)], until=past)).status_code == 201
     assert (await env.commit(client, paid)).status_code == 200
     async with open_deps(env.settings) as deps:
-        assert await sweep_expired(deps, grace=timedelta(seconds=60)) >= 1
+        # The platform's own sweeper runs too and may get there first: either way the expired
+        # reservation is released exactly once, and a second pass finds nothing.
+        await sweep_expired(deps, grace=timedelta(seconds=60))
         assert await sweep_expired(deps, grace=timedelta(seconds=60)) == 0
     states = {
         r_id: (await client.get(f"/internal/reservations/{r_id}", headers=env.internal)).json()[
