@@ -195,10 +195,11 @@ class EventTap:
         ]
 
     async def wait(
-        self, event_type: str, order_id: str, within: float = 15
+        self, event_type: str, order_id: str, within: float = 15, count: int = 1
     ) -> list[dict[str, Any]]:
+        """Wait until at least `count` such events arrived (the relay publishes after commit)."""
         deadline = time.monotonic() + within
-        while not self.of(event_type, order_id):
+        while len(self.of(event_type, order_id)) < count:
             if time.monotonic() > deadline:
                 raise AssertionError(f"no {event_type} for {order_id}")
             await asyncio.sleep(0.1)
