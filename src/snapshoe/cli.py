@@ -427,7 +427,7 @@ def bench_drop(
 ) -> None:
     """A drop through the gateway of a running platform (`snapshoe up`): N buyers stampede
     for S pairs; then payments, checks from the databases, a JSON result and an HTML report."""
-    from snapshoe.bench.drop import DropConfig, run_drop, summary_lines
+    from snapshoe.bench.drop import BenchRefused, DropConfig, run_drop, summary_lines
 
     cfg = DropConfig(
         buyers=buyers,
@@ -448,7 +448,11 @@ def bench_drop(
         cfg.validate()
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    result = _run(run_drop(get_settings(), cfg))
+    try:
+        result = _run(run_drop(get_settings(), cfg))
+    except BenchRefused as exc:
+        typer.echo(f"bench drop: {exc}", err=True)
+        raise typer.Exit(2) from exc
     for line in summary_lines(result):
         typer.echo(line)
     if not result["ok"]:

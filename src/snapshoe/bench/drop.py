@@ -38,6 +38,7 @@ from typing import Any
 import httpx
 
 from snapshoe.bench import checks
+from snapshoe.bench.probe import cap_problem, connections_kept
 from snapshoe.bench.wrk import WrkRun, read_pairs, run_wrk, script_path, wrk_binary
 from snapshoe.kernel.auth import build_issuer
 from snapshoe.kernel.settings import Settings
@@ -113,6 +114,10 @@ def window_problem(window: checks.PaymentWindow | None, stampede_seconds: float)
         f"(stampede {stampede_seconds:.1f} s, then payments): {when}, so winners cannot pay "
         "before their pairs are sold again; raise the TTL on the platform or run a smaller drop"
     )
+
+
+class BenchRefused(RuntimeError):
+    """The platform, as it runs, cannot give this benchmark an honest figure; says what to do."""
 
 
 @dataclass
@@ -661,6 +666,9 @@ async def run_drop(settings: Settings, cfg: DropConfig) -> dict[str, Any]:
         r = await client.get("/api/products", params={"limit": 1})
         if r.status_code >= 500:
             raise RuntimeError(f"the platform is not answering at {settings.gateway_url}")
+        kept = await connections_kept(settings.gateway_url, cfg.connections)
+        if problem := cap_problem(settings.gateway_url, kept, cfg.connections):
+            raise BenchRefused(problem)
         bench.log(f"setup: {cfg.buyers} buyers, {cfg.pairs} pairs over {cfg.sizes} sizes")
         await bench.make_buyers()
         drop = await bench.create_drop(client, "gate")
@@ -925,4 +933,4 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
     return lines
 
 
-__all__ = ["DropConfig", "run_drop", "summary_lines", "window_problem"]
+__all__ = ["BenchRefused", "DropConfig", "run_drop", "summary_lines", "window_problem"]

@@ -27,6 +27,7 @@ from tests.integration.gateway.conftest import (
     run_haproxy,
 )
 
+from snapshoe.bench.probe import cap_problem, connections_kept
 from snapshoe.kernel.settings import Settings
 
 
@@ -238,6 +239,25 @@ async def test_connections_beyond_the_per_address_cap_are_refused(
         await asyncio.sleep(0.5)
         async with client(settings, flooder) as c:
             assert (await c.get("/api/products")).status_code == 200
+
+
+async def test_the_drop_bench_sees_the_cap_before_its_stampede(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    # wrk drives a drop from one address: the bench asks the gateway how many it keeps.
+    cap = 6
+    with own_gateway(
+        tmp_path, gateway.settings.users_port, gateway_max_connections_per_client=cap
+    ) as settings:
+        url = settings.gateway_url
+        assert await connections_kept(url, cap + 10) == cap
+        problem = cap_problem(url, cap, cap + 10)
+        assert problem is not None
+        assert f"SNAPSHOE_GATEWAY_MAX_CONNECTIONS_PER_CLIENT={cap + 10}" in problem
+        # Its own connections are closed again: as many as the cap are kept on the next try.
+        await asyncio.sleep(0.5)
+        assert await connections_kept(url, cap) == cap
+        assert cap_problem(url, cap, cap) is None
 
 
 # Item 15: never re-send what may have reached a service
