@@ -6,17 +6,42 @@ repositories take that session; repositories never commit.
 
 from __future__ import annotations
 
-from sqlalchemy import text
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Column, text
+from sqlalchemy.dialects.mysql import DATETIME
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.types import TypeDecorator
 
+from snapshoe.kernel.clock import as_utc, to_db
 from snapshoe.kernel.settings import Settings
 
 Sessions = async_sessionmaker[AsyncSession]
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """``DATETIME(6)`` holding UTC: aware datetimes in, aware UTC out. The one place where a
+    naive datetime is made or read, so none reaches the code above the repositories."""
+
+    impl = DATETIME(fsp=6)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else to_db(value)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+
+def ts_column(name: str, *, nullable: bool = False, **kw: Any) -> Column[datetime]:
+    """A timestamp column of any service's table."""
+    return Column(name, UtcDateTime(), nullable=nullable, **kw)
 
 
 def create_engine(settings: Settings, service: str, *, pool_size: int | None = None) -> AsyncEngine:
