@@ -66,6 +66,8 @@ TEST_ENV = {
     # test accepts the public dev secrets, as dev does (issue 12, item 7), and the gateway
     # routes the sandbox PG's buyer-side endpoints, as in dev.
     "SNAPSHOE_ENVIRONMENT": "test",
+    # The drop bench's tests compare with the baselines (its own test turns them off).
+    "SNAPSHOE_BENCH_BASELINES": "true",
     "SNAPSHOE_NAMESPACE": "snapshoe_test" if SLOT == 0 else f"snapshoe_test{SLOT}",
     "SNAPSHOE_GATEWAY_PORT": str(18000 + _OFF),
     "SNAPSHOE_USERS_PORT": str(18101 + _OFF),

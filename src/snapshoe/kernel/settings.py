@@ -134,6 +134,11 @@ class Settings(BaseSettings):
     # (before any HTTP is read), so one address cannot take the frontend's maxconn.
     gateway_max_connections_per_client: int = Field(default=300, ge=1, le=6000)
 
+    # The benchmark's baselines (issue 13): the floor route (GET /api/orders/-/floor) and
+    # products sold with row locks (stock_mode db_lock) exist only when this is on. Off, neither
+    # is reachable: buyers never see benchmark code. `snapshoe bench drop --compare` needs it.
+    bench_baselines: bool = False
+
     # Orders
     order_stage_seconds: float = 24 * 3600
     order_payment_ttl_seconds: float = 600
