@@ -14,7 +14,9 @@ MAX_FUNCTION_LINES = 60
 
 
 def _sources() -> list[Path]:
-    return sorted(SRC.rglob("*.py"))
+    # Migrations are history: a released revision is never rewritten, and its upgrade() is
+    # one table definition after another.
+    return sorted(p for p in SRC.rglob("*.py") if "migrations" not in p.parts)
 
 
 def _cycles() -> list[list[str]]:
