@@ -63,7 +63,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from snapshoe.kernel.contracts import Event, must_route
+from snapshoe.kernel.contracts.events import Event
+from snapshoe.kernel.contracts.routing import must_route
 from snapshoe.kernel.db import Sessions
 from snapshoe.kernel.settings import Settings
 
