@@ -27,6 +27,7 @@ from snapshoe.kernel.errors import (
     backend_down,
     install_error_handlers,
     problem_response,
+    service_unavailable,
 )
 from snapshoe.kernel.logs import configure_logging, request_id_var
 from snapshoe.kernel.settings import Settings, get_settings
@@ -314,7 +315,7 @@ async def _readiness(checks: Mapping[str, ReadinessCheck]) -> Response:
             results[name] = f"unreachable: {type(exc).__name__}"
     body: dict[str, Any] = {"status": "ok" if ok else "unavailable", "checks": results}
     if not ok:
-        body |= Problem(503, "service_unavailable", detail="A dependency is down").body()
+        body |= service_unavailable("A dependency is down", retry_after=None).body()
     return Response(
         orjson.dumps(body),
         status_code=200 if ok else 503,
