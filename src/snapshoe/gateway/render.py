@@ -162,6 +162,26 @@ def _backends(settings: Settings, target: Target, k8s_namespace: str) -> list[Ba
     return backends
 
 
+def _limits(settings: Settings) -> dict[str, object]:
+    """The template's connection, size, timeout and rate limits."""
+    return {
+        "global_maxconn": GLOBAL_MAXCONN,
+        "frontend_maxconn": FRONTEND_MAXCONN,
+        "server_maxconn": SERVER_MAXCONN,
+        "template_slots": TEMPLATE_SLOTS,
+        "max_body_bytes": MAX_BODY_BYTES,
+        "max_header_bytes": MAX_HEADER_BYTES,
+        "buffer_bytes": BUFFER_BYTES,
+        "rewrite_reserve_bytes": REWRITE_RESERVE_BYTES,
+        "request_timeout": settings.gateway_request_timeout_seconds,
+        "max_conns_per_client": settings.gateway_max_connections_per_client,
+        "login_rate": settings.login_rate_per_minute,
+        "verification_rate": settings.verification_rate_per_minute,
+        "signup_rate": settings.signup_rate_per_minute,
+        "password_reset_rate": settings.password_reset_rate_per_minute,
+    }
+
+
 def render_config(
     settings: Settings,
     target: Target = "local",
@@ -194,20 +214,7 @@ def render_config(
             bind_host=bind_host,
             gateway_port=settings.gateway_port,
             stats_port=settings.gateway_stats_port,
-            global_maxconn=GLOBAL_MAXCONN,
-            frontend_maxconn=FRONTEND_MAXCONN,
-            server_maxconn=SERVER_MAXCONN,
-            template_slots=TEMPLATE_SLOTS,
-            max_body_bytes=MAX_BODY_BYTES,
-            max_header_bytes=MAX_HEADER_BYTES,
-            buffer_bytes=BUFFER_BYTES,
-            rewrite_reserve_bytes=REWRITE_RESERVE_BYTES,
-            request_timeout=settings.gateway_request_timeout_seconds,
-            max_conns_per_client=settings.gateway_max_connections_per_client,
-            login_rate=settings.login_rate_per_minute,
-            verification_rate=settings.verification_rate_per_minute,
-            signup_rate=settings.signup_rate_per_minute,
-            password_reset_rate=settings.password_reset_rate_per_minute,
+            **_limits(settings),
             pg_routed=pg_routed,
             algorithm=settings.jwt_algorithm,
             public_key=public_key,

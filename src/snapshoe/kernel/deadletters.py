@@ -31,8 +31,9 @@ from aio_pika.abc import AbstractIncomingMessage
 from prometheus_client import Gauge
 from sqlalchemy import Table
 
+from snapshoe.kernel.broker import connect, publish_copy
 from snapshoe.kernel.db import Sessions
-from snapshoe.kernel.messaging import connect, publish_copy, unroutable_count
+from snapshoe.kernel.outbox import unroutable_count
 from snapshoe.kernel.settings import Settings
 
 log = logging.getLogger("snapshoe.deadletters")

@@ -111,14 +111,21 @@ BACKEND_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+def service_unavailable(
+    detail: str = "A backing service is unavailable; retry shortly",
+    *,
+    retry_after: int | None = 1,
+    code: str = "service_unavailable",
+) -> Problem:
+    """The one 503: ``code`` (``service_unavailable`` unless a service names its own, e.g.
+    ``outcome_unknown``) with ``Retry-After: retry_after`` seconds (``None``: no header)."""
+    headers = None if retry_after is None else {"Retry-After": str(retry_after)}
+    return Problem(503, code, detail=detail, headers=headers)
+
+
 def backend_down(method: str, path: str, exc: Exception) -> Problem:
     log.error("backend unavailable on %s %s: %s", method, path, exc)
-    return Problem(
-        503,
-        "service_unavailable",
-        detail="A backing service is unavailable; retry shortly",
-        headers={"Retry-After": "1"},
-    )
+    return service_unavailable()
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -28,8 +27,10 @@ from snapshoe.kernel.errors import (
     backend_down,
     install_error_handlers,
     problem_response,
+    service_unavailable,
 )
 from snapshoe.kernel.logs import configure_logging, request_id_var
+from snapshoe.kernel.settings import Settings, get_settings
 
 log = logging.getLogger("snapshoe.http")
 
@@ -132,32 +133,35 @@ class RequestContextMiddleware:
                 send_wrapper, Problem(500, "internal_error", detail="Unexpected error")
             )
         finally:
-            elapsed = time.perf_counter() - start
-            route = scope.get("route")
-            fast_route = (scope["method"], scope["path"]) in self.fast_paths
-            path = getattr(route, "path", None) or (scope["path"] if fast_route else "unmatched")
-            method = scope["method"]
-            series = self._series.get((method, path, status))
-            if series is None:
-                series = (
-                    REQUESTS.labels(self.service, method, path, str(status)),
-                    LATENCY.labels(self.service, method, path),
-                )
-                if len(self._series) < 10_000:  # bounded: routes and statuses are few
-                    self._series[(method, path, status)] = series
-            series[0].inc()
-            series[1].observe(elapsed)
-            problem = status >= 500 or elapsed >= SLOW_REQUEST_SECONDS
-            if (problem or self.log_every_request) and path not in ("/healthz", "/metrics"):
-                log.log(
-                    logging.WARNING if problem else logging.INFO,
-                    "%s %s %s",
-                    method,
-                    scope["path"],
-                    status,
-                    extra={"status": status, "ms": round(elapsed * 1000, 2), "route": path},
-                )
+            self._record(scope, status, time.perf_counter() - start)
             request_id_var.reset(token)
+
+    def _record(self, scope: Scope, status: int, elapsed: float) -> None:
+        """Count and time the request; log it if it was a problem (or every request is)."""
+        route = scope.get("route")
+        fast_route = (scope["method"], scope["path"]) in self.fast_paths
+        path = getattr(route, "path", None) or (scope["path"] if fast_route else "unmatched")
+        method = scope["method"]
+        series = self._series.get((method, path, status))
+        if series is None:
+            series = (
+                REQUESTS.labels(self.service, method, path, str(status)),
+                LATENCY.labels(self.service, method, path),
+            )
+            if len(self._series) < 10_000:  # bounded: routes and statuses are few
+                self._series[(method, path, status)] = series
+        series[0].inc()
+        series[1].observe(elapsed)
+        problem = status >= 500 or elapsed >= SLOW_REQUEST_SECONDS
+        if (problem or self.log_every_request) and path not in ("/healthz", "/metrics"):
+            log.log(
+                logging.WARNING if problem else logging.INFO,
+                "%s %s %s",
+                method,
+                scope["path"],
+                status,
+                extra={"status": status, "ms": round(elapsed * 1000, 2), "route": path},
+            )
 
     async def _fast(self, fast: FastPath, scope: Scope, receive: Receive, send: Send) -> None:
         chunks = []
@@ -241,26 +245,41 @@ def create_service_app(
     version: str = "1.0.0",
     fast_paths: Mapping[tuple[str, str], FastPath] | None = None,
     metrics_hook: Callable[[], Awaitable[None]] | None = None,
+    settings: Settings | None = None,
 ) -> FastAPI:
     """Build a service app. ``metrics_hook`` refreshes gauges read from elsewhere (the
     broker's DLQ depths) before ``/metrics`` answers; it is bounded and never fails a scrape.
     ``readiness`` maps a dependency name to a coroutine that raises
     when that dependency cannot be reached; ``/readyz`` runs them all. ``fast_paths`` maps
-    ``(method, path)`` of a hot route to its :data:`FastPath`."""
+    ``(method, path)`` of a hot route to its :data:`FastPath`. ``settings`` (read from the
+    environment when not given) sets the log level and format and the access log."""
+    settings = settings or get_settings()
     # Logging is set here, not at import, so every uvicorn worker process gets it.
-    configure_logging(
-        service,
-        os.environ.get("SNAPSHOE_LOG_LEVEL", "INFO"),
-        json=os.environ.get("SNAPSHOE_LOG_JSON", "true").lower() != "false",
-    )
+    configure_logging(service, settings.log_level, json=settings.log_json)
     app = FastAPI(
         title=title or f"SnapShoe {service}",
         version=version,
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    checks = dict(readiness or {})
+    app.include_router(_operations_router(service, dict(readiness or {}), metrics_hook))
+    for router in routers:
+        app.include_router(router)
+    app.add_middleware(
+        RequestContextMiddleware,
+        service=service,
+        fast_paths=fast_paths,
+        access_log=settings.access_log,
+    )
+    return app
 
+
+def _operations_router(
+    service: str,
+    checks: dict[str, ReadinessCheck],
+    metrics_hook: Callable[[], Awaitable[None]] | None,
+) -> APIRouter:
+    """``/healthz``, ``/readyz`` and ``/metrics``, left out of the schema."""
     ops = APIRouter(tags=["operations"])
 
     @ops.get("/healthz", include_in_schema=False)
@@ -269,23 +288,7 @@ def create_service_app(
 
     @ops.get("/readyz", include_in_schema=False)
     async def readyz() -> Response:
-        results: dict[str, str] = {}
-        ok = True
-        for name, check in checks.items():
-            try:
-                await check()
-                results[name] = "ok"
-            except Exception as exc:  # a readiness probe reports, it never raises
-                ok = False
-                results[name] = f"unreachable: {type(exc).__name__}"
-        body: dict[str, Any] = {"status": "ok" if ok else "unavailable", "checks": results}
-        if not ok:
-            body |= Problem(503, "service_unavailable", detail="A dependency is down").body()
-        return Response(
-            orjson.dumps(body),
-            status_code=200 if ok else 503,
-            media_type="application/json" if ok else PROBLEM_JSON,
-        )
+        return await _readiness(checks)
 
     @ops.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
@@ -296,16 +299,28 @@ def create_service_app(
                 log.warning("metrics refresh failed: %s", exc)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    app.include_router(ops)
-    for router in routers:
-        app.include_router(router)
-    app.add_middleware(
-        RequestContextMiddleware,
-        service=service,
-        fast_paths=fast_paths,
-        access_log=os.environ.get("SNAPSHOE_ACCESS_LOG", "problems").lower(),
+    return ops
+
+
+async def _readiness(checks: Mapping[str, ReadinessCheck]) -> Response:
+    """Run every check: 200 with each ``ok``, or a 503 problem naming the unreachable ones."""
+    results: dict[str, str] = {}
+    ok = True
+    for name, check in checks.items():
+        try:
+            await check()
+            results[name] = "ok"
+        except Exception as exc:  # a readiness probe reports, it never raises
+            ok = False
+            results[name] = f"unreachable: {type(exc).__name__}"
+    body: dict[str, Any] = {"status": "ok" if ok else "unavailable", "checks": results}
+    if not ok:
+        body |= service_unavailable("A dependency is down", retry_after=None).body()
+    return Response(
+        orjson.dumps(body),
+        status_code=200 if ok else 503,
+        media_type="application/json" if ok else PROBLEM_JSON,
     )
-    return app
 
 
 async def noop_lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -42,14 +42,29 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+_configured: tuple[str, str, bool, logging.Handler] | None = None
+
+
 def configure_logging(service: str, level: str = "INFO", json: bool = True) -> None:
+    """Set the root logger's one handler. Once per process: a second call with the same
+    arguments, while that handler is still in place, changes nothing."""
+    global _configured
+    root = logging.getLogger()
+    if _configured is not None:
+        *same, handler = _configured
+        if (
+            same == [service, level, json]
+            and root.handlers == [handler]
+            and getattr(handler, "stream", None) is sys.stdout
+        ):
+            return
     handler = logging.StreamHandler(sys.stdout)
     if json:
         handler.setFormatter(JsonFormatter(service))
     else:
         handler.setFormatter(logging.Formatter(f"%(asctime)s {service} %(levelname)s %(message)s"))
-    root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # uvicorn's own access log duplicates ours (which has the request id).
     logging.getLogger("uvicorn.access").disabled = True
+    _configured = (service, level, json, handler)

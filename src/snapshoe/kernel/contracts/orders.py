@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel
 
-from snapshoe.kernel.contracts import Event
+from snapshoe.kernel.contracts.events import Event
 
 
 class OrderLine(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import ClassVar
 
-from snapshoe.kernel.contracts import Event
+from snapshoe.kernel.contracts.events import Event
 
 
 class PaymentApproved(Event):
