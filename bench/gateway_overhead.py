@@ -57,7 +57,7 @@ def wait_for(url: str, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited")
+            raise RuntimeError(f"{proc.args!r} exited")
         try:
             httpx.get(url, timeout=1)
             return
@@ -107,87 +107,74 @@ def wrk(url: str, args: argparse.Namespace, headers: list[str], gw_pid: int) -> 
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
+def isolated_settings(tmp: str) -> tuple[Settings, int]:
+    """Settings of a gateway of its own whose every service route goes to one stub ``port``."""
+    port = free_port()
+    settings = Settings(
+        data_dir=Path(tmp),
+        gateway_port=free_port(),
+        gateway_stats_port=free_port(),
+        users_port=port,
+        products_port=port,
+        orders_port=port,
+        payments_port=port,
+        sandbox_pg_port=port,
+    )
+    return settings, port
 
-    with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        settings = Settings(
-            data_dir=Path(tmp),
-            gateway_port=free_port(),
-            gateway_stats_port=free_port(),
-            users_port=port,
-            products_port=port,
-            orders_port=port,
-            payments_port=port,
-            sandbox_pg_port=port,
-        )
-        ensure_dev_keys(settings)
-        token, _ = TokenIssuer(load_private_key(settings.private_key_path), settings).issue_access(
-            "bench-user", email_verified=True
-        )
-        config = write_config(settings)
-        up = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "gateway_overhead:upstream",
-                "--factory",
-                "--app-dir",
-                str(Path(__file__).parent),
-                "--port",
-                str(port),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-                "--loop",
-                "uvloop",
-                "--http",
-                "httptools",
-            ],
-            env={**os.environ},
-        )
-        gw = subprocess.Popen(
-            haproxy_command(settings, config),
-            stdout=subprocess.DEVNULL,  # HAProxy still formats every log line
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_for(f"http://127.0.0.1:{port}/", up)
-            wait_for(f"http://127.0.0.1:{settings.gateway_stats_port}/healthz", gw)
-            gateway = f"http://127.0.0.1:{settings.gateway_port}"
-            scenarios = {
-                "direct": (f"http://127.0.0.1:{port}/api/orders/ping", []),
-                "gateway_jwt": (
-                    f"{gateway}/api/orders/ping",
-                    [f"Authorization: Bearer {token}"],
-                ),
-                "gateway_public": (f"{gateway}/api/products/ping", []),
-            }
-            # Sanity: the JWT route really checks (no token -> 401), and the token passes.
-            assert httpx.get(scenarios["gateway_jwt"][0]).status_code == 401
-            ok = httpx.get(
-                scenarios["gateway_jwt"][0], headers={"Authorization": f"Bearer {token}"}
-            )
-            assert ok.status_code == 200, ok.text
-            results: dict[str, list[dict[str, float]]] = {name: [] for name in scenarios}
-            for run in range(args.runs):
-                for name, (url, headers) in scenarios.items():
-                    r = wrk(url, args, headers, gw.pid)
-                    results[name].append(r)
-                    print(f"run {run + 1} {name}: {r}", file=sys.stderr)
-        finally:
-            gw.terminate()
-            up.terminate()
-            gw.wait(10)
-            up.wait(10)
 
+def start_upstream(port: int) -> subprocess.Popen[bytes]:
+    """The stub service (``upstream`` below) under uvicorn, as the services run."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "gateway_overhead:upstream",
+            "--factory",
+            "--app-dir",
+            str(Path(__file__).parent),
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+        ],
+        env={**os.environ},
+    )
+
+
+def run_scenarios(
+    args: argparse.Namespace, settings: Settings, port: int, token: str, gw_pid: int
+) -> dict[str, list[dict[str, float]]]:
+    """Alternating wrk runs of: the stub direct, through the gateway with a JWT, without."""
+    gateway = f"http://127.0.0.1:{settings.gateway_port}"
+    scenarios = {
+        "direct": (f"http://127.0.0.1:{port}/api/orders/ping", []),
+        "gateway_jwt": (
+            f"{gateway}/api/orders/ping",
+            [f"Authorization: Bearer {token}"],
+        ),
+        "gateway_public": (f"{gateway}/api/products/ping", []),
+    }
+    # Sanity: the JWT route really checks (no token -> 401), and the token passes.
+    assert httpx.get(scenarios["gateway_jwt"][0]).status_code == 401
+    ok = httpx.get(scenarios["gateway_jwt"][0], headers={"Authorization": f"Bearer {token}"})
+    assert ok.status_code == 200, ok.text
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in scenarios}
+    for run in range(args.runs):
+        for name, (url, headers) in scenarios.items():
+            r = wrk(url, args, headers, gw_pid)
+            results[name].append(r)
+            print(f"run {run + 1} {name}: {r}", file=sys.stderr)
+    return results
+
+
+def print_table(args: argparse.Namespace, results: dict[str, list[dict[str, float]]]) -> None:
     print(
         f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, "
         f"{args.runs} alternating runs each, medians; {os.cpu_count()} cores\n"
@@ -200,6 +187,39 @@ def main() -> None:
             f"| {name} | {med['rps']:,.0f} | {med['avg']:.2f} ms | {med['p50']:.2f} ms "
             f"| {med['p99']:.2f} ms | {med['gw_cpu_us']:.0f} µs |"
         )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings, port = isolated_settings(tmp)
+        ensure_dev_keys(settings)
+        token, _ = TokenIssuer(load_private_key(settings.private_key_path), settings).issue_access(
+            "bench-user", email_verified=True
+        )
+        config = write_config(settings)
+        up = start_upstream(port)
+        gw = subprocess.Popen(
+            haproxy_command(settings, config),
+            stdout=subprocess.DEVNULL,  # HAProxy still formats every log line
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for(f"http://127.0.0.1:{port}/", up)
+            wait_for(f"http://127.0.0.1:{settings.gateway_stats_port}/healthz", gw)
+            results = run_scenarios(args, settings, port, token, gw.pid)
+        finally:
+            gw.terminate()
+            up.terminate()
+            gw.wait(10)
+            up.wait(10)
+    print_table(args, results)
 
 
 if __name__ == "__main__":

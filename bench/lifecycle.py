@@ -119,7 +119,9 @@ async def verify(engine: AsyncEngine, expected: int) -> dict[str, Any]:
         "outbox_distinct_ids": "SELECT COUNT(DISTINCT event_id) FROM outbox",
     }
     async with engine.connect() as conn:
-        out = {k: int((await conn.execute(text(q))).scalar_one()) for k, q in queries.items()}
+        out: dict[str, Any] = {
+            k: int((await conn.execute(text(q))).scalar_one()) for k, q in queries.items()
+        }
         rows = await conn.execute(text("SELECT status, COUNT(*) FROM orders GROUP BY status"))
         out["statuses"] = {s: int(c) for s, c in rows}
     out["ok"] = (
@@ -168,6 +170,55 @@ async def child(args: argparse.Namespace) -> None:
     await engine.dispose()
 
 
+async def prepare(
+    settings: Settings, args: argparse.Namespace, kinds: tuple[str, ...]
+) -> tuple[list[str], int]:
+    """A fresh bench database seeded with the due orders; returns the claim query plans and
+    the buffer pool size."""
+    await fresh_database(settings)
+    engine = create_async_engine(settings.database_url("orders"))
+    started = time.perf_counter()
+    await seed(engine, args.orders, kinds=kinds)
+    async with engine.connect() as conn:
+        await conn.execute(text("ANALYZE TABLE orders"))
+        pool = int((await conn.execute(text("SELECT @@innodb_buffer_pool_size"))).scalar_one())
+    print(
+        f"seeded {args.orders} due orders ({'/'.join(kinds)}) in "
+        f"{time.perf_counter() - started:.1f}s"
+    )
+    plan = await explain(engine)  # with every order due, as the worker meets them
+    await engine.dispose()
+    return plan, pool
+
+
+async def check(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    engine = create_async_engine(settings.database_url("orders"))
+    try:
+        return await verify(engine, args.orders)
+    finally:
+        await engine.dispose()
+        if not args.keep:
+            await drop_database(settings, "orders")
+
+
+def run_workers(args: argparse.Namespace) -> tuple[list[int], float]:
+    """``--processes`` worker processes (this script with ``--child``); their exit codes and
+    the time until the last one finished."""
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--concurrency",
+        str(args.concurrency),
+        "--batch",
+        str(args.batch),
+    ]
+    started = time.perf_counter()
+    procs = [subprocess.Popen(cmd) for _ in range(args.processes)]
+    codes = [p.wait() for p in procs]
+    return codes, time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--orders", type=int, default=1_000_000)
@@ -185,48 +236,9 @@ def main() -> None:
 
     settings = Settings(namespace=BENCH_NAMESPACE)
     kinds = tuple(KINDS) if args.kind == "mix" else (args.kind,)
-
-    async def prepare() -> tuple[list[str], int]:
-        await fresh_database(settings)
-        engine = create_async_engine(settings.database_url("orders"))
-        started = time.perf_counter()
-        await seed(engine, args.orders, kinds=kinds)
-        async with engine.connect() as conn:
-            await conn.execute(text("ANALYZE TABLE orders"))
-            pool = int((await conn.execute(text("SELECT @@innodb_buffer_pool_size"))).scalar_one())
-        print(
-            f"seeded {args.orders} due orders ({'/'.join(kinds)}) in "
-            f"{time.perf_counter() - started:.1f}s"
-        )
-        plan = await explain(engine)  # with every order due, as the worker meets them
-        await engine.dispose()
-        return plan, pool
-
-    plan, pool = asyncio.run(prepare())
-    cmd = [
-        sys.executable,
-        __file__,
-        "--child",
-        "--concurrency",
-        str(args.concurrency),
-        "--batch",
-        str(args.batch),
-    ]
-    started = time.perf_counter()
-    procs = [subprocess.Popen(cmd) for _ in range(args.processes)]
-    codes = [p.wait() for p in procs]
-    elapsed = time.perf_counter() - started
-
-    async def check() -> dict[str, Any]:
-        engine = create_async_engine(settings.database_url("orders"))
-        try:
-            return await verify(engine, args.orders)
-        finally:
-            await engine.dispose()
-            if not args.keep:
-                await drop_database(settings, "orders")
-
-    result = asyncio.run(check())
+    plan, pool = asyncio.run(prepare(settings, args, kinds))
+    codes, elapsed = run_workers(args)
+    result = asyncio.run(check(settings, args))
     print(f"machine: {platform.node()} {os.cpu_count()} cpu(s), {platform.platform()}")
     print(f"MariaDB {settings.db_host}:{settings.db_port}, buffer pool {pool >> 20} MiB")
     print(

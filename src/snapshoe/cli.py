@@ -413,7 +413,11 @@ def bench_drop(
     threads: Annotated[int, typer.Option(help="wrk threads")] = 2,
     decline_share: Annotated[float, typer.Option(help="share of declined payments")] = 0.1,
     compare: Annotated[
-        bool, typer.Option("--compare/--no-compare", help="also the floor and the db_lock drop")
+        bool,
+        typer.Option(
+            "--compare/--no-compare",
+            help="also the floor and the db_lock drop (needs SNAPSHOE_BENCH_BASELINES=true)",
+        ),
     ] = False,
     compare_seconds: Annotated[float, typer.Option(help="time cap of the db_lock drop")] = 15.0,
     max_seconds: Annotated[float, typer.Option(help="time cap of the stampede")] = 120.0,

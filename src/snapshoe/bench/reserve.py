@@ -1,8 +1,8 @@
 """Measure the reserve endpoint alone: reservations admitted per second and sold-out
-refusals per second, with wrk (``bench/reserve.lua`` makes every request a new reservation id
-and a new buyer) against a running products service.
+refusals per second, with wrk (``reserve.lua`` next to it makes every request a new
+reservation id and a new buyer) against a running products service.
 
-    uv run python bench/reserve.py [--url http://127.0.0.1:8102] [--duration 15]
+    uv run python -m snapshoe.bench.reserve [--url http://127.0.0.1:8102] [--duration 15]
         [--connections 64] [--threads 2]
 
 Settings (namespace, DB, Redis, keys) come from the SNAPSHOE_ environment, as for the service.
@@ -21,27 +21,26 @@ import secrets
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from typing import Any
 
 import httpx
 
+from snapshoe.bench.wrk import script_path, wrk_binary
 from snapshoe.kernel.auth import build_issuer
 from snapshoe.kernel.internal import internal_headers
 from snapshoe.kernel.settings import Settings
 
-HERE = Path(__file__).parent
-
 
 def wrk(url: str, items: str, args: argparse.Namespace, token: str) -> dict[str, float]:
-    out = subprocess.run(
+    out = subprocess.run(  # noqa: S603 (our own fixed argv)
         [
-            "wrk",
+            wrk_binary(),
             f"-t{args.threads}",
             f"-c{args.connections}",
             f"-d{args.duration}s",
             "--latency",
             "-s",
-            str(HERE / "reserve.lua"),
+            str(script_path("reserve.lua")),
             url,
         ],
         env={**os.environ, "ITEMS": items, "TOKEN": token},
@@ -63,16 +62,11 @@ def wrk(url: str, items: str, args: argparse.Namespace, token: str) -> dict[str,
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    settings = Settings()
-    parser.add_argument("--url", default=settings.service_url("products"))
-    parser.add_argument("--duration", type=int, default=15)
-    parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--stock", type=int, default=1_000_000)
-    args = parser.parse_args()
-
+def measure(
+    settings: Settings, args: argparse.Namespace
+) -> tuple[dict[str, float], dict[str, float], int, dict[str, Any]]:
+    """A product with an item of ``args.stock`` units and one of none; wrk on each; returns
+    wrk's figures for both, the units the ledger took and the gate's reconcile report."""
     token, _ = build_issuer(settings).issue_access("bench", email_verified=True, roles=["admin"])
     admin = {"Authorization": f"Bearer {token}"}
     internal = internal_headers(settings)
@@ -106,12 +100,25 @@ def main() -> None:
         refused = wrk(args.url, none, args, secret)
 
         details = http.get("/internal/items", params={"ids": plenty}, headers=internal).json()
-        left = details["items"][0]["stock_remaining"]
+        left = int(details["items"][0]["stock_remaining"])
         report = http.post("/internal/gate/reconcile", headers=internal).json()
 
+    return admitted, refused, args.stock - left, report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    settings = Settings()
+    parser.add_argument("--url", default=settings.service_url("products"))
+    parser.add_argument("--duration", type=int, default=15)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--stock", type=int, default=1_000_000)
+    args = parser.parse_args()
+
+    admitted, refused, taken, report = measure(settings, args)
     # wrk stops with up to one request per connection in flight: those were admitted by the
     # service but not counted by wrk.
-    taken = args.stock - left
     in_flight = taken - int(admitted["admitted"])
     ok = 0 <= in_flight <= args.connections and not report["differences"]
     print(f"machine: {platform.node()} {os.cpu_count()} cpu(s), {platform.platform()}")
