@@ -23,12 +23,12 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from bench.lifecycle import fresh_database, seed, verify
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.support.platform import ROOT, TEST_ENV, make_test_settings
 
+from snapshoe.bench.lifecycle import fresh_database, seed, verify
 from snapshoe.kernel.clock import ManualClock
 from snapshoe.kernel.db import create_engine, create_sessions, drop_database
 from snapshoe.kernel.settings import Settings

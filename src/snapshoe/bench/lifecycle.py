@@ -1,7 +1,7 @@
 """Measure the order lifecycle worker: how long it takes to advance N due orders (default
 1,000,000), reported as transitions per second.
 
-    uv run python bench/lifecycle.py [--orders 1000000] [--processes 1] [--concurrency 2]
+    uv run python -m snapshoe.bench.lifecycle [--orders 1000000] [--processes 1] [--concurrency 2]
         [--batch 4000] [--kind mix|expire|ship|deliver] [--keep]
 
 It never touches dev or test data: everything happens in a dedicated database

@@ -10,7 +10,8 @@ of them alike:
 - ``gateway_public``: wrk -> HAProxy -> upstream on a public route (``GET /api/products/ping``),
   to split the proxy hop from the JWT verification
 
-Run: ``uv run python bench/gateway_overhead.py [--runs 3] [--duration 10] [--connections 64]``.
+Run: ``uv run python -m snapshoe.bench.gateway_overhead [--runs 3] [--duration 10]
+[--connections 64]``.
 Prints a Markdown table of the medians (req/s, average, p50 and p99 latency).
 """
 
@@ -130,10 +131,8 @@ def start_upstream(port: int) -> subprocess.Popen[bytes]:
             sys.executable,
             "-m",
             "uvicorn",
-            "gateway_overhead:upstream",
+            "snapshoe.bench.gateway_overhead:upstream",
             "--factory",
-            "--app-dir",
-            str(Path(__file__).parent),
             "--port",
             str(port),
             "--no-access-log",
