@@ -12,7 +12,8 @@ from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from snapshoe.products.domain import Line, ReservationState, like_pattern, to_db
+from snapshoe.kernel.clock import to_db
+from snapshoe.products.domain import Line, ReservationState, like_pattern
 from snapshoe.products.tables import (
     buyer_holds,
     gate_state,
