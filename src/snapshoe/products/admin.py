@@ -7,16 +7,14 @@ import logging
 from redis.exceptions import RedisError
 from sqlalchemy.engine import RowMapping
 
-from snapshoe.kernel.clock import to_db, utcnow
+from snapshoe.kernel.clock import utcnow
 from snapshoe.kernel.errors import Problem, not_found
 from snapshoe.products import repository as repo
 from snapshoe.products import schemas
 from snapshoe.products.baseline import refuse_unless_enabled
 from snapshoe.products.catalog import product_detail
 from snapshoe.products.deps import Deps
-from snapshoe.products.domain import (
-    new_id,
-)
+from snapshoe.products.domain import new_id
 from snapshoe.products.rebuild import register_quietly
 
 log = logging.getLogger("snapshoe.products")
@@ -33,9 +31,9 @@ async def create_product(deps: Deps, body: schemas.ProductCreate) -> schemas.Pro
             {
                 "id": pid,
                 **body.model_dump(exclude={"release_at"}),
-                "release_at": to_db(body.release_at),
-                "created_at": to_db(now),
-                "updated_at": to_db(now),
+                "release_at": body.release_at,
+                "created_at": now,
+                "updated_at": now,
             },
         )
         row = await repo.get_product(session, pid)
@@ -51,13 +49,13 @@ async def patch_product(deps: Deps, pid: str, body: schemas.ProductPatch) -> sch
         if required in values and values[required] is None:
             raise Problem(422, "validation_error", detail=f"{required} cannot be null")
     if "release_at" in values:
-        values["release_at"] = to_db(values["release_at"])
+        values["release_at"] = values["release_at"]
     async with deps.sessions.begin() as session:
         epoch = await repo.epoch_shared(session)
         if await repo.get_product(session, pid) is None:
             raise not_found("product")
         if values:
-            await repo.update_product(session, pid, {**values, "updated_at": to_db(utcnow())})
+            await repo.update_product(session, pid, {**values, "updated_at": utcnow()})
         row = await repo.get_product(session, pid)
         items = await repo.items_of(session, pid)
     assert row is not None
@@ -99,7 +97,7 @@ async def create_item(deps: Deps, pid: str, body: schemas.ItemCreate) -> schemas
                 "sold": 0,
                 "reserved": 0,
                 "available": body.stock,
-                "created_at": to_db(utcnow()),
+                "created_at": utcnow(),
             },
         )
         row = await repo.get_item(session, item_id)

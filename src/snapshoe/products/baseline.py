@@ -3,24 +3,18 @@
 
 from __future__ import annotations
 
-import logging
-
 from sqlalchemy.exc import IntegrityError
 
-from snapshoe.kernel.clock import to_db, utcnow
+from snapshoe.kernel.clock import utcnow
 from snapshoe.kernel.errors import Problem
 from snapshoe.kernel.settings import Settings
 from snapshoe.products import repository as repo
 from snapshoe.products import schemas
 from snapshoe.products.deps import Deps
-from snapshoe.products.domain import (
-    Line,
-)
+from snapshoe.products.domain import Line
 from snapshoe.products.ledger import active_out, existing, insert_lines, is_duplicate
 from snapshoe.products.problems import limit_exceeded
 from snapshoe.products.reservations import retrying
-
-log = logging.getLogger("snapshoe.products")
 
 BASELINE_MODE = "db_lock"
 
@@ -66,7 +60,7 @@ async def _reserve_db_lock(
                 session, sorted({deps.item_products[i] for i in item_ids})
             )
             for m in metas:
-                if to_db(now) < m["release_at"]:
+                if now < m["release_at"]:
                     raise Problem(
                         409,
                         "drop_not_open",

@@ -3,7 +3,6 @@ the internal item details the orders service asks for."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,14 +15,7 @@ from snapshoe.kernel.errors import Problem, not_found
 from snapshoe.products import repository as repo
 from snapshoe.products import schemas
 from snapshoe.products.deps import Deps
-from snapshoe.products.domain import (
-    InvalidCursor,
-    decode_cursor,
-    encode_cursor,
-    product_status,
-)
-
-log = logging.getLogger("snapshoe.products")
+from snapshoe.products.domain import InvalidCursor, decode_cursor, encode_cursor, product_status
 
 
 def _cursor(value: str | None) -> str | None:

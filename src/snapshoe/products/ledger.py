@@ -22,10 +22,7 @@ from snapshoe.kernel.errors import Problem
 from snapshoe.products import repository as repo
 from snapshoe.products import schemas
 from snapshoe.products.deps import Admitted, Deps
-from snapshoe.products.domain import (
-    Line,
-    ProductLines,
-)
+from snapshoe.products.domain import Line, ProductLines
 from snapshoe.products.problems import gate_unavailable, limit_exceeded
 from snapshoe.products.reservations import reservation_out
 

@@ -14,17 +14,12 @@ from redis.exceptions import RedisError
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import OperationalError
 
-from snapshoe.kernel.clock import rfc3339, to_db, utcnow
+from snapshoe.kernel.clock import rfc3339, utcnow
 from snapshoe.kernel.errors import Problem, not_found
 from snapshoe.products import repository as repo
 from snapshoe.products import schemas
 from snapshoe.products.deps import Deps
-from snapshoe.products.domain import (
-    Line,
-    ProductLines,
-    ReservationState,
-    group_by_product,
-)
+from snapshoe.products.domain import Line, ProductLines, ReservationState, group_by_product
 
 log = logging.getLogger("snapshoe.products")
 
@@ -150,7 +145,7 @@ async def _release(
             only_expired_before is not None
             and (
                 state is not ReservationState.ACTIVE
-                or head["reserved_until"] >= to_db(only_expired_before)
+                or head["reserved_until"] >= only_expired_before
             )
         ):
             return reservation_out(head, lines, changed=False), None, []

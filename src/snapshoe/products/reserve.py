@@ -17,12 +17,7 @@ from snapshoe.products import repository as repo
 from snapshoe.products import schemas
 from snapshoe.products.baseline import reserve_db_lock
 from snapshoe.products.deps import Admitted, Deps
-from snapshoe.products.domain import (
-    Line,
-    ProductLines,
-    group_by_product,
-    merge_lines,
-)
+from snapshoe.products.domain import Line, ProductLines, group_by_product, merge_lines
 from snapshoe.products.gate import Verdict
 from snapshoe.products.ledger import StaleEpoch, answer_existing, write_reservation
 from snapshoe.products.problems import gate_unavailable, limit_exceeded, outcome_unknown
