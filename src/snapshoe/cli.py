@@ -309,7 +309,7 @@ def create_admin(
 @products_app.command("reconcile")
 def reconcile() -> None:
     """Check the Redis stock gate against the DB ledger, repair the gate, report differences."""
-    from snapshoe.products.handlers import reconcile as run_reconcile
+    from snapshoe.products.workers import reconcile as run_reconcile
 
     report = _run(run_reconcile(get_settings()))
     typer.echo(str(report))

@@ -11,8 +11,9 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from snapshoe.kernel.auth import Principal, admin_principal
 from snapshoe.kernel.errors import Problem
 from snapshoe.kernel.internal import internal_caller
-from snapshoe.products import handlers, schemas
-from snapshoe.products.bootstrap import Deps
+from snapshoe.products import admin, catalog, rebuild, reservations, schemas
+from snapshoe.products import reserve as reserve_path
+from snapshoe.products.deps import Deps
 
 public_router = APIRouter(prefix="/api/products", tags=["catalog"])
 admin_router = APIRouter(prefix="/api/admin", tags=["admin"])
@@ -44,28 +45,28 @@ async def list_products(
     ] = None,
     status: Literal["upcoming", "live", "sold_out"] | None = None,
 ) -> schemas.ProductPage:
-    return await handlers.list_products(
+    return await catalog.list_products(
         deps, limit=limit, cursor=cursor, brand=brand, q=q, status=status
     )
 
 
 @public_router.get("/{product_id}", response_model=schemas.ProductDetail)
 async def get_product(deps: DepsDep, product_id: IdPath) -> schemas.ProductDetail:
-    return await handlers.get_product(deps, product_id)
+    return await catalog.get_product(deps, product_id)
 
 
 @admin_router.post("/products", status_code=201, response_model=schemas.ProductDetail)
 async def create_product(
     deps: DepsDep, _: Admin, body: schemas.ProductCreate
 ) -> schemas.ProductDetail:
-    return await handlers.create_product(deps, body)
+    return await admin.create_product(deps, body)
 
 
 @admin_router.patch("/products/{product_id}", response_model=schemas.ProductDetail)
 async def patch_product(
     deps: DepsDep, _: Admin, product_id: IdPath, body: schemas.ProductPatch
 ) -> schemas.ProductDetail:
-    return await handlers.patch_product(deps, product_id, body)
+    return await admin.patch_product(deps, product_id, body)
 
 
 @admin_router.post(
@@ -74,42 +75,42 @@ async def patch_product(
 async def create_item(
     deps: DepsDep, _: Admin, product_id: IdPath, body: schemas.ItemCreate
 ) -> schemas.AdminItem:
-    return await handlers.create_item(deps, product_id, body)
+    return await admin.create_item(deps, product_id, body)
 
 
 @admin_router.patch("/items/{item_id}", response_model=schemas.AdminItem)
 async def adjust_item(
     deps: DepsDep, _: Admin, item_id: IdPath, body: schemas.ItemPatch
 ) -> schemas.AdminItem:
-    return await handlers.adjust_item(deps, item_id, body)
+    return await admin.adjust_item(deps, item_id, body)
 
 
 @internal_router.post("/reservations", response_model=schemas.ReservationOut)
 async def reserve(
     deps: DepsDep, body: schemas.ReserveIn, response: Response
 ) -> schemas.ReservationOut:
-    out = await handlers.reserve(deps, body)
+    out = await reserve_path.reserve(deps, body)
     response.status_code = 201 if out.changed else 200
     return out
 
 
 @internal_router.get("/reservations/{reservation_id}", response_model=schemas.ReservationOut)
 async def get_reservation(deps: DepsDep, reservation_id: IdPath) -> schemas.ReservationOut:
-    return await handlers.get_reservation(deps, reservation_id)
+    return await reservations.get_reservation(deps, reservation_id)
 
 
 @internal_router.post(
     "/reservations/{reservation_id}/commit", response_model=schemas.ReservationOut
 )
 async def commit(deps: DepsDep, reservation_id: IdPath) -> schemas.ReservationOut:
-    return await handlers.commit_reservation(deps, reservation_id)
+    return await reservations.commit_reservation(deps, reservation_id)
 
 
 @internal_router.post(
     "/reservations/{reservation_id}/release", response_model=schemas.ReservationOut
 )
 async def release(deps: DepsDep, reservation_id: IdPath) -> schemas.ReservationOut:
-    return await handlers.release_reservation(deps, reservation_id)
+    return await reservations.release_reservation(deps, reservation_id)
 
 
 @internal_router.get("/items", response_model=schemas.ItemDetails)
@@ -120,9 +121,9 @@ async def item_details(
     item_ids = [i for i in ids.split(",") if i]
     if not item_ids or len(item_ids) > 100 or any(len(i) > 64 for i in item_ids):
         raise Problem(422, "validation_error", detail="ids: 1..100 comma-separated item ids")
-    return await handlers.item_details(deps, item_ids)
+    return await catalog.item_details(deps, item_ids)
 
 
 @internal_router.post("/gate/reconcile")
 async def reconcile(deps: DepsDep) -> dict[str, object]:
-    return (await handlers.reconcile_deps(deps)).as_dict()
+    return (await rebuild.reconcile(deps)).as_dict()

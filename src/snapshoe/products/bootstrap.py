@@ -1,4 +1,5 @@
-"""The products service app and the dependencies it builds in its lifespan."""
+"""The products service's composition root: the app, and the dependencies (deps.Deps) its
+lifespan builds. It imports every room below it; none of them imports it."""
 
 from __future__ import annotations
 
@@ -6,43 +7,24 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 
 from fastapi import FastAPI
-from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from snapshoe.kernel.auth import build_verifier
 from snapshoe.kernel.batching import GroupCommit
-from snapshoe.kernel.db import Sessions, create_engine, create_sessions, ping
+from snapshoe.kernel.db import create_engine, create_sessions, ping
 from snapshoe.kernel.http import create_service_app
 from snapshoe.kernel.logs import configure_logging
 from snapshoe.kernel.redis import create_redis
 from snapshoe.kernel.settings import Settings, get_settings
-from snapshoe.products.cache import TTLCache
+from snapshoe.products.api import admin_router, internal_router, public_router
+from snapshoe.products.deps import Admitted, Deps
 from snapshoe.products.gate import Gate
-from snapshoe.products.handlers import LEDGER_BATCH_MAX, Admitted, watch_gate, write_admitted
+from snapshoe.products.ledger import LEDGER_BATCH_MAX, write_admitted
+from snapshoe.products.rebuild import watch_gate
 from snapshoe.products.schemas import ReservationOut
 
 SERVICE = "products"
-
-
-@dataclass
-class Deps:
-    settings: Settings
-    engine: AsyncEngine
-    sessions: Sessions
-    redis: Redis
-    gate: Gate
-    # Group commit of admitted reservations (handlers.write_admitted); started in open_deps.
-    ledger: GroupCommit[Admitted, ReservationOut] = field(init=False)
-    cache: TTLCache = field(default_factory=TTLCache)
-    # item id -> product id; an item never moves to another product, so this never goes stale.
-    item_products: dict[str, str] = field(default_factory=dict)
-    # product id -> stock mode ('gate' | 'db_lock'); set at creation, never changed.
-    product_modes: dict[str, str] = field(default_factory=dict)
-    # One verification of the gate's Redis at a time per process (handlers.verify_gate).
-    gate_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 @asynccontextmanager
@@ -83,8 +65,6 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    from snapshoe.products.api import admin_router, internal_router, public_router
-
     settings = settings or get_settings()
     configure_logging(SERVICE, settings.log_level, settings.log_json)
 

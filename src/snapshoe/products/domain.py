@@ -9,11 +9,13 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
 import orjson
+
+from snapshoe.kernel.clock import as_utc
 
 ProductStatus = Literal["upcoming", "live", "sold_out"]
 
@@ -42,27 +44,6 @@ def new_id(now_ms: int | None = None) -> str:
         chars.append(_CROCKFORD[value & 31])
         value >>= 5
     return "".join(reversed(chars))
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def as_utc(value: datetime) -> datetime:
-    """Naive datetimes from the DB are UTC; aware ones are converted."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def to_db(value: datetime) -> datetime:
-    return as_utc(value).replace(tzinfo=None)
-
-
-def rfc3339(value: datetime) -> str:
-    return as_utc(value).isoformat().replace("+00:00", "Z")
-
-
-def epoch_ms(value: datetime) -> int:
-    return int(as_utc(value).timestamp() * 1000)
 
 
 def product_status(release_at: datetime, remaining: int, now: datetime) -> ProductStatus:

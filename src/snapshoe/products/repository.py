@@ -12,7 +12,7 @@ from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from snapshoe.products.domain import Line, ReservationState, like_pattern, to_db
+from snapshoe.products.domain import Line, ReservationState, like_pattern
 from snapshoe.products.tables import (
     buyer_holds,
     gate_state,
@@ -74,13 +74,12 @@ async def list_products(
                 products.c.brand.like(pattern, escape="\\"),
             )
         )
-    db_now = to_db(now)
     if status == "upcoming":
-        stmt = stmt.where(products.c.release_at > db_now)
+        stmt = stmt.where(products.c.release_at > now)
     elif status == "live":
-        stmt = stmt.where(products.c.release_at <= db_now, in_stock)
+        stmt = stmt.where(products.c.release_at <= now, in_stock)
     elif status == "sold_out":
-        stmt = stmt.where(products.c.release_at <= db_now, ~in_stock)
+        stmt = stmt.where(products.c.release_at <= now, ~in_stock)
     result = await session.execute(stmt.limit(limit))
     return list(result.mappings().all())
 
@@ -255,9 +254,9 @@ async def insert_reservation(
             id=rid,
             buyer_id=buyer,
             state=ReservationState.ACTIVE.value,
-            reserved_until=to_db(reserved_until),
-            created_at=to_db(now),
-            updated_at=to_db(now),
+            reserved_until=reserved_until,
+            created_at=now,
+            updated_at=now,
         )
     )
 
@@ -267,7 +266,7 @@ async def insert_reservations(
 ) -> None:
     """Many ``(id, buyer, reserved_until)`` at once (one multi-row INSERT by the driver's
     executemany); raises IntegrityError if any id exists, and then none is written."""
-    at = to_db(now)
+    at = now
     await session.execute(
         insert(reservations),
         [
@@ -275,7 +274,7 @@ async def insert_reservations(
                 "id": rid,
                 "buyer_id": buyer,
                 "state": ReservationState.ACTIVE.value,
-                "reserved_until": to_db(until),
+                "reserved_until": until,
                 "created_at": at,
                 "updated_at": at,
             }
@@ -299,9 +298,9 @@ async def insert_tombstone(session: AsyncSession, rid: str, now: datetime) -> No
             id=rid,
             buyer_id="",
             state=ReservationState.RELEASED.value,
-            reserved_until=to_db(now),
-            created_at=to_db(now),
-            updated_at=to_db(now),
+            reserved_until=now,
+            created_at=now,
+            updated_at=now,
         )
     )
 
@@ -375,7 +374,7 @@ def is_tombstone(head: RowMapping) -> bool:
 async def move_state(
     session: AsyncSession, rid: str, expected: ReservationState, to: ReservationState, now: datetime
 ) -> int:
-    values: dict[str, Any] = {"state": to.value, "updated_at": to_db(now)}
+    values: dict[str, Any] = {"state": to.value, "updated_at": now}
     if expected is ReservationState.COMMITTED and to is ReservationState.RELEASED:
         values["refunded"] = 1
     result = await session.execute(
@@ -410,7 +409,7 @@ async def expired_reservations(session: AsyncSession, now: datetime, limit: int)
         select(reservations.c.id)
         .where(
             reservations.c.state == ReservationState.ACTIVE.value,
-            reservations.c.reserved_until < to_db(now),
+            reservations.c.reserved_until < now,
         )
         .order_by(reservations.c.reserved_until)
         .limit(limit)

@@ -7,13 +7,13 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from snapshoe.kernel.clock import as_utc
 from snapshoe.products.domain import (
     MAX_LINE_QUANTITY,
     MAX_LINES,
     MAX_STOCK,
     SIZE_MAX_MM,
     SIZE_MIN_MM,
-    as_utc,
 )
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]

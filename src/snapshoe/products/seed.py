@@ -7,10 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from snapshoe.kernel.clock import utcnow
 from snapshoe.kernel.settings import Settings
-from snapshoe.products import handlers, repository, schemas
-from snapshoe.products.bootstrap import Deps, open_deps
-from snapshoe.products.domain import utcnow
+from snapshoe.products import admin, rebuild, repository, schemas
+from snapshoe.products.bootstrap import open_deps
+from snapshoe.products.deps import Deps
 
 SIZES = tuple(range(230, 301, 5))
 
@@ -111,7 +112,7 @@ async def _seed(deps: Deps) -> dict[str, int]:
             skipped += 1
             continue
         slug = "-".join("".join(c if c.isalnum() else " " for c in m.name.lower()).split())[:60]
-        product = await handlers.create_product(
+        product = await admin.create_product(
             deps,
             schemas.ProductCreate(
                 name=m.name,
@@ -129,11 +130,11 @@ async def _seed(deps: Deps) -> dict[str, int]:
                 # Fewer pairs at the edges of the size run, like a real allocation.
                 edge = size in (230, 235, 295, 300)
                 stock = max(0, m.stock - 2) if edge else m.stock
-                await handlers.create_item(
+                await admin.create_item(
                     deps, product.id, schemas.ItemCreate(size=size, color=color, stock=stock)
                 )
                 items += 1
-    await handlers.ensure_gate(deps)
+    await rebuild.ensure_gate(deps)
     return {"products_created": created, "products_existing": skipped, "items_created": items}
 
 

@@ -18,7 +18,8 @@ from sqlalchemy import (
     Table,
     Text,
 )
-from sqlalchemy.dialects.mysql import DATETIME
+
+from snapshoe.kernel.db import ts_column
 
 metadata = MetaData(
     naming_convention={
@@ -30,11 +31,6 @@ metadata = MetaData(
 )
 
 
-def _ts(name: str, **kw: object) -> Column[object]:
-    # Naive UTC with microseconds; the repository converts to/from aware datetimes.
-    return Column(name, DATETIME(fsp=6), **kw)  # type: ignore[arg-type]
-
-
 products = Table(
     "products",
     metadata,
@@ -44,10 +40,10 @@ products = Table(
     Column("description", Text, nullable=False),
     Column("price", Integer, nullable=False),
     Column("thumbnail_url", String(500), nullable=True),
-    _ts("release_at", nullable=False),
+    ts_column("release_at"),
     Column("per_user_limit", Integer, nullable=False, server_default="0"),
-    _ts("created_at", nullable=False),
-    _ts("updated_at", nullable=False),
+    ts_column("created_at"),
+    ts_column("updated_at"),
     # 'gate' (Redis gate in front of the ledger) or 'db_lock': a benchmark/teaching baseline
     # that takes stock with row locks only (docs/products.md). Set at creation, never changed.
     Column("stock_mode", String(8), nullable=False, server_default="gate"),
@@ -69,7 +65,7 @@ items = Table(
     Column("sold", Integer, nullable=False, server_default="0"),
     Column("reserved", Integer, nullable=False, server_default="0"),
     Column("available", Integer, nullable=False),
-    _ts("created_at", nullable=False),
+    ts_column("created_at"),
     CheckConstraint(
         "initial = sold + reserved + available AND sold >= 0 AND reserved >= 0 AND available >= 0",
         name="ledger",
@@ -83,9 +79,9 @@ reservations = Table(
     Column("id", String(64), primary_key=True),  # the order id
     Column("buyer_id", String(64), nullable=False),
     Column("state", String(16), nullable=False),  # ACTIVE -> COMMITTED | RELEASED
-    _ts("reserved_until", nullable=False),
-    _ts("created_at", nullable=False),
-    _ts("updated_at", nullable=False),
+    ts_column("reserved_until"),
+    ts_column("created_at"),
+    ts_column("updated_at"),
     Column("refunded", Integer, nullable=False, server_default="0"),  # released after commit
     CheckConstraint("state IN ('ACTIVE', 'COMMITTED', 'RELEASED')", name="state"),
     Index(None, "state", "reserved_until"),  # the sweeper

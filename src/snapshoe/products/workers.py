@@ -1,4 +1,5 @@
-"""Background loops of the products service: the reservation sweeper.
+"""Processes of the products service outside the app: the reservation sweeper loop, and
+``snapshoe products reconcile``.
 
 The orders service normally releases a reservation when its order expires or fails; the sweeper
 is the safety net for reservations nobody released (a crashed caller, a lost message). It waits
@@ -14,7 +15,9 @@ from datetime import timedelta
 
 from snapshoe.kernel.settings import Settings
 from snapshoe.products.bootstrap import open_deps
-from snapshoe.products.handlers import ensure_gate, sweep_expired
+from snapshoe.products.rebuild import ReconcileReport, ensure_gate
+from snapshoe.products.rebuild import reconcile as reconcile_gate
+from snapshoe.products.reservations import sweep_expired
 
 log = logging.getLogger("snapshoe.products.sweeper")
 
@@ -35,3 +38,10 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 log.exception("sweeper pass failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), SWEEP_INTERVAL_SECONDS)
+
+
+async def reconcile(settings: Settings) -> ReconcileReport:
+    """``snapshoe products reconcile``: compare the gate with the ledger, repair the gate when
+    they differ (or it is closed), and report the differences."""
+    async with open_deps(settings) as deps:
+        return await reconcile_gate(deps)

@@ -27,7 +27,7 @@ from tests.integration.products.conftest import Private, ProductsEnv
 
 from snapshoe.kernel.batching import FAULTS
 from snapshoe.products.bootstrap import create_app
-from snapshoe.products.handlers import LEDGER
+from snapshoe.products.ledger import LEDGER
 
 
 async def reserve(

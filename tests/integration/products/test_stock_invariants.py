@@ -427,7 +427,7 @@ async def test_sweeper_releases_expired_reservations(
     products_env: ProductsEnv, client: httpx.AsyncClient
 ) -> None:
     from snapshoe.products.bootstrap import open_deps
-    from snapshoe.products.handlers import sweep_expired
+    from snapshoe.products.reservations import sweep_expired
 
     env = products_env
     product = await env.product(client, name="Sweeper", per_user_limit=1)
@@ -459,7 +459,7 @@ async def test_sweeper_releases_expired_reservations(
 async def test_reconcile_repairs_a_tampered_gate(
     products_env: ProductsEnv, client: httpx.AsyncClient
 ) -> None:
-    from snapshoe.products.handlers import reconcile
+    from snapshoe.products.workers import reconcile
 
     env = products_env
     product = await env.product(client, name="Tampered")
@@ -487,7 +487,7 @@ async def test_a_ledger_batch_refused_by_an_over_counting_gate_is_written_one_by
     """The gate says 40 but the ledger has 10: the gate admits 40 at once, their batches are
     refused as a whole by the ledger's conditional update, and written alone each admission
     gets the ledger's own answer: exactly 10 reservations, 30 refusals, no unit lost."""
-    from snapshoe.products.handlers import reconcile
+    from snapshoe.products.workers import reconcile
 
     env = products_env
     product = await env.product(client, name="Over-counting gate")

@@ -1,0 +1,46 @@
+"""The products service's dependency record (built by bootstrap.open_deps) and the item type of
+its group commit. Everything that runs a job takes a :class:`Deps`; nothing here imports a job."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from snapshoe.kernel.batching import GroupCommit
+from snapshoe.kernel.db import Sessions
+from snapshoe.kernel.settings import Settings
+from snapshoe.products.cache import TTLCache
+from snapshoe.products.domain import Line, ProductLines
+from snapshoe.products.gate import Gate
+from snapshoe.products.schemas import ReservationOut, ReserveIn
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A reservation the gate has just admitted, on its way to the ledger (Deps.ledger)."""
+
+    body: ReserveIn
+    lines: list[Line]
+    groups: list[ProductLines]
+    epoch: int
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: Sessions
+    redis: Redis
+    gate: Gate
+    # Group commit of admitted reservations (ledger.write_admitted); started in open_deps.
+    ledger: GroupCommit[Admitted, ReservationOut] = field(init=False)
+    cache: TTLCache = field(default_factory=TTLCache)
+    # item id -> product id; an item never moves to another product, so this never goes stale.
+    item_products: dict[str, str] = field(default_factory=dict)
+    # product id -> stock mode ('gate' | 'db_lock'); set at creation, never changed.
+    product_modes: dict[str, str] = field(default_factory=dict)
+    # One verification of the gate's Redis at a time per process (rebuild.verify_gate).
+    gate_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
