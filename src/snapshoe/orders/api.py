@@ -18,8 +18,9 @@ from snapshoe.kernel.auth import Principal, verified_principal
 from snapshoe.kernel.errors import PROBLEM_JSON, Problem
 from snapshoe.kernel.idempotency import require_key
 from snapshoe.kernel.internal import internal_caller
-from snapshoe.orders import handlers, schemas
-from snapshoe.orders.bootstrap import Deps
+from snapshoe.orders import cancelling, placing, queries, schemas
+from snapshoe.orders.answers import Answer
+from snapshoe.orders.deps import Deps
 
 router = APIRouter(prefix="/api/orders", tags=["orders"])
 internal_router = APIRouter(
@@ -57,11 +58,11 @@ async def create_order(
     body: schemas.CreateOrder,
 ) -> Response:
     """The documented route; :func:`fast_create_order` answers the well-formed requests."""
-    answer = await handlers.create_order(deps, buyer_id=buyer.user_id, key=key, request=body)
+    answer = await placing.create_order(deps, buyer_id=buyer.user_id, key=key, request=body)
     return _answer_response(answer)
 
 
-def _answer_response(answer: handlers.Answer) -> Response:
+def _answer_response(answer: Answer) -> Response:
     headers = {"Idempotent-Replayed": "true"} if answer.replayed else {}
     if answer.status < 400:
         headers["Location"] = f"/api/orders/{answer.body['id']}"
@@ -103,7 +104,7 @@ async def fast_create_order(scope: Scope, body: bytes) -> Response | None:
         return None
     if not buyer.email_verified:
         return None
-    answer = await handlers.create_order(
+    answer = await placing.create_order(
         app.state.deps, buyer_id=buyer.user_id, key=idem, request=request
     )
     return _answer_response(answer)
@@ -121,29 +122,21 @@ async def list_orders(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> schemas.OrderPage:
-    return await handlers.list_orders(deps, buyer_id=buyer.user_id, limit=limit, cursor=cursor)
-
-
-@router.get("/-/floor", include_in_schema=False)
-async def floor(buyer: Buyer) -> Response:
-    """The benchmark floor (``snapshoe bench drop --compare``): the same gateway, JWT checks,
-    service and token verification as an order, and nothing else (no DB, no Redis). Routed
-    before ``/{order_id}``, which would otherwise take ``-``."""
-    return Response(orjson.dumps({"user_id": buyer.user_id}), media_type="application/json")
+    return await queries.list_orders(deps, buyer_id=buyer.user_id, limit=limit, cursor=cursor)
 
 
 @router.get("/{order_id}", response_model=schemas.OrderOut, responses=_errors(401, 403, 404))
 async def get_order(deps: DepsDep, buyer: Buyer, order_id: OrderId) -> schemas.OrderOut:
-    return await handlers.get_order(deps, buyer_id=buyer.user_id, order_id=order_id)
+    return await queries.get_order(deps, buyer_id=buyer.user_id, order_id=order_id)
 
 
 @router.post(
     "/{order_id}/cancel", response_model=schemas.OrderOut, responses=_errors(401, 403, 404, 409)
 )
 async def cancel_order(deps: DepsDep, buyer: Buyer, order_id: OrderId) -> schemas.OrderOut:
-    return await handlers.cancel_order(deps, buyer_id=buyer.user_id, order_id=order_id)
+    return await cancelling.cancel_order(deps, buyer_id=buyer.user_id, order_id=order_id)
 
 
 @internal_router.get("/orders/{order_id}", response_model=schemas.InternalOrder)
 async def internal_order(deps: DepsDep, order_id: OrderId) -> schemas.InternalOrder:
-    return await handlers.internal_order(deps, order_id)
+    return await queries.internal_order(deps, order_id)

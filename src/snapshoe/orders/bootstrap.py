@@ -2,7 +2,8 @@
 
 Everything that connects (engine, Redis, HTTP pools of products and users) is built in the
 lifespan and kept on ``app.state``, never at import time. The worker process builds the same
-:class:`Deps` with :func:`build_deps`.
+:class:`Deps` (``deps.py``) with :func:`build_deps`. This is the composition root: it imports
+the modules below it and none imports it back (but the worker's entry point, ``workers.py``).
 """
 
 from __future__ import annotations
@@ -10,45 +11,28 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 
 import aio_pika
-from fastapi import FastAPI
-from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncEngine
+from fastapi import APIRouter, FastAPI
 
 from snapshoe.kernel.auth import build_verifier
 from snapshoe.kernel.batching import GroupCommit
 from snapshoe.kernel.clients.products import ProductsClient
 from snapshoe.kernel.clients.users import UsersClient
-from snapshoe.kernel.db import Sessions, create_engine, create_sessions, ping
+from snapshoe.kernel.db import create_engine, create_sessions, ping
 from snapshoe.kernel.deadletters import EventGauges
 from snapshoe.kernel.http import create_service_app
 from snapshoe.kernel.idempotency import IdempotencyStore
 from snapshoe.kernel.logs import configure_logging
 from snapshoe.kernel.redis import create_redis
 from snapshoe.kernel.settings import Settings, get_settings
-from snapshoe.orders.domain import SoldOutHints
-from snapshoe.orders.handlers import PLACEMENT_BATCH_MAX, Placement, write_placements
-from snapshoe.orders.snapshots import ItemSnapshots
-
-
-@dataclass(slots=True)
-class Deps:
-    settings: Settings
-    engine: AsyncEngine
-    sessions: Sessions
-    redis: Redis
-    idempotency: IdempotencyStore
-    products: ProductsClient
-    users: UsersClient
-    items: ItemSnapshots
-    sold_out: SoldOutHints
-    reserve_slots: asyncio.Semaphore
-    # Group commit of new orders (handlers.write_placements); started by the app's lifespan.
-    placements: GroupCommit[Placement, None] = field(init=False)
-    # Fire-and-forget compensations (releases) still running; kept so they aren't collected.
-    background: set[asyncio.Task[None]] = field(default_factory=set)
+from snapshoe.orders.admission import ItemSnapshots, SoldOutHints
+from snapshoe.orders.api import fast_create_order, internal_router, router
+from snapshoe.orders.baseline import floor_router
+from snapshoe.orders.consumers import QUEUES
+from snapshoe.orders.deps import Deps, Placement
+from snapshoe.orders.placing import PLACEMENT_BATCH_MAX, write_placements
+from snapshoe.orders.tables import outbox
 
 
 def build_deps(settings: Settings) -> Deps:
@@ -95,12 +79,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging("orders", settings.log_level, settings.log_json)
 
-    from snapshoe.orders.api import (  # api imports Deps from here
-        fast_create_order,
-        internal_router,
-        router,
-    )
-
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         deps = build_deps(settings)
@@ -124,9 +102,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await connection.close()
 
     # Its consumers' DLQ depths (and unroutable outbox rows) in /metrics, read at scrape time.
-    from snapshoe.orders.consumers import QUEUES  # consumers import this module
-    from snapshoe.orders.tables import outbox
-
     gauges = EventGauges(
         settings,
         "orders",
@@ -137,7 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = create_service_app(
         "orders",
-        routers=[router, internal_router],
+        routers=_routers(settings),
         readiness={"database": check_db, "redis": check_redis, "rabbitmq": check_rabbitmq},
         lifespan=lifespan,
         title="SnapShoe orders",
@@ -145,3 +120,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics_hook=gauges.refresh,
     )
     return app
+
+
+def _routers(settings: Settings) -> list[APIRouter]:
+    """The buyer's and the internal routes; the benchmark's floor route only behind
+    ``settings.bench_baselines`` (first: the orders router's ``/{order_id}`` would take it)."""
+    routers = [router, internal_router]
+    return [floor_router, *routers] if settings.bench_baselines else routers

@@ -20,8 +20,8 @@ from snapshoe.kernel.contracts.payments import (
 )
 from snapshoe.kernel.messaging import Handler, consume
 from snapshoe.kernel.settings import Settings
-from snapshoe.orders import handlers
-from snapshoe.orders.bootstrap import Deps
+from snapshoe.orders import payment_events
+from snapshoe.orders.deps import Deps
 from snapshoe.orders.tables import inbox
 
 QUEUE = "orders.payments"
@@ -36,13 +36,13 @@ QUEUES = {QUEUE: ROUTING_KEYS}  # declared by `snapshoe migrate`, before any pub
 
 def payment_handlers(settings: Settings) -> dict[str, Handler]:
     async def approved(session: AsyncSession, body: dict[str, Any]) -> None:
-        await handlers.on_payment_approved(session, body, settings)
+        await payment_events.on_payment_approved(session, body, settings)
 
     return {
         PaymentApproved.routing_key(): approved,
-        PaymentFailed.routing_key(): handlers.on_payment_failed,
-        PaymentRefunded.routing_key(): handlers.on_payment_refunded,
-        PaymentRefundedAtPg.routing_key(): handlers.on_payment_refunded_at_pg,
+        PaymentFailed.routing_key(): payment_events.on_payment_failed,
+        PaymentRefunded.routing_key(): payment_events.on_payment_refunded,
+        PaymentRefundedAtPg.routing_key(): payment_events.on_payment_refunded_at_pg,
     }
 
 

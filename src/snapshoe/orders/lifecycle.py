@@ -42,11 +42,11 @@ from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import and_, func, select
 from sqlalchemy.exc import DBAPIError
 
-from snapshoe.kernel.clock import Clock, SystemClock
+from snapshoe.kernel.clock import Clock, SystemClock, as_utc, to_db
 from snapshoe.kernel.contracts import Event
 from snapshoe.kernel.contracts.orders import OrderDelivered, OrderExpired, OrderShipped
 from snapshoe.kernel.db import Sessions
-from snapshoe.orders.domain import Status, StockState, as_utc, to_db
+from snapshoe.orders.domain import Status, StockState
 from snapshoe.orders.tables import orders
 
 log = logging.getLogger("snapshoe.orders.lifecycle")

@@ -14,7 +14,8 @@ from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.engine import CursorResult, RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from snapshoe.orders.domain import Status, StockState, to_db
+from snapshoe.kernel.clock import to_db
+from snapshoe.orders.domain import Status, StockState
 from snapshoe.orders.tables import order_history, order_lines, orders
 
 _UNSET: Any = object()

@@ -1,7 +1,9 @@
 """Settings of the orders lifecycle worker (prefix ``SNAPSHOE_ORDERS_LIFECYCLE_``).
 
-The durations themselves (``order_stage_seconds``, ``order_payment_ttl_seconds``) are kernel
-settings, because orders' handlers and payments read them too.
+The durations themselves (``order_stage_seconds``, ``order_payment_ttl_seconds``, environment
+``SNAPSHOE_ORDER_STAGE_SECONDS`` / ``SNAPSHOE_ORDER_PAYMENT_TTL_SECONDS``) are fields of the
+kernel's ``Settings``, not of this class: orders' handlers read them as well as this worker.
+No other service reads them (payments and the bench take an order's ``expires_at`` from it).
 """
 
 from __future__ import annotations

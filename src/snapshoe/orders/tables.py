@@ -21,8 +21,8 @@ from sqlalchemy import (
     Table,
     UniqueConstraint,
 )
-from sqlalchemy.dialects.mysql import DATETIME
 
+from snapshoe.kernel.db import ts_column
 from snapshoe.kernel.messaging import messaging_tables
 
 metadata = MetaData(
@@ -33,10 +33,6 @@ metadata = MetaData(
         "pk": "pk_%(table_name)s",
     }
 )
-
-
-def _ts(name: str, *, nullable: bool = False) -> Column[object]:
-    return Column(name, DATETIME(fsp=6), nullable=nullable)
 
 
 orders = Table(
@@ -52,14 +48,14 @@ orders = Table(
     Column("from_cart", Boolean, nullable=False, default=False),
     Column("stock_state", String(12), nullable=False),
     Column("payment_id", String(64), nullable=True),
-    _ts("created_at"),
-    _ts("updated_at"),
-    _ts("expires_at"),
-    _ts("paid_at", nullable=True),
-    _ts("refunded_at", nullable=True),
+    ts_column("created_at"),
+    ts_column("updated_at"),
+    ts_column("expires_at"),
+    ts_column("paid_at", nullable=True),
+    ts_column("refunded_at", nullable=True),
     # When the lifecycle worker (issue 5) must look at the order next: expires_at while
     # PENDING_PAYMENT, the next stage while PREPARING/SHIPPING, NULL when final.
-    _ts("next_transition_at", nullable=True),
+    ts_column("next_transition_at", nullable=True),
     # A lost Redis idempotency key can never create a second order.
     UniqueConstraint("buyer_id", "idempotency_key", name="uq_orders_buyer_id_idempotency_key"),
     # "My orders, newest first" with a (created_at, id) keyset cursor.
@@ -89,7 +85,7 @@ order_history = Table(
     Column("order_id", String(32), ForeignKey("orders.id", ondelete="CASCADE"), nullable=False),
     Column("status", String(20), nullable=False),
     Column("reason", String(64), nullable=True),
-    _ts("at"),
+    ts_column("at"),
     Index("ix_order_history_order_id_id", "order_id", "id"),
 )
 

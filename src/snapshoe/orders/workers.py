@@ -16,14 +16,14 @@ import logging
 
 from prometheus_client import start_http_server
 
-from snapshoe.kernel.clock import Clock, SystemClock
+from snapshoe.kernel.clock import Clock, SystemClock, rfc3339
 from snapshoe.kernel.db import Sessions, create_engine, create_sessions
 from snapshoe.kernel.messaging import Relay, run_pruner
 from snapshoe.kernel.settings import Settings
-from snapshoe.orders import handlers
-from snapshoe.orders.bootstrap import Deps, build_deps, close_deps
+from snapshoe.orders import stock
+from snapshoe.orders.bootstrap import build_deps, close_deps
 from snapshoe.orders.consumers import run_payment_consumer
-from snapshoe.orders.domain import rfc3339
+from snapshoe.orders.deps import Deps
 from snapshoe.orders.lifecycle import Lifecycle, due_status
 from snapshoe.orders.settings import LifecycleSettings
 from snapshoe.orders.tables import inbox, outbox
@@ -38,7 +38,7 @@ async def run_settler(deps: Deps, stop: asyncio.Event) -> None:
     delay = SETTLE_POLL_SECONDS
     while not stop.is_set():
         try:
-            found, settled = await handlers.settle_stock(deps)
+            found, settled = await stock.settle_stock(deps)
             # Back off while products cannot settle what is pending; poll fast otherwise.
             failing = found > settled
             delay = min(delay * 2, SETTLE_MAX_BACKOFF_SECONDS) if failing else SETTLE_POLL_SECONDS
@@ -98,7 +98,7 @@ async def lifecycle_status(settings: Settings, clock: Clock | None = None) -> st
         await engine.dispose()
     lines = [f"{'status':<16} {'due':>9}  {'oldest due at':<27} {'lag':>10}"]
     for d in rows:
-        oldest = rfc3339(d.oldest_due_at) or "-"
+        oldest = "-" if d.oldest_due_at is None else rfc3339(d.oldest_due_at)
         lines.append(f"{d.status:<16} {d.due:>9}  {oldest:<27} {d.lag_seconds(now):>9.1f}s")
     return "\n".join(lines)
 

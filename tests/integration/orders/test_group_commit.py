@@ -1,4 +1,4 @@
-"""New orders are written by group commit (orders.handlers.write_placements): a burst of
+"""New orders are written by group commit (orders.placing.write_placements): a burst of
 orders shares transactions, and a batch the database refuses is written one order at a time
 so every caller still gets its own answer. In-process orders app, real products, DB, Redis."""
 
@@ -16,15 +16,12 @@ from sqlalchemy.exc import IntegrityError
 from tests.integration.orders.helpers import OrdersEnv, assert_problem, eventually, key
 
 from snapshoe.kernel.batching import FAULTS
+from snapshoe.kernel.clock import to_db
 from snapshoe.kernel.contracts.orders import OrderLine, OrderPlaced
 from snapshoe.orders.bootstrap import create_app
-from snapshoe.orders.domain import Status, StockState, new_order_id, to_db
-from snapshoe.orders.handlers import (
-    PLACEMENT_FALLBACKS,
-    PLACEMENTS,
-    Placement,
-    write_placements,
-)
+from snapshoe.orders.deps import Placement
+from snapshoe.orders.domain import Status, StockState, new_order_id
+from snapshoe.orders.placing import PLACEMENT_FALLBACKS, PLACEMENTS, write_placements
 
 
 def batches() -> tuple[float, float]:

@@ -16,8 +16,8 @@ from snapshoe.orders.domain import (
     encode_cursor,
     merge_lines,
     new_order_id,
-    rfc3339,
 )
+from snapshoe.orders.queries import optional_rfc3339 as rfc3339
 from snapshoe.orders.schemas import CreateOrder
 
 
@@ -106,7 +106,7 @@ def test_create_order_refuses(body: dict[str, object]) -> None:
 
 
 def test_sold_out_hints_refuse_only_hinted_items_until_they_lapse() -> None:
-    from snapshoe.orders.domain import SoldOutHints
+    from snapshoe.orders.admission import SoldOutHints
 
     hints = SoldOutHints(ttl=0.5)
     hints.remember(["a"], now=10.0)
@@ -121,7 +121,7 @@ def test_sold_out_hints_refuse_only_hinted_items_until_they_lapse() -> None:
 
 
 def test_a_lapsed_hint_lets_one_probe_through_and_refuses_the_rest_meanwhile() -> None:
-    from snapshoe.orders.domain import SoldOutHints
+    from snapshoe.orders.admission import SoldOutHints
 
     hints = SoldOutHints(ttl=0.5)
     hints.remember(["a"], now=10.0)
@@ -150,7 +150,7 @@ def test_a_lapsed_hint_lets_one_probe_through_and_refuses_the_rest_meanwhile() -
 
 
 def test_sold_out_hints_off_with_zero_ttl() -> None:
-    from snapshoe.orders.domain import SoldOutHints
+    from snapshoe.orders.admission import SoldOutHints
 
     hints = SoldOutHints(ttl=0)
     hints.remember(["a"], now=1.0)
