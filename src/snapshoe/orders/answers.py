@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from snapshoe.kernel.errors import Problem
+from snapshoe.kernel.errors import Problem, service_unavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,18 +17,11 @@ class Answer:
 
 
 def unavailable(what: str) -> Problem:
-    return Problem(
-        503,
-        "service_unavailable",
-        detail=f"{what} is unavailable; retry shortly",
-        headers={"Retry-After": "1"},
-    )
+    return service_unavailable(f"{what} is unavailable; retry shortly")
 
 
 def outcome_unknown() -> Problem:
-    return Problem(
-        503,
-        "outcome_unknown",
-        detail="The order may or may not have been placed; retry with the same Idempotency-Key",
-        headers={"Retry-After": "1"},
+    return service_unavailable(
+        "The order may or may not have been placed; retry with the same Idempotency-Key",
+        code="outcome_unknown",
     )

@@ -23,7 +23,6 @@ from snapshoe.kernel.db import create_engine, create_sessions, ping
 from snapshoe.kernel.deadletters import EventGauges
 from snapshoe.kernel.http import create_service_app
 from snapshoe.kernel.idempotency import IdempotencyStore
-from snapshoe.kernel.logs import configure_logging
 from snapshoe.kernel.redis import create_redis
 from snapshoe.kernel.settings import Settings, get_settings
 from snapshoe.orders.admission import ItemSnapshots, SoldOutHints
@@ -77,7 +76,6 @@ async def close_deps(deps: Deps) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    configure_logging("orders", settings.log_level, settings.log_json)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -112,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = create_service_app(
         "orders",
+        settings=settings,
         routers=_routers(settings),
         readiness={"database": check_db, "redis": check_redis, "rabbitmq": check_rabbitmq},
         lifespan=lifespan,

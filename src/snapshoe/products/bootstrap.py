@@ -14,7 +14,6 @@ from snapshoe.kernel.auth import build_verifier
 from snapshoe.kernel.batching import GroupCommit
 from snapshoe.kernel.db import create_engine, create_sessions, ping
 from snapshoe.kernel.http import create_service_app
-from snapshoe.kernel.logs import configure_logging
 from snapshoe.kernel.redis import create_redis
 from snapshoe.kernel.settings import Settings, get_settings
 from snapshoe.products.api import admin_router, internal_router, public_router
@@ -66,7 +65,6 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    configure_logging(SERVICE, settings.log_level, settings.log_json)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -84,8 +82,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = create_service_app(
         SERVICE,
+        settings=settings,
         routers=[public_router, admin_router, internal_router],
-        readiness={"db": db_ready, "redis": redis_ready},
+        readiness={"database": db_ready, "redis": redis_ready},
         lifespan=lifespan,
     )
     return app

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from snapshoe.kernel.errors import Problem
+from snapshoe.kernel.errors import Problem, service_unavailable
 
 
 def outcome_unknown() -> Problem:
-    return Problem(
-        503,
-        "outcome_unknown",
-        detail="The reservation may or may not have been written; retry with the same id",
-        headers={"Retry-After": "1"},
+    return service_unavailable(
+        "The reservation may or may not have been written; retry with the same id",
+        code="outcome_unknown",
     )
 
 
@@ -24,9 +22,6 @@ def limit_exceeded(product_id: str | None) -> Problem:
 
 
 def gate_unavailable() -> Problem:
-    return Problem(
-        503,
-        "stock_gate_unavailable",
-        detail="Stock is being recounted; retry shortly",
-        headers={"Retry-After": "1"},
+    return service_unavailable(
+        "Stock is being recounted; retry shortly", code="stock_gate_unavailable"
     )

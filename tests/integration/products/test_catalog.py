@@ -432,3 +432,10 @@ async def test_drop_not_open_before_release_at(
     assert r.json()["code"] == "drop_not_open"
     assert r.json()["product_id"] == product["id"]
     assert await env.ledger(item) == {"initial": 5, "sold": 0, "reserved": 0, "available": 5}
+
+
+async def test_readyz_names_its_checks_as_every_service_does(client: httpx.AsyncClient) -> None:
+    # One name per dependency across services (issue 13): "database", not "db".
+    r = await client.get("/readyz")
+    assert r.status_code == 200, r.text
+    assert r.json()["checks"] == {"database": "ok", "redis": "ok"}
