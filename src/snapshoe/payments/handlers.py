@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.exc import IntegrityError
 
 from snapshoe.kernel.clients import UpstreamProblem, UpstreamUnavailable
+from snapshoe.kernel.clock import as_utc, utcnow
 from snapshoe.kernel.contracts.payments import (
     PaymentApproved,
     PaymentFailed,
@@ -32,11 +33,9 @@ from snapshoe.payments.domain import (
     UNRESOLVED,
     Payment,
     Status,
-    as_utc_naive,
     backoff,
     confirm_idempotency_key,
     new_payment_id,
-    utcnow,
 )
 from snapshoe.payments.pg import (
     PgAuthError,
@@ -222,7 +221,7 @@ def _parse_time(value: object) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
     try:
-        return as_utc_naive(datetime.fromisoformat(value.replace("Z", "+00:00")))
+        return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
     except ValueError:
         return None
 
@@ -263,7 +262,7 @@ async def settle(core: Core, p: Payment, result: PgPayment) -> Payment:
 
 async def approve(core: Core, p: Payment, result: PgPayment) -> Payment:
     now = utcnow()
-    approved_at = as_utc_naive(result.approved_at) if result.approved_at else now
+    approved_at = as_utc(result.approved_at) if result.approved_at else now
     async with core.sessions.begin() as session:
         if await repo.transition(
             session,

@@ -9,14 +9,13 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from snapshoe.kernel.clock import as_utc, utcnow
 from snapshoe.kernel.contracts.payments import PaymentRefundedAtPg
 from snapshoe.kernel.messaging import add_to_outbox
 from snapshoe.payments import repository as repo
 from snapshoe.payments.domain import (
     Payment,
     Status,
-    as_utc_naive,
-    utcnow,
 )
 from snapshoe.payments.pg import PgError, PgPayment, PgStatus
 from snapshoe.payments.tables import outbox
@@ -62,7 +61,7 @@ async def _record_refunded_at_pg(
     ``PaymentRefundedAtPg``, in the caller's transaction."""
     refunded = found.refunded_amount
     last = found.cancels[-1]
-    refunded_at = as_utc_naive(last.canceled_at) if last.canceled_at else now
+    refunded_at = as_utc(last.canceled_at) if last.canceled_at else now
     full = found.status is PgStatus.CANCELED
     if full:
         await repo.transition(
@@ -107,7 +106,7 @@ async def _insert_cancels(
     """One ``pg_cancels`` row per cancel not seen before; the amount newly recorded."""
     added = 0
     for n, cancel in enumerate(found.cancels):
-        at = as_utc_naive(cancel.canceled_at) if cancel.canceled_at else now
+        at = as_utc(cancel.canceled_at) if cancel.canceled_at else now
         if await repo.insert_pg_cancel(
             session,
             payment_id=p.id,

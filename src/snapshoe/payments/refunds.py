@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from snapshoe.kernel.clock import as_utc, utcnow
 from snapshoe.kernel.contracts.orders import OrderCancelled, OrderRefundRequired
 from snapshoe.kernel.contracts.payments import PaymentRefunded
 from snapshoe.kernel.messaging import add_to_outbox
@@ -19,11 +20,9 @@ from snapshoe.payments.domain import (
     Refund,
     RefundStatus,
     Status,
-    as_utc_naive,
     backoff,
     new_refund_id,
     refund_idempotency_key,
-    utcnow,
 )
 from snapshoe.payments.pg import PgDeclined, PgError, PgNotFound, PgPayment, PgStatus
 from snapshoe.payments.tables import outbox
@@ -122,7 +121,7 @@ async def _record_refunded(core: Core, refund: Refund, p: Payment, result: PgPay
     refund_id = refund.id
     canceled_at = utcnow()
     if result.cancels and result.cancels[-1].canceled_at:
-        canceled_at = as_utc_naive(result.cancels[-1].canceled_at)
+        canceled_at = as_utc(result.cancels[-1].canceled_at)
     now = utcnow()
     async with core.sessions.begin() as session:
         if await repo.finish_refund(

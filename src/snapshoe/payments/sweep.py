@@ -7,12 +7,12 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from snapshoe.kernel.clients import UpstreamProblem, UpstreamUnavailable
+from snapshoe.kernel.clock import utcnow
 from snapshoe.payments import repository as repo
 from snapshoe.payments.domain import (
     Status,
     new_refund_id,
     sweep_verdict,
-    utcnow,
 )
 
 if TYPE_CHECKING:

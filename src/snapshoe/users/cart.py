@@ -6,6 +6,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from snapshoe.kernel.clients import UpstreamProblem, UpstreamUnavailable
+from snapshoe.kernel.clock import utcnow
 from snapshoe.kernel.contracts.orders import OrderPlaced
 from snapshoe.kernel.errors import Problem
 from snapshoe.kernel.messaging import handle_once
@@ -17,7 +18,6 @@ from snapshoe.users.domain import (
     ItemInfo,
     bought_quantities,
     build_cart_view,
-    utcnow,
 )
 from snapshoe.users.tables import inbox
 

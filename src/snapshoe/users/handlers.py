@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from pwdlib import PasswordHash
 
+from snapshoe.kernel.clock import utcnow
 from snapshoe.kernel.db import Sessions, create_engine, create_sessions
 from snapshoe.kernel.errors import Problem
 from snapshoe.kernel.settings import Settings
@@ -26,7 +27,6 @@ from snapshoe.users.domain import (
     normalize_email,
     promotion_refusal,
     unverified_cutoff,
-    utcnow,
 )
 
 if TYPE_CHECKING:

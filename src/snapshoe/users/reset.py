@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from snapshoe.kernel.clock import utcnow
 from snapshoe.kernel.errors import Problem
 from snapshoe.users import repository as repo
 from snapshoe.users.domain import (
@@ -13,7 +14,6 @@ from snapshoe.users.domain import (
     check_code,
     issue_code,
     loose_email_key,
-    utcnow,
 )
 from snapshoe.users.passwords import hash_password
 from snapshoe.users.tables import password_reset_codes

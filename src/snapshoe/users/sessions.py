@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from snapshoe.kernel.clock import utcnow
 from snapshoe.kernel.errors import Problem
 from snapshoe.users import repository as repo
 from snapshoe.users.domain import (
@@ -17,7 +18,6 @@ from snapshoe.users.domain import (
     loose_email_key,
     new_family_id,
     new_refresh_token,
-    utcnow,
 )
 from snapshoe.users.passwords import verify_password
 from snapshoe.users.throttles import bump_counters, email_key, too_many_requests

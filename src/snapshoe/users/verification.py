@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import IntegrityError
 
+from snapshoe.kernel.clock import utcnow
 from snapshoe.kernel.errors import Problem
 from snapshoe.users import repository as repo
 from snapshoe.users.domain import (
@@ -18,7 +19,6 @@ from snapshoe.users.domain import (
     issue_code,
     new_user_id,
     unverified_cutoff,
-    utcnow,
 )
 from snapshoe.users.passwords import hash_password
 from snapshoe.users.throttles import (

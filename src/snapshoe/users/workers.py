@@ -13,6 +13,7 @@ import contextlib
 import logging
 from typing import Any
 
+from snapshoe.kernel.clock import utcnow
 from snapshoe.kernel.db import Sessions, create_engine, create_sessions
 from snapshoe.kernel.messaging import consume, run_pruner
 from snapshoe.kernel.settings import Settings
@@ -20,7 +21,6 @@ from snapshoe.users import handlers
 from snapshoe.users.bootstrap import build_deps, close_deps
 from snapshoe.users.consumers import CART_HANDLERS, CART_QUEUE, not_from_cart
 from snapshoe.users.deps import Deps
-from snapshoe.users.domain import utcnow
 from snapshoe.users.mail import drain
 from snapshoe.users.reset import reset_now
 from snapshoe.users.tables import inbox
