@@ -12,7 +12,7 @@ from snapshoe.kernel.auth import Principal, verified_principal
 from snapshoe.kernel.errors import PROBLEM_JSON, not_found
 from snapshoe.kernel.idempotency import require_key
 from snapshoe.payments import handlers
-from snapshoe.payments.bootstrap import Deps
+from snapshoe.payments.deps import Deps
 from snapshoe.payments.schemas import ConfirmRequest, PaymentOut, WebhookAck
 
 router = APIRouter(tags=["payments"])

@@ -1,58 +1,33 @@
 """Build the payments service: ``create_app(settings=None)`` is the uvicorn factory.
 
-``Core`` is what the workers need too (database, the PG adapter); ``Deps`` adds what only the
-HTTP app needs (Redis for Idempotency-Keys, the orders client, the token verifier). Everything
-is built in the lifespan (or by the worker), never at import time.
+The composition root: it builds the dependency record of :mod:`snapshoe.payments.deps`
+(``build_core`` for the workers too, ``build_deps`` for the app) and imports only downward.
+Everything is built in the lifespan (or by the worker), never at import time.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any, Protocol
 
 import aio_pika
 import httpx
 from fastapi import FastAPI
-from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from snapshoe.kernel.auth import TokenVerifier, build_verifier
+from snapshoe.kernel.auth import build_verifier
 from snapshoe.kernel.clients.orders import OrdersClient
-from snapshoe.kernel.db import Sessions, create_engine, create_sessions, ping
+from snapshoe.kernel.db import create_engine, create_sessions, ping
 from snapshoe.kernel.deadletters import EventGauges
 from snapshoe.kernel.http import create_service_app
 from snapshoe.kernel.idempotency import IdempotencyStore
 from snapshoe.kernel.logs import configure_logging
 from snapshoe.kernel.redis import create_redis
 from snapshoe.kernel.settings import Settings, get_settings
+from snapshoe.payments.api import router
+from snapshoe.payments.consumers import QUEUES
+from snapshoe.payments.deps import Core, Deps
 from snapshoe.payments.pg import TossPaymentsClient
-
-
-class Orders(Protocol):
-    """What payments needs of orders (``kernel.clients.orders.OrdersClient``; tests fake it)."""
-
-    async def get_order(self, order_id: str) -> dict[str, Any]: ...
-
-    async def aclose(self) -> None: ...
-
-
-@dataclass(slots=True)
-class Core:
-    settings: Settings
-    engine: AsyncEngine
-    sessions: Sessions
-    pg: TossPaymentsClient
-    pg_http: httpx.AsyncClient
-
-
-@dataclass(slots=True)
-class Deps(Core):
-    redis: Redis
-    idempotency: IdempotencyStore
-    orders: Orders
-    verifier: TokenVerifier
+from snapshoe.payments.tables import outbox
 
 
 def build_core(settings: Settings, *, pool_size: int | None = None) -> Core:
@@ -107,8 +82,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging("payments", settings.log_level, settings.log_json)
 
-    from snapshoe.payments.api import router  # api imports Deps from here
-
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         deps = build_deps(settings)
@@ -130,9 +103,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await check_rabbitmq(settings)
 
     # Its consumers' DLQ depths (and unroutable outbox rows) in /metrics, read at scrape time.
-    from snapshoe.payments.consumers import QUEUES  # consumers import this module
-    from snapshoe.payments.tables import outbox
-
     gauges = EventGauges(
         settings,
         "payments",

@@ -7,15 +7,15 @@ import asyncio
 from snapshoe.kernel.contracts.orders import OrderCancelled, OrderRefundRequired
 from snapshoe.kernel.messaging import Handler, consume
 from snapshoe.kernel.settings import Settings
-from snapshoe.payments import handlers
-from snapshoe.payments.bootstrap import Core
+from snapshoe.payments import refunds
+from snapshoe.payments.deps import Core
 from snapshoe.payments.tables import inbox
 
 REFUNDS_QUEUE = "payments.refunds"  # <namespace>.payments.refunds
 
 HANDLERS: dict[str, Handler] = {
-    OrderCancelled.routing_key(): handlers.on_order_cancelled,
-    OrderRefundRequired.routing_key(): handlers.on_refund_required,
+    OrderCancelled.routing_key(): refunds.on_order_cancelled,
+    OrderRefundRequired.routing_key(): refunds.on_refund_required,
 }
 QUEUES = {REFUNDS_QUEUE: list(HANDLERS)}  # declared by `snapshoe migrate`
 

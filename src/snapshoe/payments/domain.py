@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
+
+from snapshoe.kernel.clock import as_utc
 
 
 class Status(StrEnum):
@@ -59,11 +61,6 @@ MAX_BACKOFF_SECONDS = 300.0
 CLAIM_LEASE = timedelta(seconds=30)
 
 
-def utcnow() -> datetime:
-    """UTC, naive (DATETIME(6) columns hold UTC without an offset)."""
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
 def new_payment_id() -> str:
     # Unguessable: a payment id in a URL grants nothing, but must not be enumerable.
     return "pay_" + secrets.token_urlsafe(16)
@@ -90,18 +87,11 @@ def backoff(attempts: int) -> timedelta:
 
 
 def rfc3339(value: datetime | None) -> str | None:
+    """The payments API's timestamps: always with microseconds (``...T00:00:00.000000Z``),
+    which :func:`snapshoe.kernel.clock.rfc3339` drops when they are zero (as the PG's are)."""
     if value is None:
         return None
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return value.isoformat(timespec="microseconds") + "Z"
-
-
-def as_utc_naive(value: datetime) -> datetime:
-    """An aware datetime (the PG renders +09:00) as naive UTC for storage."""
-    if value.tzinfo is None:
-        return value
-    return value.astimezone(UTC).replace(tzinfo=None)
+    return as_utc(value).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 @dataclass(frozen=True, slots=True)

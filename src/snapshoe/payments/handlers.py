@@ -14,15 +14,12 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from snapshoe.kernel.clients import UpstreamProblem, UpstreamUnavailable
-from snapshoe.kernel.contracts.orders import OrderCancelled, OrderRefundRequired
+from snapshoe.kernel.clock import as_utc, utcnow
 from snapshoe.kernel.contracts.payments import (
     PaymentApproved,
     PaymentFailed,
-    PaymentRefunded,
-    PaymentRefundedAtPg,
 )
 from snapshoe.kernel.errors import Problem, not_found
 from snapshoe.kernel.idempotency import fingerprint
@@ -35,16 +32,10 @@ from snapshoe.payments.domain import (
     STALE_IN_PROGRESS_GRACE,
     UNRESOLVED,
     Payment,
-    RefundStatus,
     Status,
-    as_utc_naive,
     backoff,
     confirm_idempotency_key,
     new_payment_id,
-    new_refund_id,
-    refund_idempotency_key,
-    sweep_verdict,
-    utcnow,
 )
 from snapshoe.payments.pg import (
     PgAuthError,
@@ -55,10 +46,11 @@ from snapshoe.payments.pg import (
     PgStatus,
     parse_webhook,
 )
+from snapshoe.payments.recheck import record_pg_cancels
 from snapshoe.payments.tables import outbox
 
 if TYPE_CHECKING:
-    from snapshoe.payments.bootstrap import Core, Deps, Orders
+    from snapshoe.payments.deps import Core, Deps
 
 log = logging.getLogger("snapshoe.payments")
 
@@ -229,7 +221,7 @@ def _parse_time(value: object) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
     try:
-        return as_utc_naive(datetime.fromisoformat(value.replace("Z", "+00:00")))
+        return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
     except ValueError:
         return None
 
@@ -270,7 +262,7 @@ async def settle(core: Core, p: Payment, result: PgPayment) -> Payment:
 
 async def approve(core: Core, p: Payment, result: PgPayment) -> Payment:
     now = utcnow()
-    approved_at = as_utc_naive(result.approved_at) if result.approved_at else now
+    approved_at = as_utc(result.approved_at) if result.approved_at else now
     async with core.sessions.begin() as session:
         if await repo.transition(
             session,
@@ -294,7 +286,7 @@ async def approve(core: Core, p: Payment, result: PgPayment) -> Payment:
                     approved_at=approved_at,
                 ),
             )
-        return await _reread(session, p.id)
+        return await repo.reread(session, p.id)
 
 
 async def fail(core: Core, p: Payment, code: str, message: str) -> Payment:
@@ -321,7 +313,7 @@ async def fail(core: Core, p: Payment, code: str, message: str) -> Payment:
                     message=message or code,
                 ),
             )
-        return await _reread(session, p.id)
+        return await repo.reread(session, p.id)
 
 
 async def mark_unknown(core: Core, p: Payment, code: str) -> Payment:
@@ -336,13 +328,7 @@ async def mark_unknown(core: Core, p: Payment, code: str) -> Payment:
             pg_code=code[:64],
             next_check_at=now + FIRST_CHECK_DELAY,
         )
-        return await _reread(session, p.id)
-
-
-async def _reread(session: AsyncSession, payment_id: str) -> Payment:
-    current = await repo.get(session, payment_id)
-    assert current is not None
-    return current
+        return await repo.reread(session, p.id)
 
 
 # --- queries ----------------------------------------------------------------------------------
@@ -387,7 +373,7 @@ async def reconcile(core: Core, payment_id: str) -> Payment | None:
         log.exception("reconciling payment %s failed", p.id)
     async with core.sessions.begin() as session:
         await repo.schedule_check(session, p.id, utcnow() + backoff(p.attempts))
-        return await _reread(session, p.id)
+        return await repo.reread(session, p.id)
 
 
 async def _pg_payment(core: Core, p: Payment) -> PgPayment | None:
@@ -448,285 +434,3 @@ async def webhook(core: Core, raw: bytes) -> dict[str, Any]:
         return {"status": "ok", "payment_status": p.status.value}
     current = await settle(core, p, found)
     return {"status": "ok", "payment_status": current.status.value}
-
-
-# --- refunds made at the PG (item 6 of issue 12) --------------------------------------------
-
-PG_REFUNDED = (PgStatus.CANCELED, PgStatus.PARTIAL_CANCELED)
-
-
-async def record_pg_cancels(core: Core, p: Payment, found: PgPayment) -> Payment:
-    """Record the cancels the PG reports on a DONE payment that SnapShoe did not ask for, and
-    publish ``PaymentRefundedAtPg`` once per newly seen batch of them. A full cancel moves the
-    payment to CANCELED (orders then stops fulfilment); a partial one keeps it DONE.
-
-    Idempotent: each PG cancel is one ``pg_cancels`` row (INSERT IGNORE on its transaction
-    key), and the event goes out only with newly inserted rows, in the same transaction."""
-    if found.payment_key != p.payment_key or found.order_id != p.order_id:
-        log.error("PG payment %s does not match payment %s", found.payment_key, p.id)
-        return p
-    if found.status not in PG_REFUNDED or not found.cancels:
-        return p
-    now = utcnow()
-    async with core.sessions.begin() as session:
-        if await repo.refund_of_payment(session, p.id) is not None:
-            # Our own refund (its webhook can beat process_refund's bookkeeping): the refund
-            # worker records it; the order is already cancelled or expired.
-            return await _reread(session, p.id)
-        added = 0
-        for n, cancel in enumerate(found.cancels):
-            at = as_utc_naive(cancel.canceled_at) if cancel.canceled_at else now
-            if await repo.insert_pg_cancel(
-                session,
-                payment_id=p.id,
-                transaction_key=cancel.transaction_key or f"#{n}",
-                amount=cancel.cancel_amount,
-                reason=cancel.cancel_reason or "cancelled at the PG",
-                canceled_at=at,
-                now=now,
-            ):
-                added += cancel.cancel_amount
-        if not added:
-            return await _reread(session, p.id)
-        refunded = found.refunded_amount
-        last = found.cancels[-1]
-        refunded_at = as_utc_naive(last.canceled_at) if last.canceled_at else now
-        full = found.status is PgStatus.CANCELED
-        if full:
-            await repo.transition(
-                session,
-                p.id,
-                (Status.DONE,),
-                Status.CANCELED,
-                now,
-                canceled_at=refunded_at,
-                refunded_amount=refunded,
-            )
-        else:
-            await repo.set_refunded_amount(session, p.id, refunded, now)
-        log.warning(
-            "payment %s of order %s was refunded at the PG (%s of %s, %s)",
-            p.id,
-            p.order_id,
-            refunded,
-            p.amount,
-            found.status.value,
-        )
-        await add_to_outbox(
-            session,
-            outbox,
-            PaymentRefundedAtPg(
-                payment_id=p.id,
-                order_id=p.order_id,
-                buyer_id=p.buyer_id,
-                amount=added,
-                refunded_amount=refunded,
-                balance_amount=found.balance_amount,
-                full=full,
-                refunded_at=refunded_at,
-                reason=(last.cancel_reason or "cancelled at the PG")[:200],
-            ),
-        )
-        return await _reread(session, p.id)
-
-
-async def recheck_recent(core: Core) -> int:
-    """Re-read at the PG a batch of DONE payments approved within ``pg_recheck_days`` (least
-    recently read first), for refunds no webhook brought. Returns how many were read."""
-    s = core.settings
-    now = utcnow()
-    async with core.sessions.begin() as session:
-        ids = await repo.recent_done(
-            session, now - timedelta(days=s.pg_recheck_days), s.pg_recheck_batch
-        )
-        # Marked first: a payment the PG cannot answer for goes to the back of the queue.
-        await repo.mark_pg_checked(session, ids, now)
-    read = 0
-    for payment_id in ids:
-        async with core.sessions.begin() as session:
-            p = await repo.get(session, payment_id)
-        if p is None or p.status is not Status.DONE:
-            continue
-        try:
-            found = await core.pg.get_by_payment_key(p.payment_key)
-        except PgError as exc:
-            log.info("recheck of %s: the PG could not be read (%s)", p.id, exc)
-            continue
-        read += 1
-        await record_pg_cancels(core, p, found)
-    return read
-
-
-# --- the sweeper: no charge without an order (item 12 of issue 12) ---------------------------
-
-
-async def sweep(core: Core, orders: Orders) -> int:
-    """Refund every DONE payment whose order can no longer be fulfilled (EXPIRED, CANCELLED,
-    PAYMENT_FAILED, paid by another payment, or unknown to orders), approved over
-    ``refund_sweep_grace_seconds`` ago. Returns how many refunds it asked for.
-
-    It only records the refund (one per payment: UNIQUE(payment_id)); the refund worker cancels
-    at the PG under the refund's Idempotency-Key, so sweepers running at once refund once."""
-    s = core.settings
-    now = utcnow()
-    async with core.sessions.begin() as session:
-        ids = await repo.sweep_candidates(
-            session, now - timedelta(seconds=s.refund_sweep_grace_seconds), s.refund_sweep_batch
-        )
-    asked = 0
-    for payment_id in ids:
-        async with core.sessions.begin() as session:
-            p = await repo.get(session, payment_id)
-        if p is None or p.status is not Status.DONE:
-            continue
-        try:
-            order: dict[str, Any] | None = await orders.get_order(p.order_id)
-        except UpstreamProblem as exc:
-            if exc.status != 404:
-                log.warning("sweeper: orders answered %s for %s", exc.status, p.order_id)
-                continue
-            order = None
-        except UpstreamUnavailable as exc:
-            log.info("sweeper: orders unavailable (%s); next pass", exc)
-            return asked
-        verdict = sweep_verdict(order, p.id)
-        async with core.sessions.begin() as session:
-            if verdict == "refund":
-                status = "unknown" if order is None else str(order.get("status")).lower()
-                reason = f"sweeper: order {status}"
-                if await repo.insert_refund_once(
-                    session, refund_id=new_refund_id(), payment=p, reason=reason, now=utcnow()
-                ):
-                    asked += 1
-                    log.warning("sweeper: refunding payment %s (%s)", p.id, reason)
-            await repo.mark_order_checked(session, p.id, utcnow(), fulfilled=verdict == "fulfilled")
-    return asked
-
-
-# --- refunds ----------------------------------------------------------------------------------
-
-
-async def on_order_cancelled(session: AsyncSession, body: dict[str, Any]) -> None:
-    event = OrderCancelled.model_validate(body)
-    if not event.refund_required:
-        return
-    p = await repo.by_order(session, event.order_id)
-    if p is None:
-        log.error("order %s cancelled with a refund, but it has no payment", event.order_id)
-        return
-    await _request_refund(session, p, f"order cancelled ({event.previous_status})")
-
-
-async def on_refund_required(session: AsyncSession, body: dict[str, Any]) -> None:
-    event = OrderRefundRequired.model_validate(body)
-    p = await repo.get(session, event.payment_id) or await repo.by_order(session, event.order_id)
-    if p is None or p.order_id != event.order_id:
-        log.error("refund required for unknown payment %s", event.payment_id)
-        return
-    await _request_refund(session, p, f"order not fulfillable: {event.reason}")
-
-
-async def _request_refund(session: AsyncSession, p: Payment, reason: str) -> None:
-    """Record the refund to make (in the consumer's transaction, with its inbox row); the
-    refund worker calls the PG outside any transaction."""
-    if p.status is Status.ABORTED:
-        log.info("no refund for payment %s: it was never charged", p.id)
-        return
-    created = await repo.insert_refund_once(
-        session, refund_id=new_refund_id(), payment=p, reason=reason, now=utcnow()
-    )
-    if not created:
-        log.info("payment %s already has a refund", p.id)
-
-
-async def process_refund(core: Core, refund_id: str) -> RefundStatus | None:
-    """Cancel the payment at the PG (Idempotency-Key = refund id). The refund is DONE only when
-    the PG says the payment is canceled; an unknown result is retried with backoff."""
-    now = utcnow()
-    async with core.sessions.begin() as session:
-        if not await repo.claim_refund(session, refund_id, now, now + CLAIM_LEASE):
-            return None
-        refund = await repo.get_refund(session, refund_id)
-        assert refund is not None
-        p = await repo.get(session, refund.payment_id)
-    assert p is not None
-    if p.status in UNRESOLVED:  # the approval is not recorded yet: wait for it
-        return await _retry_refund(core, refund_id, refund.attempts)
-    if p.status is Status.ABORTED:
-        async with core.sessions.begin() as session:
-            await repo.finish_refund(
-                session,
-                refund_id,
-                RefundStatus.FAILED,
-                utcnow(),
-                pg_code="NOT_CHARGED",
-                pg_message="The payment was never charged",
-            )
-        return RefundStatus.FAILED
-    try:
-        result = await core.pg.cancel(
-            p.payment_key, refund.reason, refund_idempotency_key(refund.id)
-        )
-    except (PgDeclined, PgNotFound) as exc:
-        log.error("the PG refused refund %s of payment %s: %s", refund.id, p.id, exc)
-        async with core.sessions.begin() as session:
-            await repo.finish_refund(
-                session,
-                refund_id,
-                RefundStatus.FAILED,
-                utcnow(),
-                pg_code=exc.code[:64],
-                pg_message=(exc.message or exc.code)[:255],
-            )
-        return RefundStatus.FAILED
-    except PgError as exc:
-        log.warning("refund %s has no definitive result (%s); retrying later", refund.id, exc)
-        return await _retry_refund(core, refund_id, refund.attempts)
-    if result.status is not PgStatus.CANCELED:
-        log.warning("refund %s: the PG says %s; retrying later", refund.id, result.status)
-        return await _retry_refund(core, refund_id, refund.attempts)
-    canceled_at = utcnow()
-    if result.cancels and result.cancels[-1].canceled_at:
-        canceled_at = as_utc_naive(result.cancels[-1].canceled_at)
-    now = utcnow()
-    async with core.sessions.begin() as session:
-        if await repo.finish_refund(
-            session, refund_id, RefundStatus.DONE, now, refunded_at=canceled_at
-        ):
-            await repo.transition(
-                session,
-                p.id,
-                (Status.DONE,),
-                Status.CANCELED,
-                now,
-                canceled_at=canceled_at,
-                refunded_amount=result.refunded_amount,
-            )
-            await add_to_outbox(
-                session,
-                outbox,
-                PaymentRefunded(
-                    payment_id=p.id,
-                    order_id=p.order_id,
-                    buyer_id=p.buyer_id,
-                    amount=refund.amount,
-                    refunded_at=canceled_at,
-                ),
-            )
-    return RefundStatus.DONE
-
-
-async def _retry_refund(core: Core, refund_id: str, attempts: int) -> RefundStatus:
-    async with core.sessions.begin() as session:
-        await repo.schedule_refund(session, refund_id, utcnow() + backoff(attempts), utcnow())
-    return RefundStatus.PENDING
-
-
-async def refunds_due(core: Core, limit: int = 50) -> int:
-    async with core.sessions.begin() as session:
-        ids = await repo.due_refunds(session, utcnow(), limit)
-    done = 0
-    for refund_id in ids:
-        if await process_refund(core, refund_id) is not None:
-            done += 1
-    return done

@@ -371,3 +371,10 @@ async def mark_order_checked(
     if fulfilled:
         values["fulfilled_at"] = now
     await session.execute(update(payments).where(payments.c.id == payment_id).values(**values))
+
+
+async def reread(session: AsyncSession, payment_id: str) -> Payment:
+    """The payment just written (it exists)."""
+    current = await get(session, payment_id)
+    assert current is not None
+    return current

@@ -10,8 +10,8 @@ two concurrent confirms of one order cannot both reach the PG: at most one charg
 from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table
-from sqlalchemy.dialects.mysql import DATETIME
 
+from snapshoe.kernel.db import ts_column
 from snapshoe.kernel.messaging import messaging_tables
 
 metadata = MetaData(
@@ -21,10 +21,6 @@ metadata = MetaData(
         "pk": "pk_%(table_name)s",
     }
 )
-
-
-def _ts(name: str, *, nullable: bool = False) -> Column[object]:
-    return Column(name, DATETIME(fsp=6), nullable=nullable)
 
 
 payments = Table(
@@ -39,21 +35,21 @@ payments = Table(
     Column("status", String(16), nullable=False),
     Column("pg_code", String(64), nullable=True),
     Column("pg_message", String(255), nullable=True),
-    _ts("approved_at", nullable=True),
-    _ts("canceled_at", nullable=True),
+    ts_column("approved_at", nullable=True),
+    ts_column("canceled_at", nullable=True),
     # Reconciler bookkeeping: how often the PG was asked, and when to ask next.
     Column("attempts", Integer, nullable=False, default=0),
-    _ts("next_check_at", nullable=True),
-    _ts("created_at"),
-    _ts("updated_at"),
+    ts_column("next_check_at", nullable=True),
+    ts_column("created_at"),
+    ts_column("updated_at"),
     # Refunded at the PG so far (ours and the PG's own), and when the PG was last re-read for
     # refunds made there (the recheck of recent DONE payments).
     Column("refunded_amount", BigInteger, nullable=False, server_default="0"),
-    _ts("pg_checked_at", nullable=True),
+    ts_column("pg_checked_at", nullable=True),
     # The sweeper: when it saw the order paid by this payment (then never asks again), and
     # when it last asked orders.
-    _ts("fulfilled_at", nullable=True),
-    _ts("order_checked_at", nullable=True),
+    ts_column("fulfilled_at", nullable=True),
+    ts_column("order_checked_at", nullable=True),
     Index("ix_payments_status_next_check_at", "status", "next_check_at"),
     Index("ix_payments_status_approved_at", "status", "approved_at"),
     Index("ix_payments_status_fulfilled_at", "status", "fulfilled_at"),
@@ -74,10 +70,10 @@ refunds = Table(
     Column("pg_code", String(64), nullable=True),
     Column("pg_message", String(255), nullable=True),
     Column("attempts", Integer, nullable=False, default=0),
-    _ts("next_attempt_at"),
-    _ts("refunded_at", nullable=True),
-    _ts("created_at"),
-    _ts("updated_at"),
+    ts_column("next_attempt_at"),
+    ts_column("refunded_at", nullable=True),
+    ts_column("created_at"),
+    ts_column("updated_at"),
     Index("ix_refunds_status_next_attempt_at", "status", "next_attempt_at"),
 )
 
@@ -90,8 +86,8 @@ pg_cancels = Table(
     Column("transaction_key", String(64), primary_key=True),
     Column("amount", BigInteger, nullable=False),
     Column("reason", String(200), nullable=False),
-    _ts("canceled_at"),
-    _ts("recorded_at"),
+    ts_column("canceled_at"),
+    ts_column("recorded_at"),
 )
 
 outbox, inbox = messaging_tables(metadata)

@@ -13,9 +13,10 @@ from collections.abc import Awaitable, Callable
 from snapshoe.kernel.clients.orders import OrdersClient
 from snapshoe.kernel.messaging import Relay, run_pruner
 from snapshoe.kernel.settings import Settings
-from snapshoe.payments import handlers
-from snapshoe.payments.bootstrap import Core, Orders, build_core, close_core
+from snapshoe.payments import handlers, recheck, refunds, sweep
+from snapshoe.payments.bootstrap import build_core, close_core
 from snapshoe.payments.consumers import run_refund_consumer
+from snapshoe.payments.deps import Core, Orders
 from snapshoe.payments.tables import inbox, outbox
 
 log = logging.getLogger("snapshoe.payments.workers")
@@ -29,7 +30,7 @@ async def reconcile_forever(core: Core, stop: asyncio.Event, poll: float = POLL_
         busy = 0
         try:
             busy += await handlers.reconcile_due(core)
-            busy += await handlers.refunds_due(core)
+            busy += await refunds.refunds_due(core)
         except Exception:
             log.exception("reconciler pass failed")
         if not busy:
@@ -68,13 +69,13 @@ async def run(settings: Settings, stop: asyncio.Event, orders: Orders | None = N
             every(
                 settings.pg_recheck_interval_seconds,
                 "PG recheck",
-                lambda: handlers.recheck_recent(core),
+                lambda: recheck.recheck_recent(core),
                 stop,
             ),
             every(
                 settings.refund_sweep_interval_seconds,
                 "refund sweeper",
-                lambda: handlers.sweep(core, client),
+                lambda: sweep.sweep(core, client),
                 stop,
             ),
         )

@@ -24,8 +24,9 @@ from starlette.types import Receive, Scope, Send
 
 from snapshoe.kernel.errors import Problem
 from snapshoe.sandbox_pg import domain, handlers
+from snapshoe.sandbox_pg.deps import Deps
 from snapshoe.sandbox_pg.domain import TossError
-from snapshoe.sandbox_pg.handlers import Deps, Reply
+from snapshoe.sandbox_pg.handlers import Reply
 from snapshoe.sandbox_pg.repository import idempotency_scope
 from snapshoe.sandbox_pg.schemas import (
     AuthorizationRequest,

@@ -17,8 +17,8 @@ from snapshoe.kernel.http import create_service_app
 from snapshoe.kernel.redis import create_redis
 from snapshoe.kernel.settings import Settings, get_settings
 from snapshoe.sandbox_pg.api import DropLostResponseLogs, sandbox, toss, toss_error_response
+from snapshoe.sandbox_pg.deps import Deps
 from snapshoe.sandbox_pg.domain import TossError
-from snapshoe.sandbox_pg.handlers import Deps
 from snapshoe.sandbox_pg.repository import MemoryStore, RedisStore, Store
 from snapshoe.sandbox_pg.settings import SandboxSettings
 from snapshoe.sandbox_pg.webhooks import WebhookSender

@@ -269,26 +269,26 @@ def _vat(amount: int) -> int:
     return round(amount / 11)
 
 
-def to_toss(p: Payment) -> dict[str, Any]:
-    """The Toss Payments ``Payment`` object (version 2022-11-16), card payments only."""
-    attempted = p.status is not Status.READY and p.status is not Status.EXPIRED
-    card = None
-    if attempted:
-        card = {
-            "issuerCode": "71",
-            "acquirerCode": "71",
-            "number": mask_card(p.card_number),
-            "installmentPlanMonths": 0,
-            "isInterestFree": False,
-            "interestPayer": None,
-            "approveNo": p.approve_no or "00000000",
-            "useCardPoint": False,
-            "cardType": "신용",
-            "ownerType": "개인",
-            "acquireStatus": "CANCELED" if p.status is Status.CANCELED else "READY",
-            "amount": p.amount,
-        }
-    cancels = [
+def _toss_card(p: Payment) -> dict[str, Any]:
+    """The ``card`` object of an attempted payment."""
+    return {
+        "issuerCode": "71",
+        "acquirerCode": "71",
+        "number": mask_card(p.card_number),
+        "installmentPlanMonths": 0,
+        "isInterestFree": False,
+        "interestPayer": None,
+        "approveNo": p.approve_no or "00000000",
+        "useCardPoint": False,
+        "cardType": "신용",
+        "ownerType": "개인",
+        "acquireStatus": "CANCELED" if p.status is Status.CANCELED else "READY",
+        "amount": p.amount,
+    }
+
+
+def _toss_cancels(p: Payment) -> list[dict[str, Any]]:
+    return [
         {
             "transactionKey": c.transaction_key,
             "cancelReason": c.reason,
@@ -304,6 +304,13 @@ def to_toss(p: Payment) -> dict[str, Any]:
         }
         for c in p.cancels
     ]
+
+
+def to_toss(p: Payment) -> dict[str, Any]:
+    """The Toss Payments ``Payment`` object (version 2022-11-16), card payments only."""
+    attempted = p.status is not Status.READY and p.status is not Status.EXPIRED
+    card = _toss_card(p) if attempted else None
+    cancels = _toss_cancels(p)
     return {
         "mId": MID,
         "lastTransactionKey": p.last_transaction_key,

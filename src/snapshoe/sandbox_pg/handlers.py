@@ -5,33 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from snapshoe.kernel.errors import Problem
-from snapshoe.kernel.settings import Settings
 from snapshoe.sandbox_pg import domain
+from snapshoe.sandbox_pg.deps import Deps
 from snapshoe.sandbox_pg.domain import Outcome, Payment, Status, TossError
-from snapshoe.sandbox_pg.repository import Charges, LockTimeout, Store, StoredResponse
-from snapshoe.sandbox_pg.settings import Knobs, SandboxSettings
-from snapshoe.sandbox_pg.webhooks import WebhookSender
+from snapshoe.sandbox_pg.repository import Charges, LockTimeout, StoredResponse
+from snapshoe.sandbox_pg.settings import Knobs
 
 log = logging.getLogger("snapshoe.sandbox_pg")
 
 PAID = (Status.DONE, Status.CANCELED, Status.PARTIAL_CANCELED)
-
-
-@dataclass(slots=True)
-class Deps:
-    settings: Settings
-    sandbox: SandboxSettings
-    store: Store
-    webhooks: WebhookSender | None = None
-    rng: random.Random = field(default_factory=random.Random)
-    clock: Callable[[], float] = time.time
 
 
 @dataclass(frozen=True, slots=True)

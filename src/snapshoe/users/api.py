@@ -11,9 +11,9 @@ from snapshoe.kernel.contracts.orders import OrderPlaced
 from snapshoe.kernel.errors import Problem
 from snapshoe.kernel.forwarded import client_address
 from snapshoe.kernel.internal import internal_caller
-from snapshoe.users import handlers
-from snapshoe.users.bootstrap import Deps
+from snapshoe.users import cart, handlers, reset, sessions, verification
 from snapshoe.users.consumers import CART_QUEUE
+from snapshoe.users.deps import Deps
 from snapshoe.users.domain import ITEM_ID_PATTERN, CartView
 from snapshoe.users.schemas import (
     Accepted,
@@ -48,7 +48,7 @@ async def deps(request: Request) -> Deps:
     return d
 
 
-def _tokens(pair: handlers.TokenPair) -> TokenResponse:
+def _tokens(pair: sessions.TokenPair) -> TokenResponse:
     return TokenResponse(
         access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in
     )
@@ -58,7 +58,7 @@ def _tokens(pair: handlers.TokenPair) -> TokenResponse:
     "/api/users", status_code=202, tags=["accounts"], responses=_errors(400, 413, 422, 429)
 )
 async def sign_up(body: SignupRequest, d: Deps = Depends(deps)) -> Accepted:
-    await handlers.sign_up(d, email=body.email, password=body.password, name=body.name)
+    await verification.sign_up(d, email=body.email, password=body.password, name=body.name)
     return Accepted()
 
 
@@ -66,7 +66,9 @@ async def sign_up(body: SignupRequest, d: Deps = Depends(deps)) -> Accepted:
 async def verify(
     body: VerificationRequest, request: Request, d: Deps = Depends(deps)
 ) -> VerificationResult:
-    await handlers.verify_email(d, email=body.email, code=body.code, client=client_address(request))
+    await verification.verify_email(
+        d, email=body.email, code=body.code, client=client_address(request)
+    )
     return VerificationResult()
 
 
@@ -77,7 +79,7 @@ async def verify(
     responses=_errors(400, 422, 429),
 )
 async def resend(body: ResendRequest, d: Deps = Depends(deps)) -> Accepted:
-    await handlers.resend_code(d, email=body.email)
+    await verification.resend_code(d, email=body.email)
     return Accepted()
 
 
@@ -95,7 +97,7 @@ async def me(principal: Principal = Depends(current_principal), d: Deps = Depend
 
 @router.post("/api/auth/login", tags=["auth"], responses=_errors(400, 401, 422, 429))
 async def login(body: LoginRequest, request: Request, d: Deps = Depends(deps)) -> TokenResponse:
-    pair = await handlers.login(
+    pair = await sessions.login(
         d, email=body.email, password=body.password, client=client_address(request)
     )
     return _tokens(pair)
@@ -103,12 +105,12 @@ async def login(body: LoginRequest, request: Request, d: Deps = Depends(deps)) -
 
 @router.post("/api/auth/refresh", tags=["auth"], responses=_errors(400, 401, 422))
 async def refresh(body: RefreshRequest, d: Deps = Depends(deps)) -> TokenResponse:
-    return _tokens(await handlers.refresh(d, refresh_token=body.refresh_token))
+    return _tokens(await sessions.refresh(d, refresh_token=body.refresh_token))
 
 
 @router.post("/api/auth/logout", status_code=204, tags=["auth"], responses=_errors(400, 422))
 async def logout(body: RefreshRequest, d: Deps = Depends(deps)) -> Response:
-    await handlers.logout(d, refresh_token=body.refresh_token)
+    await sessions.logout(d, refresh_token=body.refresh_token)
     return Response(status_code=204)
 
 
@@ -118,7 +120,7 @@ async def logout(body: RefreshRequest, d: Deps = Depends(deps)) -> Response:
 async def password_reset(body: PasswordResetRequest, d: Deps = Depends(deps)) -> Accepted:
     """Mail a reset code if the address has an account. The same answer either way; the code
     is stored and mailed by the users worker after the answer, so the timing says nothing."""
-    await handlers.request_password_reset(d, email=body.email)
+    await reset.request_password_reset(d, email=body.email)
     return Accepted()
 
 
@@ -129,7 +131,7 @@ async def password_reset(body: PasswordResetRequest, d: Deps = Depends(deps)) ->
     responses=_errors(400, 422, 429),
 )
 async def password_reset_confirm(body: PasswordResetConfirm, d: Deps = Depends(deps)) -> Response:
-    await handlers.confirm_password_reset(
+    await reset.confirm_password_reset(
         d, email=body.email, code=body.code, new_password=body.new_password
     )
     return Response(status_code=204)
@@ -169,7 +171,7 @@ def _cart(view: CartView) -> Cart:
 async def get_cart(
     principal: Principal = Depends(verified_principal), d: Deps = Depends(deps)
 ) -> Cart:
-    return _cart(await handlers.get_cart(d, user_id=principal.user_id))
+    return _cart(await cart.get_cart(d, user_id=principal.user_id))
 
 
 @router.put(
@@ -181,7 +183,7 @@ async def put_cart_line(
     principal: Principal = Depends(verified_principal),
     d: Deps = Depends(deps),
 ) -> Cart:
-    view = await handlers.set_cart_line(
+    view = await cart.set_cart_line(
         d, user_id=principal.user_id, item_id=item_id, quantity=body.quantity
     )
     return _cart(view)
@@ -193,14 +195,14 @@ async def delete_cart_line(
     principal: Principal = Depends(verified_principal),
     d: Deps = Depends(deps),
 ) -> Cart:
-    return _cart(await handlers.remove_cart_line(d, user_id=principal.user_id, item_id=item_id))
+    return _cart(await cart.remove_cart_line(d, user_id=principal.user_id, item_id=item_id))
 
 
 @router.delete("/api/cart", status_code=204, tags=["cart"], responses=_errors(401, 403))
 async def clear_cart(
     principal: Principal = Depends(verified_principal), d: Deps = Depends(deps)
 ) -> Response:
-    await handlers.clear_cart(d, user_id=principal.user_id)
+    await cart.clear_cart(d, user_id=principal.user_id)
     return Response(status_code=204)
 
 
@@ -216,7 +218,7 @@ async def internal_cart(
     user_id: Annotated[str, Path(min_length=1, max_length=32)], d: Deps = Depends(deps)
 ) -> InternalCart:
     """The buyer's cart lines as stored (an unknown user has an empty cart)."""
-    entries = await handlers.cart_entries(d, user_id=user_id)
+    entries = await cart.cart_entries(d, user_id=user_id)
     return InternalCart(
         lines=[InternalCartLine(item_id=e.item_id, quantity=e.quantity) for e in entries]
     )
@@ -232,7 +234,5 @@ async def internal_order_placed(
     the body is the ``order.placed`` event, whose later delivery is then a duplicate."""
     if event.buyer_id != user_id or not event.from_cart:
         raise Problem(422, "validation_error", detail="Not an order from this buyer's cart")
-    await handlers.take_ordered_lines(
-        d, consumer=f"{d.settings.namespace}.{CART_QUEUE}", event=event
-    )
+    await cart.take_ordered_lines(d, consumer=f"{d.settings.namespace}.{CART_QUEUE}", event=event)
     return Response(status_code=204)

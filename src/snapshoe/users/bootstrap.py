@@ -10,42 +10,22 @@ import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 from fastapi import FastAPI
 from pwdlib import PasswordHash
-from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from snapshoe.kernel.auth import TokenIssuer, TokenVerifier, build_issuer, build_verifier
+from snapshoe.kernel.auth import build_issuer, build_verifier
 from snapshoe.kernel.clients.products import ProductsClient
-from snapshoe.kernel.db import Sessions, create_engine, create_sessions, ping
+from snapshoe.kernel.db import create_engine, create_sessions, ping
 from snapshoe.kernel.deadletters import EventGauges
 from snapshoe.kernel.http import create_service_app
 from snapshoe.kernel.logs import configure_logging
 from snapshoe.kernel.redis import create_redis
 from snapshoe.kernel.settings import Settings, get_settings
+from snapshoe.users.api import internal_router, router
+from snapshoe.users.consumers import QUEUES
+from snapshoe.users.deps import Deps
 from snapshoe.users.mail import Mailer, MailQueue
-
-
-@dataclass(slots=True)
-class Deps:
-    settings: Settings
-    engine: AsyncEngine
-    sessions: Sessions
-    redis: Redis
-    issuer: TokenIssuer
-    verifier: TokenVerifier
-    hasher: PasswordHash
-    # A real argon2id hash of a random password: verified against when the email is unknown,
-    # so a login for an unknown address costs what a wrong password costs.
-    dummy_hash: str
-    mailer: Mailer
-    # Where signup and resend leave their mail for the users worker (users.mail).
-    mail_queue: MailQueue
-    # Item details for the cart view and the existence check of a new line.
-    products: ProductsClient
-
 
 # The cart asks products on every view. Each attempt is bounded by the client's timeouts
 # (connect 1 s, then PRODUCTS_TIMEOUT_SECONDS per read/write/pool wait) and there is one
@@ -93,8 +73,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging("users", settings.log_level, settings.log_json)
 
-    from snapshoe.users.api import internal_router, router  # api imports Deps from here
-
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         deps = await build_deps(settings)
@@ -112,8 +90,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await app.state.deps.redis.ping()
 
     # Its consumers' DLQ depths (and unroutable outbox rows) in /metrics, read at scrape time.
-    from snapshoe.users.consumers import QUEUES
-
     gauges = EventGauges(
         settings,
         "users",

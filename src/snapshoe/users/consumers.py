@@ -13,18 +13,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from snapshoe.kernel.contracts.orders import OrderPlaced
 from snapshoe.kernel.messaging import Handler
-from snapshoe.users import handlers
+from snapshoe.users import cart
 
 CART_QUEUE = "users.cart"
 
 
 async def on_order_placed(session: AsyncSession, body: dict[str, Any]) -> None:
-    await handlers.apply_order_placed(session, OrderPlaced.model_validate(body))
+    await cart.apply_order_placed(session, OrderPlaced.model_validate(body))
 
 
 def not_from_cart(body: dict[str, Any]) -> bool:
     """Most orders (every drop order) are not made from the cart and change nothing here;
-    the consumer acks them without a transaction (handlers.apply_order_placed agrees)."""
+    the consumer acks them without a transaction (cart.apply_order_placed agrees)."""
     return body.get("from_cart") is False
 
 

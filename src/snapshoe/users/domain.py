@@ -28,7 +28,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from importlib import resources
 
@@ -45,11 +45,6 @@ ADMIN_ROLE = "admin"
 
 class PolicyError(ValueError):
     """Input that breaks an account rule; the message is safe to show the client."""
-
-
-def utcnow() -> datetime:
-    """Naive UTC, the way ``DATETIME(6)`` columns store it."""
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def normalize_email(raw: str) -> str:

@@ -19,8 +19,8 @@ from sqlalchemy import (
     String,
     Table,
 )
-from sqlalchemy.dialects.mysql import DATETIME
 
+from snapshoe.kernel.db import ts_column
 from snapshoe.kernel.messaging import messaging_tables
 
 metadata = MetaData(
@@ -33,10 +33,6 @@ metadata = MetaData(
 )
 
 
-def _ts(name: str, *, nullable: bool = False) -> Column[object]:
-    return Column(name, DATETIME(fsp=6), nullable=nullable)
-
-
 users = Table(
     "users",
     metadata,
@@ -47,8 +43,8 @@ users = Table(
     Column("name", String(100), nullable=False),
     Column("email_verified", Boolean, nullable=False, default=False),
     Column("roles", String(255), nullable=False, default=""),  # comma-separated
-    _ts("created_at"),
-    _ts("updated_at"),
+    ts_column("created_at"),
+    ts_column("updated_at"),
     # The users worker's search for unverified accounts past their TTL.
     Index("ix_users_unverified", "email_verified", "created_at"),
 )
@@ -61,8 +57,8 @@ verification_codes = Table(
     Column("code_hash", String(64), nullable=False),
     Column("salt", String(32), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
-    _ts("expires_at"),
-    _ts("created_at"),
+    ts_column("expires_at"),
+    ts_column("created_at"),
 )
 
 # One live password reset code per user, like verification codes (a new request replaces it).
@@ -73,8 +69,8 @@ password_reset_codes = Table(
     Column("code_hash", String(64), nullable=False),
     Column("salt", String(32), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
-    _ts("expires_at"),
-    _ts("created_at"),
+    ts_column("expires_at"),
+    ts_column("created_at"),
 )
 
 refresh_families = Table(
@@ -83,8 +79,8 @@ refresh_families = Table(
     Column("id", String(32), primary_key=True),
     Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     Column("revoked", Boolean, nullable=False, default=False),
-    _ts("revoked_at", nullable=True),
-    _ts("created_at"),
+    ts_column("revoked_at", nullable=True),
+    ts_column("created_at"),
     Index("ix_refresh_families_user_id", "user_id"),
     # Revoking every live family of an account (reset, verification, promotion).
     Index("ix_refresh_families_user_revoked", "user_id", "revoked"),
@@ -102,9 +98,9 @@ refresh_tokens = Table(
     ),
     Column("user_id", String(32), nullable=False),
     Column("spent", Boolean, nullable=False, default=False),
-    _ts("spent_at", nullable=True),
-    _ts("expires_at"),
-    _ts("created_at"),
+    ts_column("spent_at", nullable=True),
+    ts_column("expires_at"),
+    ts_column("created_at"),
     Index("ix_refresh_tokens_family_id", "family_id"),
 )
 
@@ -117,8 +113,8 @@ cart_lines = Table(
     Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     Column("item_id", String(64), nullable=False),
     Column("quantity", Integer, nullable=False),
-    _ts("created_at"),
-    _ts("updated_at"),
+    ts_column("created_at"),
+    ts_column("updated_at"),
     PrimaryKeyConstraint("user_id", "item_id", name="pk_cart_lines"),
 )
 

@@ -13,15 +13,18 @@ import contextlib
 import logging
 from typing import Any
 
+from snapshoe.kernel.clock import utcnow
 from snapshoe.kernel.db import Sessions, create_engine, create_sessions
 from snapshoe.kernel.messaging import consume, run_pruner
 from snapshoe.kernel.settings import Settings
 from snapshoe.users import handlers
 from snapshoe.users.bootstrap import build_deps, close_deps
 from snapshoe.users.consumers import CART_HANDLERS, CART_QUEUE, not_from_cart
-from snapshoe.users.domain import utcnow
+from snapshoe.users.deps import Deps
 from snapshoe.users.mail import drain
+from snapshoe.users.reset import reset_now
 from snapshoe.users.tables import inbox
+from snapshoe.users.verification import resend_now
 
 log = logging.getLogger("snapshoe.users.worker")
 
@@ -46,13 +49,29 @@ async def expire_unverified(settings: Settings, sessions: Sessions, stop: asynci
             await asyncio.wait_for(stop.wait(), EXPIRY_INTERVAL_SECONDS)
 
 
+async def run_mail_job(deps: Deps, job: dict[str, Any]) -> bool:
+    """One queued mail job (users.mail.drain): True when done, False to retry it."""
+    kind, to = job.get("kind"), str(job.get("to", ""))
+    ttl = deps.settings.verification_code_ttl_seconds
+    if kind == "code":
+        return await deps.mailer.send_code(to, str(job["code"]), ttl)
+    if kind == "notice":
+        return await deps.mailer.send_already_registered(to)
+    if kind == "resend":
+        return await resend_now(deps, to)
+    if kind == "reset":
+        return await reset_now(deps, to)
+    log.error("unknown mail job %r dropped", kind)
+    return True
+
+
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     engine = create_engine(settings, "users", pool_size=POOL_SIZE)
     sessions = create_sessions(engine)
     deps = await build_deps(settings)  # the mail jobs' handlers need what requests have
 
     async def mail_job(job: dict[str, Any]) -> bool:
-        return await handlers.run_mail_job(deps, job)
+        return await run_mail_job(deps, job)
 
     try:
         await asyncio.gather(

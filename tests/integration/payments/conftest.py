@@ -34,7 +34,8 @@ from snapshoe.kernel.messaging import exchange_name
 from snapshoe.kernel.migrate import migrate_service
 from snapshoe.kernel.settings import Settings
 from snapshoe.payments import workers
-from snapshoe.payments.bootstrap import Deps, create_app
+from snapshoe.payments.bootstrap import create_app
+from snapshoe.payments.deps import Deps
 
 NAMESPACE = "snapshoe_ptest"
 

@@ -13,9 +13,10 @@ from sqlalchemy import select
 from tests.integration.payments.conftest import EventTap, Payments, Publish
 from tests.support.platform import User
 
+from snapshoe.kernel.clock import utcnow
 from snapshoe.kernel.contracts.orders import OrderCancelled, OrderRefundRequired
 from snapshoe.payments import repository as repo
-from snapshoe.payments.domain import new_payment_id, utcnow
+from snapshoe.payments.domain import new_payment_id
 from snapshoe.payments.tables import refunds
 
 APPROVE = "4111111111110000"

@@ -12,8 +12,9 @@ from sqlalchemy import func, select
 from tests.integration.payments.conftest import EventTap, Payments
 from tests.support.platform import User
 
-from snapshoe.payments import handlers
+from snapshoe.payments import refunds as refund_worker
 from snapshoe.payments import repository as repo
+from snapshoe.payments import sweep
 from snapshoe.payments.bootstrap import build_core, close_core
 from snapshoe.payments.tables import refunds
 
@@ -156,12 +157,12 @@ async def test_the_sweeper_never_refunds_a_fulfilled_or_pending_order(
 
     await asyncio.sleep(3)  # past the grace, several passes of the worker's sweeper
     for _ in range(3):
-        await handlers.sweep(payments.deps, payments.orders)
+        await sweep.sweep(payments.deps, payments.orders)
     for order, payment_id in ((fulfilled, fulfilled_id), (pending, pending_id)):
         await payments.wait_status(buyer, payment_id, "DONE", within=1)
         assert (await payments.charges(order["id"]))["refunds"] == 0
     async with payments.deps.sessions() as session:
-        seen = await repo.sweep_candidates(session, handlers.utcnow(), 10_000)
+        seen = await repo.sweep_candidates(session, sweep.utcnow(), 10_000)
     assert fulfilled_id not in seen  # seen paying its order: never asked about again
     assert pending_id in seen
 
@@ -175,8 +176,8 @@ async def test_two_sweepers_at_once_refund_each_charge_once(
     await asyncio.sleep(1.2)  # past the grace
     cores = [build_core(payments.settings) for _ in range(2)]
     try:
-        await asyncio.gather(*(handlers.sweep(core, payments.orders) for core in cores))
-        await asyncio.gather(*(handlers.refunds_due(core) for core in cores))
+        await asyncio.gather(*(sweep.sweep(core, payments.orders) for core in cores))
+        await asyncio.gather(*(refund_worker.refunds_due(core) for core in cores))
     finally:
         for core in cores:
             await close_core(core)

@@ -17,7 +17,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.support.platform import Platform
 
-from snapshoe.users.handlers import create_admin, email_key
+from snapshoe.users.handlers import create_admin
+from snapshoe.users.throttles import email_key
 
 PASSWORD = "correct-Horse-battery-9"
 PROBLEM = "application/problem+json"

@@ -21,10 +21,11 @@ from tests.integration.users.test_users_accounts import (
 )
 from tests.support.platform import Platform
 
+from snapshoe.kernel.clock import utcnow
 from snapshoe.kernel.db import create_sessions
-from snapshoe.users.domain import utcnow
-from snapshoe.users.handlers import email_key, expire_unverified_accounts
+from snapshoe.users.handlers import expire_unverified_accounts
 from snapshoe.users.mail import RESET_SUBJECT
+from snapshoe.users.throttles import email_key
 
 NEW_PASSWORD = "brand-New-Passphrase-7"
 RESET = "/api/auth/password-reset"

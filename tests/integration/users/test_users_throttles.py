@@ -18,7 +18,7 @@ import httpx
 from redis.asyncio import Redis
 from tests.support.platform import Platform, fresh_address
 
-from snapshoe.users.handlers import email_key
+from snapshoe.users.throttles import email_key
 
 PASSWORD = "correct-Horse-battery-9"
 PROBLEM = "application/problem+json"

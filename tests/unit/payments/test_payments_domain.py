@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from snapshoe.kernel.clock import to_db as as_utc_naive
 from snapshoe.kernel.errors import Problem
 from snapshoe.payments.domain import (
     MAX_BACKOFF_SECONDS,
     Payment,
     Status,
-    as_utc_naive,
     backoff,
     confirm_idempotency_key,
     new_payment_id,

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from snapshoe.kernel.settings import Settings
 from snapshoe.sandbox_pg.api import ResponseLost
 from snapshoe.sandbox_pg.bootstrap import create_app
-from snapshoe.sandbox_pg.handlers import Deps
+from snapshoe.sandbox_pg.deps import Deps
 from snapshoe.sandbox_pg.settings import SandboxSettings
 
 SECRET = "test_sk_unit"
