@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None, capacity: int = DEFAULT_CAPACIT
         finally:
             await asyncio.to_thread(controller.stop)
 
-    app = create_service_app("mail_sink", routers=[router], lifespan=lifespan)
+    app = create_service_app("mail_sink", routers=[router], lifespan=lifespan, settings=settings)
     app.state.settings = settings
     app.state.store = store
     return app

@@ -1,4 +1,4 @@
-"""The mail sink's HTTP API models (API.md, Operations)."""
+"""The mail sink's HTTP API models (docs/api.md, Operations)."""
 
 from __future__ import annotations
 

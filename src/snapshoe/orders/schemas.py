@@ -1,4 +1,4 @@
-"""Request and response models of the orders service (API.md, Orders)."""
+"""Request and response models of the orders service (docs/api.md, Orders)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,6 @@ from snapshoe.kernel.db import create_engine, create_sessions, ping
 from snapshoe.kernel.deadletters import EventGauges
 from snapshoe.kernel.http import create_service_app
 from snapshoe.kernel.idempotency import IdempotencyStore
-from snapshoe.kernel.logs import configure_logging
 from snapshoe.kernel.redis import create_redis
 from snapshoe.kernel.settings import Settings, get_settings
 from snapshoe.payments.api import router
@@ -80,7 +79,6 @@ async def check_rabbitmq(settings: Settings) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    configure_logging("payments", settings.log_level, settings.log_json)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -113,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = create_service_app(
         "payments",
+        settings=settings,
         routers=[router],
         readiness={"database": check_db, "redis": check_redis, "rabbitmq": check_amqp},
         lifespan=lifespan,

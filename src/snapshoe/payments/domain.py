@@ -112,7 +112,7 @@ class Payment:
     refunded_amount: int = 0
 
     def view(self) -> dict[str, object]:
-        """The public representation (API.md)."""
+        """The public representation (docs/api.md)."""
         return {
             "id": self.id,
             "order_id": self.order_id,

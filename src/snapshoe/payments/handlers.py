@@ -21,7 +21,7 @@ from snapshoe.kernel.contracts.payments import (
     PaymentApproved,
     PaymentFailed,
 )
-from snapshoe.kernel.errors import Problem, not_found
+from snapshoe.kernel.errors import Problem, not_found, service_unavailable
 from snapshoe.kernel.idempotency import fingerprint
 from snapshoe.kernel.messaging import add_to_outbox
 from snapshoe.payments import repository as repo
@@ -199,14 +199,9 @@ async def _payable_order(deps: Deps, order_id: str, buyer_id: str) -> dict[str, 
         if exc.status == 404:
             raise not_found("order") from None
         log.error("orders answered %s %s for order %s", exc.status, exc.code, order_id)
-        raise Problem(503, "service_unavailable", detail="Orders cannot be read now") from None
+        raise service_unavailable("Orders cannot be read now", retry_after=None) from None
     except UpstreamUnavailable:
-        raise Problem(
-            503,
-            "service_unavailable",
-            detail="Orders cannot be read now; try again",
-            headers={"Retry-After": "1"},
-        ) from None
+        raise service_unavailable("Orders cannot be read now; try again") from None
     if order.get("buyer_id") != buyer_id:
         raise not_found("order")  # someone else's order: as if it did not exist
     if order.get("status") != PAYABLE_ORDER_STATUS:
@@ -238,7 +233,7 @@ async def send_confirm(core: Core, p: Payment) -> Payment:
         log.error("the PG refused our secret key; check SNAPSHOE_PG_SECRET_KEY")
         async with core.sessions.begin() as session:
             await repo.delete_in_progress(session, p.id)
-        raise Problem(503, "service_unavailable", detail="Payments are unavailable") from None
+        raise service_unavailable("Payments are unavailable", retry_after=None) from None
     except PgError as exc:  # PgUnknownResult and anything we cannot read: never a failure
         log.warning("confirm of %s has no definitive result: %s", p.id, exc)
         return await mark_unknown(core, p, exc.code)

@@ -1,4 +1,4 @@
-"""Request and response models of the payments API (API.md, Payments)."""
+"""Request and response models of the payments API (docs/api.md, Payments)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Request and response models of the products service (API.md, Catalog)."""
+"""Request and response models of the products service (docs/api.md, Catalog)."""
 
 from __future__ import annotations
 

@@ -71,6 +71,7 @@ def create_app(
 
     app = create_service_app(
         "sandbox_pg",
+        settings=settings,
         routers=[toss, sandbox],
         readiness={"store": check_store},
         lifespan=lifespan,

@@ -1,4 +1,5 @@
-"""Request and response bodies of the sandbox PG.
+"""Request and response bodies of the sandbox PG (its own endpoints: docs/api.md, Operations;
+the Toss API shape: docs/payments-pg.md).
 
 The Toss API bodies (camelCase) are parsed by hand in ``api.py`` so that bad input gets a
 Toss-style ``{code, message}``; the sandbox's own endpoints use problem+json like every

@@ -19,7 +19,6 @@ from snapshoe.kernel.clients.products import ProductsClient
 from snapshoe.kernel.db import create_engine, create_sessions, ping
 from snapshoe.kernel.deadletters import EventGauges
 from snapshoe.kernel.http import create_service_app
-from snapshoe.kernel.logs import configure_logging
 from snapshoe.kernel.redis import create_redis
 from snapshoe.kernel.settings import Settings, get_settings
 from snapshoe.users.api import internal_router, router
@@ -71,7 +70,6 @@ async def close_deps(deps: Deps) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    configure_logging("users", settings.log_level, settings.log_json)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -100,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = create_service_app(
         "users",
+        settings=settings,
         routers=[router, internal_router],
         readiness={"database": check_db, "redis": check_redis},
         lifespan=lifespan,

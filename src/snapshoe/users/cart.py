@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from snapshoe.kernel.clients import UpstreamProblem, UpstreamUnavailable
 from snapshoe.kernel.clock import utcnow
 from snapshoe.kernel.contracts.orders import OrderPlaced
-from snapshoe.kernel.errors import Problem
+from snapshoe.kernel.errors import Problem, service_unavailable
 from snapshoe.kernel.messaging import handle_once
 from snapshoe.users import repository as repo
 from snapshoe.users.domain import (
@@ -99,11 +99,8 @@ async def set_cart_line(deps: Deps, *, user_id: str, item_id: str, quantity: int
     ids = list(dict.fromkeys([item_id, *(e.item_id for e in await _entries(deps, user_id))]))
     details = await _item_details(deps, ids)
     if details is None:
-        raise Problem(
-            503,
-            "service_unavailable",
-            detail="The catalog cannot be reached to check the item; try again shortly",
-            headers={"Retry-After": "2"},
+        raise service_unavailable(
+            "The catalog cannot be reached to check the item; try again shortly", retry_after=2
         )
     # The database compares ids case-insensitively; store the id as products spells it.
     info = next((d for k, d in details.items() if k.lower() == item_id.lower()), None)

@@ -234,7 +234,7 @@ def new_family_id() -> str:
 # unknown (null), and no total, because a total without prices would be a wrong number.
 
 CART_MAX_LINES = 50  # distinct items; a cart is a shopping list, not a warehouse
-CART_MAX_QUANTITY = 10  # per line (API.md: 1..10)
+CART_MAX_QUANTITY = 10  # per line (docs/api.md: 1..10)
 # Item ids are opaque; anything outside URL-unreserved characters cannot be one (and a comma
 # would break the products ``ids=a,b`` query).
 ITEM_ID_PATTERN = r"^[A-Za-z0-9_.~-]{1,64}$"

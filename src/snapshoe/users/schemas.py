@@ -1,4 +1,4 @@
-"""Request and response models of the accounts API (API.md, "Accounts").
+"""Request and response models of the accounts API (docs/api.md, "Accounts").
 
 Requests are strict (no type coercion: ``"email": 1`` is a 422, not ``"1"``). Signup applies
 the password policy of :mod:`snapshoe.users.domain` (``password_problem``, through
