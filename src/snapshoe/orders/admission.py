@@ -6,11 +6,12 @@ from the business steps of placing (``placing.py``).
 - Backpressure (:func:`reserve_slot`): at most ``reserve_concurrency`` reservations in flight;
   a request that waited for a slot looks at the hints again first.
 - :class:`ItemSnapshots`: product name, size and color of items for the order lines' snapshot
-  when the reservation answer does not carry them, cached briefly in-process so that a drop's
-  successful orders cost one products call each, not two. Size and color never change; a
-  product renamed in the last few seconds may be snapshotted under its old name, which is
-  acceptable. (Formerly ``snapshots.py``: it is the same kind of thing, a cache that saves
-  products calls, and has no other user.)
+  when the reservation answer does not carry them. Products' answer to a reservation just
+  written carries them, so an admitted purchase costs one products call; only a replayed
+  reservation (answered from the stored lines) needs this, cached briefly in-process. Size and
+  color never change; a product renamed in the last few seconds may be snapshotted under its
+  old name, which is acceptable. (Formerly ``snapshots.py``: it is the same kind of thing, a
+  cache that saves products calls, and has no other user.)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 from snapshoe.kernel.clients import UpstreamProblem, UpstreamUnavailable
 from snapshoe.kernel.clients.products import ProductsClient
+from snapshoe.kernel.contracts.internal_products import ReservedLine
 from snapshoe.kernel.errors import Problem
 from snapshoe.orders.answers import unavailable
 from snapshoe.orders.baseline import is_row_lock_refusal
@@ -151,44 +153,51 @@ class ItemSnapshots:
             answer = await self._products.item_details(missing)
             if len(self._cache) > SNAPSHOT_MAX_ENTRIES:
                 self._cache.clear()
-            for item in answer.get("items", []):
-                snap = ItemSnapshot(
-                    str(item["product_name"]), int(item["size"]), str(item["color"])
-                )
-                self._cache[str(item["item_id"])] = (now + SNAPSHOT_TTL_SECONDS, snap)
-                found[str(item["item_id"])] = snap
+            for item in answer.items:
+                snap = ItemSnapshot(item.product_name, item.size, item.color)
+                self._cache[item.item_id] = (now + SNAPSHOT_TTL_SECONDS, snap)
+                found[item.item_id] = snap
         return found
 
 
 async def snapshot_lines(
-    items: ItemSnapshots, reserved: Sequence[dict[str, Any]]
+    items: ItemSnapshots, reserved: Sequence[ReservedLine]
 ) -> list[dict[str, Any]]:
     """The order lines' snapshot: price and product from the reservation, the display fields
-    from the reservation when it carries them, else from :class:`ItemSnapshots`."""
-    need = [str(x["item_id"]) for x in reserved if "product_name" not in x]
+    from the reservation when it carries them (the answer to a reservation just written), else
+    from :class:`ItemSnapshots` (a replayed reservation: products answers it from the stored
+    lines, which have no display fields)."""
+    need = [x.item_id for x in reserved if _carried(x) is None]
     try:
         details = await items.get(need) if need else {}
     except (UpstreamProblem, UpstreamUnavailable) as exc:
         raise unavailable("The catalog") from exc
     lines = []
     for x in reserved:
-        item_id = str(x["item_id"])
-        d = details.get(item_id)
-        if "product_name" in x:
-            name, size, color = str(x["product_name"]), int(x["size"]), str(x["color"])
+        d = details.get(x.item_id)
+        carried = _carried(x)
+        if carried is not None:
+            name, size, color = carried
         elif d is not None:
             name, size, color = d.product_name, d.size, d.color
         else:
             raise unavailable("The catalog")
         lines.append(
             {
-                "item_id": item_id,
-                "product_id": str(x["product_id"]),
+                "item_id": x.item_id,
+                "product_id": x.product_id,
                 "product_name": name,
                 "size": size,
                 "color": color,
-                "quantity": int(x["quantity"]),
-                "unit_price": int(x["unit_price"]),
+                "quantity": x.quantity,
+                "unit_price": x.unit_price,
             }
         )
     return lines
+
+
+def _carried(line: ReservedLine) -> tuple[str, int, str] | None:
+    """The display fields the reservation answer carries for ``line``, if it does."""
+    if line.product_name is None or line.size is None or line.color is None:
+        return None
+    return line.product_name, line.size, line.color

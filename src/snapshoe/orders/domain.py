@@ -14,9 +14,6 @@ import orjson
 
 from snapshoe.kernel.clock import to_db
 
-MAX_LINES = 20  # as products accepts per reservation
-MAX_LINE_QUANTITY = 100
-
 
 class Status(StrEnum):
     PENDING_PAYMENT = "PENDING_PAYMENT"

@@ -24,6 +24,13 @@ from sqlalchemy.exc import IntegrityError
 from snapshoe.kernel.batching import OutcomeUnknown, fault, look, together_or_alone
 from snapshoe.kernel.clients import UpstreamProblem, UpstreamUnavailable
 from snapshoe.kernel.clock import to_db, utcnow
+from snapshoe.kernel.contracts.internal_products import (
+    MAX_LINE_QUANTITY,
+    MAX_LINES,
+    ReservationOut,
+    ReserveIn,
+)
+from snapshoe.kernel.contracts.internal_products import LineIn as ReserveLine
 from snapshoe.kernel.contracts.orders import OrderLine, OrderPlaced
 from snapshoe.kernel.errors import Problem
 from snapshoe.kernel.idempotency import fingerprint
@@ -40,8 +47,6 @@ from snapshoe.orders.answers import Answer, outcome_unknown, unavailable
 from snapshoe.orders.baseline import INTERNAL_FIELDS
 from snapshoe.orders.deps import Placement
 from snapshoe.orders.domain import (
-    MAX_LINE_QUANTITY,
-    MAX_LINES,
     Line,
     Status,
     StockState,
@@ -132,7 +137,7 @@ async def _place(
     until = expires_at(now, deps.settings.order_payment_ttl_seconds)
     reservation = await _reserve(deps, order_id, buyer_id, lines, until)
     try:
-        snapshot = await snapshot_lines(deps.items, reservation["lines"])
+        snapshot = await snapshot_lines(deps.items, reservation.lines)
         order = _new_order(order_id, buyer_id, key, fp, request, snapshot, now, until)
         placed = _placed_event(order, snapshot, until, request.from_cart)
         # Group commit: written with the other orders placed meanwhile (write_placements).
@@ -164,17 +169,18 @@ async def _lines_of(deps: Deps, buyer_id: str, request: schemas.CreateOrder) -> 
 
 async def _reserve(
     deps: Deps, order_id: str, buyer_id: str, lines: list[Line], until: datetime
-) -> dict[str, Any]:
+) -> ReservationOut:
     """The reservation at products (the order id is its id), through admission."""
     item_ids = [x.item_id for x in lines]
+    request = ReserveIn(
+        reservation_id=order_id,
+        buyer_id=buyer_id,
+        lines=[ReserveLine(item_id=x.item_id, quantity=x.quantity) for x in lines],
+        reserved_until=until,
+    )
     try:
         async with reserve_slot(deps.reserve_slots, deps.sold_out, item_ids):
-            reservation = await deps.products.reserve(
-                order_id,
-                buyer_id,
-                [{"item_id": x.item_id, "quantity": x.quantity} for x in lines],
-                until,
-            )
+            reservation = await deps.products.reserve(request)
     except UpstreamProblem as exc:
         learn_from_refusal(deps.sold_out, lines, exc)
         raise _from_products(exc) from exc

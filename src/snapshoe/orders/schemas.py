@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from snapshoe.orders.domain import MAX_LINE_QUANTITY, MAX_LINES
+from snapshoe.kernel.contracts.internal_orders import InternalOrder as InternalOrder
+from snapshoe.kernel.contracts.internal_orders import OrderStatus
+from snapshoe.kernel.contracts.internal_products import MAX_LINE_QUANTITY, MAX_LINES
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
-StatusName = Literal[
-    "PENDING_PAYMENT",
-    "PREPARING",
-    "SHIPPING",
-    "DELIVERED",
-    "CANCELLED",
-    "PAYMENT_FAILED",
-    "EXPIRED",
-]
+StatusName = OrderStatus  # one list of the statuses, in the internal contract
 
 
 class LineIn(BaseModel):
@@ -86,10 +80,5 @@ class OrderPage(BaseModel):
     next_cursor: str | None
 
 
-class InternalOrder(BaseModel):
-    id: str
-    buyer_id: str
-    status: StatusName
-    total_amount: int
-    expires_at: str
-    payment_id: str | None
+# The internal answer to payments (GET /internal/orders/{id}) is the contract
+# ``kernel.contracts.internal_orders.InternalOrder``, imported above.

@@ -5,13 +5,14 @@ orders client, the token verifier). Built by :mod:`snapshoe.payments.bootstrap`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import httpx
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from snapshoe.kernel.auth import TokenVerifier
+from snapshoe.kernel.contracts.internal_orders import InternalOrder
 from snapshoe.kernel.db import Sessions
 from snapshoe.kernel.idempotency import IdempotencyStore
 from snapshoe.kernel.settings import Settings
@@ -21,7 +22,7 @@ from snapshoe.payments.pg import TossPaymentsClient
 class Orders(Protocol):
     """What payments needs of orders (``kernel.clients.orders.OrdersClient``; tests fake it)."""
 
-    async def get_order(self, order_id: str) -> dict[str, Any]: ...
+    async def get_order(self, order_id: str) -> InternalOrder: ...
 
     async def aclose(self) -> None: ...
 

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from snapshoe.kernel.clients import UpstreamProblem, UpstreamUnavailable
 from snapshoe.kernel.clock import as_utc, utcnow
+from snapshoe.kernel.contracts.internal_orders import InternalOrder
 from snapshoe.kernel.contracts.payments import (
     PaymentApproved,
     PaymentFailed,
@@ -138,7 +139,7 @@ async def _confirm(
         return _existing(existing, buyer_id, payment_key, amount)
 
     order = await _payable_order(deps, order_id, buyer_id)
-    if amount != int(order["total_amount"]):
+    if amount != order.total_amount:
         # Checked before anything is sent to the PG: nothing is charged, the order stays payable.
         raise Problem(
             400,
@@ -192,7 +193,7 @@ def _existing(
     return answer(p)
 
 
-async def _payable_order(deps: Deps, order_id: str, buyer_id: str) -> dict[str, Any]:
+async def _payable_order(deps: Deps, order_id: str, buyer_id: str) -> InternalOrder:
     try:
         order = await deps.orders.get_order(order_id)
     except UpstreamProblem as exc:
@@ -202,11 +203,11 @@ async def _payable_order(deps: Deps, order_id: str, buyer_id: str) -> dict[str, 
         raise service_unavailable("Orders cannot be read now", retry_after=None) from None
     except UpstreamUnavailable:
         raise service_unavailable("Orders cannot be read now; try again") from None
-    if order.get("buyer_id") != buyer_id:
+    if order.buyer_id != buyer_id:
         raise not_found("order")  # someone else's order: as if it did not exist
-    if order.get("status") != PAYABLE_ORDER_STATUS:
-        raise invalid_state(f"The order is {order.get('status')}, not payable")
-    expires_at = _parse_time(order.get("expires_at"))
+    if order.status != PAYABLE_ORDER_STATUS:
+        raise invalid_state(f"The order is {order.status}, not payable")
+    expires_at = _parse_time(order.expires_at)
     if expires_at is not None and expires_at <= utcnow():
         raise invalid_state("The order's payment time is over")
     return order

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from snapshoe.kernel.clients import UpstreamProblem, UpstreamUnavailable
 from snapshoe.kernel.clock import utcnow
@@ -16,6 +16,7 @@ from snapshoe.payments.domain import (
 )
 
 if TYPE_CHECKING:
+    from snapshoe.kernel.contracts.internal_orders import InternalOrder
     from snapshoe.payments.deps import Core, Orders
 
 log = logging.getLogger("snapshoe.payments")
@@ -41,7 +42,7 @@ async def sweep(core: Core, orders: Orders) -> int:
         if p is None or p.status is not Status.DONE:
             continue
         try:
-            order: dict[str, Any] | None = await orders.get_order(p.order_id)
+            order: InternalOrder | None = await orders.get_order(p.order_id)
         except UpstreamProblem as exc:
             if exc.status != 404:
                 log.warning("sweeper: orders answered %s for %s", exc.status, p.order_id)
@@ -50,10 +51,11 @@ async def sweep(core: Core, orders: Orders) -> int:
         except UpstreamUnavailable as exc:
             log.info("sweeper: orders unavailable (%s); next pass", exc)
             return asked
-        verdict = sweep_verdict(order, p.id)
+        # The rule is pure (payments/domain.py) and reads the order's fields by name.
+        verdict = sweep_verdict(None if order is None else order.model_dump(), p.id)
         async with core.sessions.begin() as session:
             if verdict == "refund":
-                status = "unknown" if order is None else str(order.get("status")).lower()
+                status = "unknown" if order is None else order.status.lower()
                 reason = f"sweeper: order {status}"
                 if await repo.insert_refund_once(
                     session, refund_id=new_refund_id(), payment=p, reason=reason, now=utcnow()

@@ -85,7 +85,9 @@ async def adjust_item(
     return await admin.adjust_item(deps, item_id, body)
 
 
-@internal_router.post("/reservations", response_model=schemas.ReservationOut)
+@internal_router.post(
+    "/reservations", response_model=schemas.ReservationOut, response_model_exclude_none=True
+)
 async def reserve(
     deps: DepsDep, body: schemas.ReserveIn, response: Response
 ) -> schemas.ReservationOut:
@@ -94,20 +96,28 @@ async def reserve(
     return out
 
 
-@internal_router.get("/reservations/{reservation_id}", response_model=schemas.ReservationOut)
+@internal_router.get(
+    "/reservations/{reservation_id}",
+    response_model=schemas.ReservationOut,
+    response_model_exclude_none=True,
+)
 async def get_reservation(deps: DepsDep, reservation_id: IdPath) -> schemas.ReservationOut:
     return await reservations.get_reservation(deps, reservation_id)
 
 
 @internal_router.post(
-    "/reservations/{reservation_id}/commit", response_model=schemas.ReservationOut
+    "/reservations/{reservation_id}/commit",
+    response_model=schemas.ReservationOut,
+    response_model_exclude_none=True,
 )
 async def commit(deps: DepsDep, reservation_id: IdPath) -> schemas.ReservationOut:
     return await reservations.commit_reservation(deps, reservation_id)
 
 
 @internal_router.post(
-    "/reservations/{reservation_id}/release", response_model=schemas.ReservationOut
+    "/reservations/{reservation_id}/release",
+    response_model=schemas.ReservationOut,
+    response_model_exclude_none=True,
 )
 async def release(deps: DepsDep, reservation_id: IdPath) -> schemas.ReservationOut:
     return await reservations.release_reservation(deps, reservation_id)

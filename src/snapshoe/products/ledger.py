@@ -164,7 +164,7 @@ async def _write_together(
             rows[a.body.reservation_id] = _line_rows(a.lines, details)
         await repo.insert_many_lines(
             session,
-            [{"reservation_id": rid, **r} for rid, lines in rows.items() for r in lines],
+            [{"reservation_id": rid, **_stored(r)} for rid, lines in rows.items() for r in lines],
         )
     return [
         active_out(a.body, rows[a.body.reservation_id]) if a.epoch == epoch else StaleEpoch()
@@ -276,25 +276,41 @@ async def insert_lines(
     lines: list[Line],
     details: dict[str, RowMapping] | None = None,
 ) -> list[dict[str, Any]]:
-    """The reservation's lines with product and unit price as the ledger has them now (the
-    order snapshots these), inserted in the caller's transaction."""
+    """The reservation's lines with product, unit price and the item's display fields as the
+    ledger has them now (the order snapshots these, see ``ReservedLine``); their stored
+    columns inserted in the caller's transaction."""
     if details is None:
         details = await line_details(session, lines)
     rows = _line_rows(lines, details)
-    await repo.insert_lines(session, rid, rows)
+    await repo.insert_lines(session, rid, [_stored(r) for r in rows])
     return rows
 
 
+# The columns of a stored reservation line; a line row (``_line_rows``) carries the item's
+# display fields besides, for the answer (orders snapshots them without asking again).
+_STORED = ("item_id", "product_id", "quantity", "unit_price")
+
+
 def _line_rows(lines: list[Line], details: dict[str, RowMapping]) -> list[dict[str, Any]]:
-    return [
-        {
-            "item_id": x.item_id,
-            "product_id": details[x.item_id]["product_id"],
-            "quantity": x.quantity,
-            "unit_price": details[x.item_id]["unit_price"],
-        }
-        for x in lines
-    ]
+    rows = []
+    for x in lines:
+        d = details[x.item_id]
+        rows.append(
+            {
+                "item_id": x.item_id,
+                "product_id": d["product_id"],
+                "quantity": x.quantity,
+                "unit_price": d["unit_price"],
+                "product_name": d["product_name"],
+                "size": d["size"],
+                "color": d["color"],
+            }
+        )
+    return rows
+
+
+def _stored(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row[k] for k in _STORED}
 
 
 def active_out(body: schemas.ReserveIn, rows: list[dict[str, Any]]) -> schemas.ReservationOut:

@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from snapshoe.kernel.clock import as_utc
-from snapshoe.products.domain import (
-    MAX_LINE_QUANTITY,
-    MAX_LINES,
-    MAX_STOCK,
-    SIZE_MAX_MM,
-    SIZE_MIN_MM,
+from snapshoe.kernel.contracts.internal_products import (
+    AwareDatetime as AwareDatetime,
 )
+from snapshoe.kernel.contracts.internal_products import (
+    Id as Id,
+)
+from snapshoe.kernel.contracts.internal_products import (
+    ItemDetail as ItemDetail,
+)
+from snapshoe.kernel.contracts.internal_products import (
+    ItemDetails as ItemDetails,
+)
+from snapshoe.kernel.contracts.internal_products import (
+    LineIn as LineIn,
+)
+from snapshoe.kernel.contracts.internal_products import (
+    ReservationOut as ReservationOut,
+)
+from snapshoe.kernel.contracts.internal_products import (
+    ReservedLine as ReservedLine,
+)
+from snapshoe.kernel.contracts.internal_products import (
+    ReserveIn as ReserveIn,
+)
+from snapshoe.products.domain import MAX_STOCK, SIZE_MAX_MM, SIZE_MIN_MM
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Brand = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
@@ -22,18 +38,9 @@ Color = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, ma
 Url = Annotated[
     str, StringConstraints(strip_whitespace=True, max_length=500, pattern=r"^https?://\S+$")
 ]
-Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
 Price = Annotated[int, Field(ge=0, le=100_000_000)]
 Limit = Annotated[int, Field(ge=0, le=1000)]
 
-
-def _aware(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        raise ValueError("timestamp needs a timezone (RFC 3339, e.g. 2025-01-01T10:00:00Z)")
-    return as_utc(value)
-
-
-AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
 StockMode = Literal["gate", "db_lock"]
 
 
@@ -127,55 +134,6 @@ class AdminItem(BaseModel):
     available: int
 
 
-# Internal API (orders and users services)
-
-
-class LineIn(_In):
-    item_id: Id
-    quantity: Annotated[int, Field(ge=1, le=MAX_LINE_QUANTITY)]
-
-
-class ReserveIn(_In):
-    reservation_id: Id
-    buyer_id: Id
-    lines: Annotated[list[LineIn], Field(min_length=1, max_length=MAX_LINES)]
-    reserved_until: AwareDatetime
-
-
-class ReservedLine(BaseModel):
-    item_id: str
-    product_id: str
-    quantity: int
-    unit_price: int
-
-
-class ReservationOut(BaseModel):
-    reservation_id: str
-    buyer_id: str
-    state: Literal["ACTIVE", "COMMITTED", "RELEASED"]
-    reserved_until: str
-    lines: list[ReservedLine]
-    total_amount: int
-    refunded: bool = False
-    changed: bool = Field(
-        default=True, description="False when this call found the work already done (a replay)"
-    )
-
-
-class ItemDetail(BaseModel):
-    item_id: str
-    product_id: str
-    product_name: str
-    brand: str
-    size: int
-    color: str
-    unit_price: int
-    available: bool
-    stock_remaining: int
-    release_at: str
-    per_user_limit: int
-
-
-class ItemDetails(BaseModel):
-    items: list[ItemDetail]
-    missing: list[str]
+# The internal API (orders and users services): its models are the contract in
+# ``kernel/contracts/internal_products.py``, imported above and used by name here
+# (``schemas.ReserveIn`` ...), so the server and the client share one class each.

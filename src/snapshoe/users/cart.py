@@ -41,16 +41,16 @@ async def _item_details(deps: Deps, item_ids: list[str]) -> dict[str, ItemInfo] 
     try:
         body = await deps.products.item_details(item_ids)
         return {
-            i["item_id"]: ItemInfo(
-                item_id=str(i["item_id"]),
-                product_id=str(i["product_id"]),
-                product_name=str(i["product_name"]),
-                size=int(i["size"]),
-                color=str(i["color"]),
-                unit_price=int(i["unit_price"]),
-                available=bool(i["available"]),
+            i.item_id: ItemInfo(
+                item_id=i.item_id,
+                product_id=i.product_id,
+                product_name=i.product_name,
+                size=i.size,
+                color=i.color,
+                unit_price=i.unit_price,
+                available=i.available,
             )
-            for i in body["items"]
+            for i in body.items
         }
     except UpstreamUnavailable as exc:
         log.warning("products unreachable for the cart: %r", exc)

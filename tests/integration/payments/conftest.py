@@ -29,6 +29,7 @@ from tests.support.platform import Platform, User
 
 from snapshoe.kernel.clients import UpstreamProblem
 from snapshoe.kernel.contracts import Event
+from snapshoe.kernel.contracts.internal_orders import InternalOrder
 from snapshoe.kernel.db import drop_database
 from snapshoe.kernel.messaging import exchange_name
 from snapshoe.kernel.migrate import migrate_service
@@ -61,12 +62,12 @@ class FakeOrders:
         self.orders[order["id"]] = order
         return order
 
-    async def get_order(self, order_id: str) -> dict[str, Any]:
+    async def get_order(self, order_id: str) -> InternalOrder:
         self.calls += 1
         order = self.orders.get(order_id)
         if order is None:
             raise UpstreamProblem(404, "not_found", {"code": "not_found"})
-        return dict(order)
+        return InternalOrder.model_validate(order)
 
     async def aclose(self) -> None:
         return None

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
+from pydantic import BaseModel, ValidationError
 
 from snapshoe.kernel.internal import internal_headers
 from snapshoe.kernel.settings import Settings
@@ -42,6 +43,20 @@ class UpstreamProblem(Exception):
 
 class UpstreamUnavailable(Exception):
     """The other service did not answer usefully (timeout, connection error, 5xx)."""
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(model: type[M], body: dict[str, Any], what: str) -> M:
+    """An answer (already decoded JSON) as its contract model (``kernel/contracts``). One that
+    does not fit is an upstream fault, said as :class:`UpstreamUnavailable` like a non-JSON one."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise UpstreamUnavailable(
+            f"{what}: unexpected answer ({exc.error_count()} errors)"
+        ) from exc
 
 
 class InternalClient:
