@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import secrets
-from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-import orjson
-
+from snapshoe.kernel import cursors, lines
 from snapshoe.kernel.clock import to_db
 
 
@@ -42,19 +37,10 @@ PENDING_STOCK = (StockState.COMMITTING, StockState.RELEASING)
 CANCELLABLE = (Status.PENDING_PAYMENT, Status.PREPARING)
 
 
-@dataclass(frozen=True, slots=True)
-class Line:
-    item_id: str
-    quantity: int
-
-
-def merge_lines(lines: Iterable[Line]) -> list[Line]:
-    """One line per item (quantities added), in first-seen order (the order lines are stored and
-    shown in the buyer's order; products sorts the reservation's lines by item id itself)."""
-    merged: dict[str, int] = {}
-    for line in lines:
-        merged[line.item_id] = merged.get(line.item_id, 0) + line.quantity
-    return [Line(i, q) for i, q in merged.items()]
+# Lines are kept in the buyer's order (first seen), as stored and shown; products sorts a
+# reservation's lines by item id itself (its lock order).
+Line = lines.Line
+merge_lines = lines.merge_lines
 
 
 def new_order_id() -> str:
@@ -70,27 +56,15 @@ def next_stage_at(since: datetime, stage_seconds: float) -> datetime:
     return since + timedelta(seconds=stage_seconds)
 
 
-class InvalidCursor(ValueError):
-    pass
-
-
 def encode_cursor(created_at: datetime, order_id: str) -> str:
-    raw = orjson.dumps({"v": 1, "t": to_db(created_at).isoformat(), "id": order_id})
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    """Orders page by (created_at, id), newest first."""
+    return cursors.encode({"t": to_db(created_at).isoformat(), "id": order_id})
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    if len(cursor) > 200:
-        raise InvalidCursor("cursor too long")
+    key = cursors.decode(cursor)
+    at, order_id = cursors.text_field(key, "t", 40), cursors.text_field(key, "id", 64)
     try:
-        data = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not isinstance(data, dict) or data.get("v") != 1:
-            raise InvalidCursor("unknown cursor")
-        at, order_id = data["t"], data["id"]
-        if not isinstance(at, str) or not isinstance(order_id, str) or len(order_id) > 64:
-            raise InvalidCursor("malformed cursor")
         return to_db(datetime.fromisoformat(at)), order_id
-    except (binascii.Error, ValueError, KeyError, TypeError, orjson.JSONDecodeError) as exc:
-        if isinstance(exc, InvalidCursor):
-            raise
-        raise InvalidCursor("malformed cursor") from exc
+    except ValueError as exc:
+        raise cursors.InvalidCursor("malformed cursor") from exc

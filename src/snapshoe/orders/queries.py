@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.engine import RowMapping
 
 from snapshoe.kernel.clock import rfc3339
+from snapshoe.kernel.cursors import InvalidCursor
 from snapshoe.kernel.errors import Problem, not_found
 from snapshoe.orders import repository as repo
 from snapshoe.orders import schemas
-from snapshoe.orders.domain import InvalidCursor, decode_cursor, encode_cursor
+from snapshoe.orders.domain import decode_cursor, encode_cursor
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession

@@ -11,11 +11,12 @@ from redis.exceptions import RedisError
 from sqlalchemy.engine import RowMapping
 
 from snapshoe.kernel.clock import rfc3339, utcnow
+from snapshoe.kernel.cursors import InvalidCursor
 from snapshoe.kernel.errors import Problem, not_found
 from snapshoe.products import repository as repo
 from snapshoe.products import schemas
 from snapshoe.products.deps import Deps
-from snapshoe.products.domain import InvalidCursor, decode_cursor, encode_cursor, product_status
+from snapshoe.products.domain import decode_cursor, encode_cursor, product_status
 
 
 def _cursor(value: str | None) -> str | None:

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import time
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
-import orjson
-
+from snapshoe.kernel import cursors, lines
 from snapshoe.kernel.clock import as_utc
 
 ProductStatus = Literal["upcoming", "live", "sold_out"]
@@ -50,32 +46,13 @@ def product_status(release_at: datetime, remaining: int, now: datetime) -> Produ
     return "live" if remaining > 0 else "sold_out"
 
 
-# Cursors: base64url(JSON) of the last row's sort key. Opaque to clients, validated on the way
-# in so that a bad cursor is a 422, never a 500.
-
-
-class InvalidCursor(ValueError):
-    pass
-
-
 def encode_cursor(last_id: str) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps({"v": 1, "id": last_id})).decode().rstrip("=")
+    """The catalog pages by product id (a ULID: creation order)."""
+    return cursors.encode({"id": last_id})
 
 
 def decode_cursor(cursor: str) -> str:
-    if len(cursor) > 200:
-        raise InvalidCursor("cursor too long")
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        data = orjson.loads(raw)
-    except (binascii.Error, ValueError, orjson.JSONDecodeError) as exc:
-        raise InvalidCursor("cursor is not valid") from exc
-    if not isinstance(data, dict) or data.get("v") != 1:
-        raise InvalidCursor("cursor is not valid")
-    last = data.get("id")
-    if not isinstance(last, str) or not 0 < len(last) <= 32:
-        raise InvalidCursor("cursor is not valid")
-    return last
+    return cursors.text_field(cursors.decode(cursor), "id", 32)
 
 
 def like_pattern(q: str) -> str:
@@ -87,10 +64,7 @@ def like_pattern(q: str) -> str:
 # Reservations
 
 
-@dataclass(frozen=True, slots=True)
-class Line:
-    item_id: str
-    quantity: int
+Line = lines.Line
 
 
 @dataclass(slots=True)
@@ -103,13 +77,10 @@ class ProductLines:
         return sum(line.quantity for line in self.lines)
 
 
-def merge_lines(lines: Iterable[Line]) -> list[Line]:
+def merge_lines(raw: Iterable[Line]) -> list[Line]:
     """One line per item (quantities added), sorted by item id: the lock order of the ledger
     update, so two multi-line reservations never deadlock."""
-    total: dict[str, int] = defaultdict(int)
-    for line in lines:
-        total[line.item_id] += line.quantity
-    return [Line(item_id, qty) for item_id, qty in sorted(total.items())]
+    return sorted(lines.merge_lines(raw), key=lambda line: line.item_id)
 
 
 def group_by_product(lines: Sequence[Line], product_of: dict[str, str]) -> list[ProductLines]:

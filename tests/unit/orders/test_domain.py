@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from snapshoe.kernel.cursors import InvalidCursor
 from snapshoe.orders.domain import (
-    InvalidCursor,
     Line,
     decode_cursor,
     encode_cursor,

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from snapshoe.kernel.cursors import InvalidCursor
 from snapshoe.products.cache import TTLCache
 from snapshoe.products.domain import (
-    InvalidCursor,
     Line,
     decode_cursor,
     encode_cursor,
