@@ -209,8 +209,9 @@ async def test_a_partial_refund_at_the_pg_keeps_the_order(orders_env: OrdersEnv)
     buyer, order_id, item, payment_id = await _paid_order(env)
     event = _refunded_at_pg(buyer, order_id, payment_id, amount=10_000, full=False)
     await env.publish([event])
-    async with env.orders_db.connect() as conn:
-        await eventually(lambda: _processed(conn, event.event_id), lambda n: n == 1, timeout=15)
+    # Each probe on a connection of its own: one transaction would keep reading the snapshot of
+    # its first SELECT (REPEATABLE READ) and never see the consumer's inbox row.
+    await eventually(lambda: _processed(env, event.event_id), lambda n: n == 1, timeout=15)
     row = await env.order_row(order_id)
     assert (row["status"], row["stock_state"]) == ("PREPARING", "COMMITTED")
     assert row["refunded_at"] is None
@@ -231,6 +232,7 @@ async def test_a_refund_at_the_pg_after_shipping_flags_the_order(orders_env: Ord
     assert (await env.ledger(item["id"]))["sold"] == 1
 
 
-async def _processed(conn: Any, event_id: str) -> int:
+async def _processed(env: OrdersEnv, event_id: str) -> int:
     q = text("SELECT COUNT(*) FROM inbox WHERE event_id = :e")
-    return int((await conn.execute(q, {"e": event_id})).scalar_one())
+    async with env.orders_db.connect() as conn:
+        return int((await conn.execute(q, {"e": event_id})).scalar_one())
