@@ -172,10 +172,12 @@ async def _reserve(
 ) -> ReservationOut:
     """The reservation at products (the order id is its id), through admission."""
     item_ids = [x.item_id for x in lines]
-    request = ReserveIn(
+    # Built, not validated: these values were checked when the buyer's request was (and the
+    # id and time are orders' own); validating them again on every admitted reserve is waste.
+    request = ReserveIn.model_construct(
         reservation_id=order_id,
         buyer_id=buyer_id,
-        lines=[ReserveLine(item_id=x.item_id, quantity=x.quantity) for x in lines],
+        lines=[ReserveLine.model_construct(item_id=x.item_id, quantity=x.quantity) for x in lines],
         reserved_until=until,
     )
     try:
