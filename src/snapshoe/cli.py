@@ -186,6 +186,7 @@ def _process_stages(settings: Settings, config_path: Path) -> list[list[Any]]:
     importing when the first payment of a test arrived (its event waited past the order's
     payment window)."""
     from snapshoe.gateway import haproxy_command
+    from snapshoe.sandbox_pg.settings import SandboxSettings
     from snapshoe.supervisor import ProcessSpec
 
     me = [sys.executable, "-m", "snapshoe.cli"]
@@ -197,8 +198,9 @@ def _process_stages(settings: Settings, config_path: Path) -> list[list[Any]]:
             if not _has_module(f"snapshoe.{service}.bootstrap"):
                 continue
             env = {}
-            if service == "sandbox_pg" and "SNAPSHOE_SANDBOX_PG_WEBHOOK_URL" not in os.environ:
-                # In dev the sandbox notifies payments like the real PG would.
+            if service == "sandbox_pg" and "webhook_url" not in SandboxSettings().model_fields_set:
+                # In dev the sandbox notifies payments like the real PG would (unless told
+                # otherwise: an empty SNAPSHOE_SANDBOX_PG_WEBHOOK_URL turns webhooks off).
                 webhook = f"{settings.service_url('payments')}/api/payments/webhooks/pg"
                 env["SNAPSHOE_SANDBOX_PG_WEBHOOK_URL"] = webhook
             stage.append(ProcessSpec(service, [*me, "serve", service], env))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import itertools
 import os
 import re
 import secrets
@@ -25,6 +24,8 @@ from typing import Any
 import httpx
 
 from snapshoe.kernel.settings import Settings
+from tests.support.net import fresh_address
+from tests.support.settings import PlatformSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 _LOCKS: list[Any] = []
@@ -95,18 +96,11 @@ TEST_ENV = {
 }
 
 CODE_RE = re.compile(r"\b(\d{6})\b")
-_addresses = itertools.count(2)
 
 
 def make_test_settings(**overrides: Any) -> Settings:
     env = {k.removeprefix("SNAPSHOE_").lower(): v for k, v in TEST_ENV.items()}
-    return Settings(**{**env, **overrides})
-
-
-def fresh_address() -> str:
-    """A loopback source address no other client of this run uses (per-IP limits stay apart)."""
-    n = next(_addresses)
-    return f"127.0.{n // 250}.{n % 250 + 1}"
+    return PlatformSettings(**{**env, **overrides})
 
 
 @dataclass

@@ -16,8 +16,9 @@ from typing import Literal
 
 import jinja2
 
+from snapshoe.gateway.settings import GatewaySettings
 from snapshoe.kernel.auth import load_public_key, public_jwk
-from snapshoe.kernel.settings import Settings
+from snapshoe.kernel.settings import Settings, settings_for
 
 Target = Literal["local", "compose", "k8s"]
 
@@ -162,8 +163,9 @@ def _backends(settings: Settings, target: Target, k8s_namespace: str) -> list[Ba
     return backends
 
 
-def _limits(settings: Settings) -> dict[str, object]:
+def _limits(shared: Settings) -> dict[str, object]:
     """The template's connection, size, timeout and rate limits."""
+    settings = settings_for(GatewaySettings, shared)
     return {
         "global_maxconn": GLOBAL_MAXCONN,
         "frontend_maxconn": FRONTEND_MAXCONN,

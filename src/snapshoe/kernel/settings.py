@@ -1,4 +1,9 @@
-"""Typed settings, read from the environment (prefix ``SNAPSHOE_``).
+"""Typed settings, read from the environment (prefix ``SNAPSHOE_``): the shared ones.
+
+Here are the knobs more than one part reads (where the databases, Redis and RabbitMQ are, the
+ports and addresses of every part, the JWT keys, the events, the logs). A service's own knobs
+are in its ``settings.py`` (``OrdersSettings`` and so on), a subclass of ``Settings`` read from
+the same ``SNAPSHOE_`` names; ``settings_for`` builds one.
 
 Defaults work on a fresh development machine: MariaDB root@127.0.0.1:3306 with no password,
 Redis and RabbitMQ on their standard ports, the mail sink on 1025. ``namespace`` keeps a test
@@ -11,7 +16,7 @@ from __future__ import annotations
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 from urllib.parse import unquote
 
 from pydantic import Field
@@ -93,89 +98,14 @@ class Settings(BaseSettings):
     refresh_token_ttl_seconds: int = Field(default=14 * 24 * 3600, ge=60)
     jwt_leeway_seconds: int = Field(default=0, ge=0, le=60)
 
-    # Email verification
-    verification_code_ttl_seconds: int = 600
-    verification_max_attempts: int = 5
-    verification_resend_interval_seconds: int = 60
-    # The users service's own limits (docs/security.md), kept in Redis with TTLs, so they hold
-    # whatever the gateway lets through. Wrong passwords per account and client address, and
-    # per account from anywhere (unknown addresses alike), within a fixed window.
-    login_failures_per_address: int = Field(default=5, ge=1)
-    login_failures_per_account: int = Field(default=20, ge=1)
-    login_failure_window_seconds: int = Field(default=900, ge=1)
-    # Verification code tries per client address per day (any addresses tried).
-    verification_tries_per_address_per_day: int = Field(default=100, ge=1)
-    # Sign-up and resend mails per target address per hour (beside the one-a-minute interval).
-    mails_per_address_per_hour: int = Field(default=5, ge=1)
-    # Account mail queue (users worker): how long an unsent mail waits before it is retried.
-    mail_retry_seconds: float = Field(default=5.0, gt=0)
-
-    # Password reset (POST /api/auth/password-reset): a mailed 6-digit code, 5 wrong tries
-    # (verification_max_attempts) kill it; one request a minute per address, a few a day.
-    password_reset_code_ttl_seconds: int = Field(default=900, ge=60, le=86400)
-    password_reset_interval_seconds: int = Field(default=60, ge=1)
-    password_reset_daily_limit: int = Field(default=5, ge=1, le=100)
-    # Accounts left unverified this long are deleted by the users worker, so the address can
-    # be registered anew (a pre-registered squatter does not keep it).
-    unverified_account_ttl_hours: float = Field(default=72, gt=0)
-
-    # Gateway rate limits (per client IP)
-    login_rate_per_minute: int = 20
-    verification_rate_per_minute: int = 20
-    # Each sign-up costs an argon2 hash and a mail.
-    signup_rate_per_minute: int = Field(default=10, ge=1)
-    # POST /api/auth/password-reset and /confirm together (mails sent, codes tried).
-    password_reset_rate_per_minute: int = Field(default=10, ge=1)
-
-    # Gateway request bounds. The headers must arrive within this many seconds, then the body
-    # within as many again (HAProxy buffers it before any service sees it); beyond, 408.
-    gateway_request_timeout_seconds: int = Field(default=10, ge=1, le=120)
-    # Open connections one client address may hold at the gateway; more are refused at accept
-    # (before any HTTP is read), so one address cannot take the frontend's maxconn.
-    gateway_max_connections_per_client: int = Field(default=300, ge=1, le=6000)
-
     # The benchmark's baselines (issue 13): the floor route (GET /api/orders/-/floor) and
     # products sold with row locks (stock_mode db_lock) exist only when this is on. Off, neither
     # is reachable: buyers never see benchmark code. `snapshoe bench drop --compare` needs it.
     bench_baselines: bool = False
 
-    # Orders
-    order_stage_seconds: float = 24 * 3600
-    order_payment_ttl_seconds: float = 600
-    # How long orders turns a sold-out item away without asking products again (0 = always ask).
-    sold_out_hint_seconds: float = Field(default=0.5, ge=0, le=10)
-    # Reservations one orders process has in flight at products at once; the rest of a
-    # stampede waits in orders (cheap) and is re-checked against the sold-out hint when its
-    # turn comes, instead of piling onto products until its answers time out.
-    reserve_concurrency: int = Field(default=64, ge=1, le=1000)
-    # Ledger transactions one products process has open at once. Each writes every admitted
-    # reservation queued since the last one (group commit); sold-out refusals (the gate alone)
-    # never wait for them.
-    ledger_write_concurrency: int = Field(default=2, ge=1, le=64)
-    # How often each products process reads the Redis run id (INFO server) to notice a Redis
-    # that is not the one the stock gate was built on (a restart from a snapshot, a failover);
-    # new connections are checked as they open. docs/products.md, "Which Redis?".
-    gate_check_seconds: float = Field(default=1.0, gt=0, le=60)
-    # Transactions one orders process has open at once to write new orders, each with every
-    # order placed since its last (group commit).
-    order_write_concurrency: int = Field(default=2, ge=1, le=64)
-
-    # Payments / PG
-    pg_base_url: str = ""  # empty: the local sandbox PG
+    # The secret key of the payment gateway: payments signs its PG calls with it and the sandbox
+    # PG checks them, so both read it here (payments' other PG knobs are in payments/settings.py).
     pg_secret_key: str = "test_sk_snapshoe_sandbox"  # noqa: S105 (sandbox-only default)
-    pg_timeout_seconds: float = 5.0
-    # Refunds made at the PG (dashboard, chargeback): besides the webhook, the payments worker
-    # re-reads DONE payments approved within the last pg_recheck_days, pg_recheck_batch of
-    # them (least recently read first) every pg_recheck_interval_seconds (0: off).
-    pg_recheck_interval_seconds: float = Field(default=60.0, ge=0)
-    pg_recheck_days: float = Field(default=7.0, gt=0)
-    pg_recheck_batch: int = Field(default=100, ge=1, le=10_000)
-    # The refund sweeper: every refund_sweep_interval_seconds (0: off) the payments worker asks
-    # orders about DONE payments approved over refund_sweep_grace_seconds ago and not yet seen
-    # paying their order, and refunds those whose order can no longer be fulfilled.
-    refund_sweep_interval_seconds: float = Field(default=30.0, ge=0)
-    refund_sweep_grace_seconds: float = Field(default=60.0, ge=0)
-    refund_sweep_batch: int = Field(default=100, ge=1, le=10_000)
 
     # Events (kernel.messaging). A consumer retries a transient backend error (database,
     # Redis, network) in-process, holding the message, with capped jittered exponential
@@ -243,10 +173,6 @@ class Settings(BaseSettings):
     @property
     def gateway_url(self) -> str:
         return f"http://{self.reach_host}:{self.gateway_port}"
-
-    @property
-    def effective_pg_base_url(self) -> str:
-        return self.pg_base_url or self.service_url("sandbox_pg")
 
     @cached_property
     def private_key_path(self) -> Path:
@@ -339,6 +265,20 @@ def check_start_secrets(settings: Settings, role: str) -> None:
     problems = secret_problems(settings, role)
     if problems:
         raise UnsafeSecretsError(role, problems)
+
+
+SettingsT = TypeVar("SettingsT", bound=Settings)
+
+
+def settings_for(cls: type[SettingsT], settings: Settings | None = None) -> SettingsT:
+    """A service's settings: ``settings`` if it is one already; otherwise read now, keeping
+    any shared values given (a test's ports and namespace) and reading the service's own knobs
+    from the environment."""
+    if isinstance(settings, cls):
+        return settings
+    if settings is None:
+        return cls()
+    return cls(**settings.model_dump())
 
 
 def get_settings() -> Settings:

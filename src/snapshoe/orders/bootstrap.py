@@ -24,17 +24,19 @@ from snapshoe.kernel.deadletters import EventGauges
 from snapshoe.kernel.http import create_service_app
 from snapshoe.kernel.idempotency import IdempotencyStore
 from snapshoe.kernel.redis import create_redis
-from snapshoe.kernel.settings import Settings, get_settings
+from snapshoe.kernel.settings import Settings, settings_for
 from snapshoe.orders.admission import ItemSnapshots, SoldOutHints
 from snapshoe.orders.api import fast_create_order, internal_router, router
 from snapshoe.orders.baseline import floor_router
 from snapshoe.orders.consumers import QUEUES
 from snapshoe.orders.deps import Deps, Placement
 from snapshoe.orders.placing import PLACEMENT_BATCH_MAX, write_placements
+from snapshoe.orders.settings import OrdersSettings
 from snapshoe.orders.tables import outbox
 
 
-def build_deps(settings: Settings) -> Deps:
+def build_deps(shared: Settings) -> Deps:
+    settings = settings_for(OrdersSettings, shared)
     engine = create_engine(settings, "orders")
     redis = create_redis(settings)
     products = ProductsClient(settings)
@@ -75,7 +77,7 @@ async def close_deps(deps: Deps) -> None:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or get_settings()
+    settings = settings_for(OrdersSettings, settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

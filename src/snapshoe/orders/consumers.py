@@ -19,9 +19,9 @@ from snapshoe.kernel.contracts.payments import (
     PaymentRefundedAtPg,
 )
 from snapshoe.kernel.messaging import Handler, consume
-from snapshoe.kernel.settings import Settings
 from snapshoe.orders import payment_events
 from snapshoe.orders.deps import Deps
+from snapshoe.orders.settings import OrdersSettings
 from snapshoe.orders.tables import inbox
 
 QUEUE = "orders.payments"
@@ -34,7 +34,7 @@ ROUTING_KEYS = [
 QUEUES = {QUEUE: ROUTING_KEYS}  # declared by `snapshoe migrate`, before any publisher runs
 
 
-def payment_handlers(settings: Settings) -> dict[str, Handler]:
+def payment_handlers(settings: OrdersSettings) -> dict[str, Handler]:
     async def approved(session: AsyncSession, body: dict[str, Any]) -> None:
         await payment_events.on_payment_approved(session, body, settings)
 

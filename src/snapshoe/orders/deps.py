@@ -18,8 +18,8 @@ from snapshoe.kernel.clients.users import UsersClient
 from snapshoe.kernel.contracts.orders import OrderPlaced
 from snapshoe.kernel.db import Sessions
 from snapshoe.kernel.idempotency import IdempotencyStore
-from snapshoe.kernel.settings import Settings
 from snapshoe.orders.admission import ItemSnapshots, SoldOutHints
+from snapshoe.orders.settings import OrdersSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +34,7 @@ class Placement:
 
 @dataclass(slots=True)
 class Deps:
-    settings: Settings
+    settings: OrdersSettings
     engine: AsyncEngine
     sessions: Sessions
     redis: Redis

@@ -28,13 +28,13 @@ from snapshoe.orders.tables import outbox
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from snapshoe.kernel.settings import Settings
+    from snapshoe.orders.settings import OrdersSettings
 
 log = logging.getLogger("snapshoe.orders")
 
 
 async def on_payment_approved(
-    session: AsyncSession, body: dict[str, Any], settings: Settings
+    session: AsyncSession, body: dict[str, Any], settings: OrdersSettings
 ) -> None:
     event = PaymentApproved.model_validate(body)
     now = utcnow()

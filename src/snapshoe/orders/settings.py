@@ -1,15 +1,32 @@
-"""Settings of the orders lifecycle worker (prefix ``SNAPSHOE_ORDERS_LIFECYCLE_``).
-
-The durations themselves (``order_stage_seconds``, ``order_payment_ttl_seconds``, environment
-``SNAPSHOE_ORDER_STAGE_SECONDS`` / ``SNAPSHOE_ORDER_PAYMENT_TTL_SECONDS``) are fields of the
-kernel's ``Settings``, not of this class: orders' handlers read them as well as this worker.
-No other service reads them (payments and the bench take an order's ``expires_at`` from it).
+"""The orders service's own settings: ``OrdersSettings`` (same ``SNAPSHOE_`` names as ever: the
+order's stage and payment durations, the sold-out hint, how much it sends to products and
+writes at once) and the lifecycle worker's ``LifecycleSettings`` (prefix
+``SNAPSHOE_ORDERS_LIFECYCLE_``). No other part reads them: payments and the bench take an
+order's ``expires_at`` from the order. The shared ones are the kernel's ``Settings``.
 """
 
 from __future__ import annotations
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from snapshoe.kernel.settings import Settings
+
+
+class OrdersSettings(Settings):
+    """The kernel's shared settings and the orders service's own knobs."""
+
+    order_stage_seconds: float = 24 * 3600
+    order_payment_ttl_seconds: float = 600
+    # How long orders turns a sold-out item away without asking products again (0 = always ask).
+    sold_out_hint_seconds: float = Field(default=0.5, ge=0, le=10)
+    # Reservations one orders process has in flight at products at once; the rest of a
+    # stampede waits in orders (cheap) and is re-checked against the sold-out hint when its
+    # turn comes, instead of piling onto products until its answers time out.
+    reserve_concurrency: int = Field(default=64, ge=1, le=1000)
+    # Transactions one orders process has open at once to write new orders, each with every
+    # order placed since its last (group commit).
+    order_write_concurrency: int = Field(default=2, ge=1, le=64)
 
 
 class LifecycleSettings(BaseSettings):

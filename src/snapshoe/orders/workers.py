@@ -19,13 +19,13 @@ from prometheus_client import start_http_server
 from snapshoe.kernel.clock import Clock, SystemClock, rfc3339
 from snapshoe.kernel.db import Sessions, create_engine, create_sessions
 from snapshoe.kernel.messaging import Relay, run_pruner
-from snapshoe.kernel.settings import Settings
+from snapshoe.kernel.settings import Settings, settings_for
 from snapshoe.orders import stock
 from snapshoe.orders.bootstrap import build_deps, close_deps
 from snapshoe.orders.consumers import run_payment_consumer
 from snapshoe.orders.deps import Deps
 from snapshoe.orders.lifecycle import Lifecycle, due_status
-from snapshoe.orders.settings import LifecycleSettings
+from snapshoe.orders.settings import LifecycleSettings, OrdersSettings
 from snapshoe.orders.tables import inbox, outbox
 
 log = logging.getLogger("snapshoe.orders.worker")
@@ -52,7 +52,7 @@ async def run_settler(deps: Deps, stop: asyncio.Event) -> None:
 
 
 def lifecycle_worker(
-    settings: Settings,
+    settings: OrdersSettings,
     sessions: Sessions,
     lifecycle: LifecycleSettings | None = None,
     clock: Clock | None = None,
@@ -77,8 +77,9 @@ def serve_metrics(settings: Settings, lifecycle: LifecycleSettings) -> None:
         log.info("worker metrics on %s:%d/metrics", settings.host, lifecycle.metrics_port)
 
 
-async def run_lifecycle(settings: Settings, stop: asyncio.Event) -> None:
+async def run_lifecycle(shared: Settings, stop: asyncio.Event) -> None:
     """The lifecycle worker alone: only a database connection pool, nothing else."""
+    settings = settings_for(OrdersSettings, shared)
     lc = LifecycleSettings()
     serve_metrics(settings, lc)
     engine = create_engine(settings, "orders", pool_size=lc.concurrency + 1)
@@ -112,7 +113,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             Relay(settings, deps.sessions, outbox).run(stop),
             run_payment_consumer(deps, stop),
             run_settler(deps, stop),
-            lifecycle_worker(settings, deps.sessions, lc).run(stop),
+            lifecycle_worker(deps.settings, deps.sessions, lc).run(stop),
             run_pruner(settings, deps.sessions, stop, outbox=outbox, inbox=inbox),
         )
     finally:

@@ -21,15 +21,17 @@ from snapshoe.kernel.deadletters import EventGauges
 from snapshoe.kernel.http import create_service_app
 from snapshoe.kernel.idempotency import IdempotencyStore
 from snapshoe.kernel.redis import create_redis
-from snapshoe.kernel.settings import Settings, get_settings
+from snapshoe.kernel.settings import Settings, settings_for
 from snapshoe.payments.api import router
 from snapshoe.payments.consumers import QUEUES
 from snapshoe.payments.deps import Core, Deps
 from snapshoe.payments.pg import TossPaymentsClient
+from snapshoe.payments.settings import PaymentsSettings
 from snapshoe.payments.tables import outbox
 
 
-def build_core(settings: Settings, *, pool_size: int | None = None) -> Core:
+def build_core(shared: Settings, *, pool_size: int | None = None) -> Core:
+    settings = settings_for(PaymentsSettings, shared)
     engine = create_engine(settings, "payments", pool_size=pool_size)
     # One keep-alive pool to the PG, shared by every request.
     pg_http = httpx.AsyncClient(
@@ -49,7 +51,8 @@ async def close_core(core: Core) -> None:
     await core.engine.dispose()
 
 
-def build_deps(settings: Settings) -> Deps:
+def build_deps(shared: Settings) -> Deps:
+    settings = settings_for(PaymentsSettings, shared)
     core = build_core(settings)
     redis = create_redis(settings)
     return Deps(
@@ -78,7 +81,7 @@ async def check_rabbitmq(settings: Settings) -> None:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or get_settings()
+    settings = settings_for(PaymentsSettings, settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -15,8 +15,8 @@ from snapshoe.kernel.auth import TokenVerifier
 from snapshoe.kernel.contracts.internal_orders import InternalOrder
 from snapshoe.kernel.db import Sessions
 from snapshoe.kernel.idempotency import IdempotencyStore
-from snapshoe.kernel.settings import Settings
 from snapshoe.payments.pg import TossPaymentsClient
+from snapshoe.payments.settings import PaymentsSettings
 
 
 class Orders(Protocol):
@@ -29,7 +29,7 @@ class Orders(Protocol):
 
 @dataclass(slots=True)
 class Core:
-    settings: Settings
+    settings: PaymentsSettings
     engine: AsyncEngine
     sessions: Sessions
     pg: TossPaymentsClient

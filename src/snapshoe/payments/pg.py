@@ -36,7 +36,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
-from snapshoe.kernel.settings import Settings
+from snapshoe.payments.settings import PaymentsSettings
 
 TOSS_BASE_URL = "https://api.tosspayments.com"
 
@@ -254,7 +254,7 @@ class TossPaymentsClient:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, http: httpx.AsyncClient | None = None
+        cls, settings: PaymentsSettings, http: httpx.AsyncClient | None = None
     ) -> TossPaymentsClient:
         return cls(
             settings.effective_pg_base_url,

@@ -12,11 +12,12 @@ from collections.abc import Awaitable, Callable
 
 from snapshoe.kernel.clients.orders import OrdersClient
 from snapshoe.kernel.messaging import Relay, run_pruner
-from snapshoe.kernel.settings import Settings
+from snapshoe.kernel.settings import Settings, settings_for
 from snapshoe.payments import handlers, recheck, refunds, sweep
 from snapshoe.payments.bootstrap import build_core, close_core
 from snapshoe.payments.consumers import run_refund_consumer
 from snapshoe.payments.deps import Core, Orders
+from snapshoe.payments.settings import PaymentsSettings
 from snapshoe.payments.tables import inbox, outbox
 
 log = logging.getLogger("snapshoe.payments.workers")
@@ -56,8 +57,9 @@ async def every(
             log.exception("%s pass failed", name)
 
 
-async def run(settings: Settings, stop: asyncio.Event, orders: Orders | None = None) -> None:
+async def run(shared: Settings, stop: asyncio.Event, orders: Orders | None = None) -> None:
     """``orders``: how the sweeper reads orders (default: the internal API; tests fake it)."""
+    settings = settings_for(PaymentsSettings, shared)
     core = build_core(settings, pool_size=5)
     client = orders or OrdersClient(settings)
     try:

@@ -15,19 +15,21 @@ from snapshoe.kernel.batching import GroupCommit
 from snapshoe.kernel.db import create_engine, create_sessions, ping
 from snapshoe.kernel.http import create_service_app
 from snapshoe.kernel.redis import create_redis
-from snapshoe.kernel.settings import Settings, get_settings
+from snapshoe.kernel.settings import Settings, settings_for
 from snapshoe.products.api import admin_router, internal_router, public_router
 from snapshoe.products.deps import Admitted, Deps
 from snapshoe.products.gate import Gate
 from snapshoe.products.ledger import LEDGER_BATCH_MAX, write_admitted
 from snapshoe.products.rebuild import watch_gate
 from snapshoe.products.schemas import ReservationOut
+from snapshoe.products.settings import ProductsSettings
 
 SERVICE = "products"
 
 
 @asynccontextmanager
-async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
+async def open_deps(shared: Settings) -> AsyncIterator[Deps]:
+    settings = settings_for(ProductsSettings, shared)
     engine = create_engine(settings, SERVICE)
     gates: list[Gate] = []
     # Every new connection tells the gate which Redis it reached (gate.Gate.seen).
@@ -64,7 +66,7 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or get_settings()
+    settings = settings_for(ProductsSettings, settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -11,11 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from snapshoe.kernel.batching import GroupCommit
 from snapshoe.kernel.db import Sessions
-from snapshoe.kernel.settings import Settings
 from snapshoe.products.cache import TTLCache
 from snapshoe.products.domain import Line, ProductLines
 from snapshoe.products.gate import Gate
 from snapshoe.products.schemas import ReservationOut, ReserveIn
+from snapshoe.products.settings import ProductsSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +30,7 @@ class Admitted:
 
 @dataclass
 class Deps:
-    settings: Settings
+    settings: ProductsSettings
     engine: AsyncEngine
     sessions: Sessions
     redis: Redis

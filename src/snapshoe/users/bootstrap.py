@@ -20,11 +20,12 @@ from snapshoe.kernel.db import create_engine, create_sessions, ping
 from snapshoe.kernel.deadletters import EventGauges
 from snapshoe.kernel.http import create_service_app
 from snapshoe.kernel.redis import create_redis
-from snapshoe.kernel.settings import Settings, get_settings
+from snapshoe.kernel.settings import Settings, settings_for
 from snapshoe.users.api import internal_router, router
 from snapshoe.users.consumers import QUEUES
 from snapshoe.users.deps import Deps
 from snapshoe.users.mail import Mailer, MailQueue
+from snapshoe.users.settings import UsersSettings
 
 # The cart asks products on every view. Each attempt is bounded by the client's timeouts
 # (connect 1 s, then PRODUCTS_TIMEOUT_SECONDS per read/write/pool wait) and there is one
@@ -37,7 +38,8 @@ PRODUCTS_TIMEOUT_SECONDS = 1.5
 PRODUCTS_RETRIES = 1
 
 
-async def build_deps(settings: Settings) -> Deps:
+async def build_deps(shared: Settings) -> Deps:
+    settings = settings_for(UsersSettings, shared)
     hasher = PasswordHash.recommended()
     dummy_hash = await asyncio.to_thread(hasher.hash, secrets.token_urlsafe(16))
     engine = create_engine(settings, "users")
@@ -69,7 +71,7 @@ async def close_deps(deps: Deps) -> None:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or get_settings()
+    settings = settings_for(UsersSettings, settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -11,13 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from snapshoe.kernel.auth import TokenIssuer, TokenVerifier
 from snapshoe.kernel.clients.products import ProductsClient
 from snapshoe.kernel.db import Sessions
-from snapshoe.kernel.settings import Settings
 from snapshoe.users.mail import Mailer, MailQueue
+from snapshoe.users.settings import UsersSettings
 
 
 @dataclass(slots=True)
 class Deps:
-    settings: Settings
+    settings: UsersSettings
     engine: AsyncEngine
     sessions: Sessions
     redis: Redis

@@ -34,6 +34,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from snapshoe.kernel.redis import key
 from snapshoe.kernel.settings import Settings
+from snapshoe.users.settings import UsersSettings
 
 log = logging.getLogger("snapshoe.users.mail")
 
@@ -125,7 +126,7 @@ class MailQueue:
 
 
 async def drain(
-    settings: Settings,
+    settings: UsersSettings,
     redis: Redis,
     run_job: JobRunner,
     stop: asyncio.Event,

@@ -16,13 +16,14 @@ from typing import Any
 from snapshoe.kernel.clock import utcnow
 from snapshoe.kernel.db import Sessions, create_engine, create_sessions
 from snapshoe.kernel.messaging import consume, run_pruner
-from snapshoe.kernel.settings import Settings
+from snapshoe.kernel.settings import Settings, settings_for
 from snapshoe.users import handlers
 from snapshoe.users.bootstrap import build_deps, close_deps
 from snapshoe.users.consumers import CART_HANDLERS, CART_QUEUE, not_from_cart
 from snapshoe.users.deps import Deps
 from snapshoe.users.mail import drain
 from snapshoe.users.reset import reset_now
+from snapshoe.users.settings import UsersSettings
 from snapshoe.users.tables import inbox
 from snapshoe.users.verification import resend_now
 
@@ -35,7 +36,9 @@ POOL_SIZE = 4
 EXPIRY_INTERVAL_SECONDS = 60.0
 
 
-async def expire_unverified(settings: Settings, sessions: Sessions, stop: asyncio.Event) -> None:
+async def expire_unverified(
+    settings: UsersSettings, sessions: Sessions, stop: asyncio.Event
+) -> None:
     while not stop.is_set():
         try:
             n = await handlers.expire_unverified_accounts(
@@ -65,7 +68,8 @@ async def run_mail_job(deps: Deps, job: dict[str, Any]) -> bool:
     return True
 
 
-async def run(settings: Settings, stop: asyncio.Event) -> None:
+async def run(shared: Settings, stop: asyncio.Event) -> None:
+    settings = settings_for(UsersSettings, shared)
     engine = create_engine(settings, "users", pool_size=POOL_SIZE)
     sessions = create_sessions(engine)
     deps = await build_deps(settings)  # the mail jobs' handlers need what requests have

@@ -8,8 +8,6 @@ see. Keys are generated per run; tokens are minted with the kernel's ``TokenIssu
 from __future__ import annotations
 
 import asyncio
-import itertools
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -26,6 +24,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from tests.support.net import free_port, fresh_address
+from tests.support.settings import PlatformSettings
 
 from snapshoe.gateway import check_config, haproxy_command, write_config
 from snapshoe.kernel.auth import TokenIssuer, ensure_dev_keys, load_private_key
@@ -35,20 +35,6 @@ LOGIN_RATE = 5
 VERIFICATION_RATE = 4
 SIGNUP_RATE = 3
 PASSWORD_RESET_RATE = 4
-_addresses = itertools.count(1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def fresh_ip() -> str:
-    """A loopback source address of its own (per-IP stick tables stay apart)."""
-    n = next(_addresses)
-    return f"127.1.{n // 250}.{n % 250 + 1}"
 
 
 async def echo(request: Request) -> JSONResponse:
@@ -83,7 +69,7 @@ class Gateway:
     config_path: Path
 
     def client(self, ip: str | None = None) -> httpx.AsyncClient:
-        transport = httpx.AsyncHTTPTransport(local_address=ip or fresh_ip(), retries=0)
+        transport = httpx.AsyncHTTPTransport(local_address=ip or fresh_address(), retries=0)
         return httpx.AsyncClient(transport=transport, base_url=self.url, timeout=10)
 
     def token(self, sub: str = "user-1", verified: bool = True) -> str:
@@ -93,7 +79,7 @@ class Gateway:
 
 def gateway_test_settings(data_dir: Path, upstream: int, **overrides: Any) -> Settings:
     """Settings for a test gateway in ``data_dir`` whose every backend is ``upstream``."""
-    settings = Settings(
+    settings = PlatformSettings(
         data_dir=data_dir,
         gateway_port=free_port(),
         gateway_stats_port=free_port(),

@@ -18,7 +18,6 @@ from tests.integration.sandbox_pg.server import (
     free_port,
 )
 
-from snapshoe.kernel.settings import Settings
 from snapshoe.payments.pg import (
     PgAuthError,
     PgDeclined,
@@ -28,6 +27,7 @@ from snapshoe.payments.pg import (
     PgUnknownResult,
     TossPaymentsClient,
 )
+from snapshoe.payments.settings import PaymentsSettings
 
 NAMESPACE = "snapshoe_pgtest_adapter"
 AMOUNT = 219000
@@ -274,10 +274,10 @@ async def test_slow_pg_times_out(server: SandboxServer, admin: httpx.AsyncClient
 
 
 def test_base_url_and_key_come_from_settings() -> None:
-    local = TossPaymentsClient.from_settings(Settings(sandbox_pg_port=18999))
+    local = TossPaymentsClient.from_settings(PaymentsSettings(sandbox_pg_port=18999))
     assert local.base_url == "http://127.0.0.1:18999"
     real = TossPaymentsClient.from_settings(
-        Settings(pg_base_url="https://api.tosspayments.com/", pg_secret_key="live_sk_x")
+        PaymentsSettings(pg_base_url="https://api.tosspayments.com/", pg_secret_key="live_sk_x")
     )
     assert real.base_url == "https://api.tosspayments.com"
     assert real._headers["Authorization"] == "Basic bGl2ZV9za194Og=="  # base64("live_sk_x:")

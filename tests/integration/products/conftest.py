@@ -30,7 +30,9 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import pool, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from tests.support.net import free_port
 from tests.support.platform import ROOT
+from tests.support.settings import PlatformSettings
 
 from snapshoe.kernel.auth import build_issuer, ensure_dev_keys
 from snapshoe.kernel.db import drop_database
@@ -132,7 +134,7 @@ class ProductsEnv:
 
 def _start_standalone() -> Iterator[Settings]:
     fields = {k.removeprefix("SNAPSHOE_").lower(): v for k, v in STANDALONE_ENV.items()}
-    settings = Settings(**fields)  # type: ignore[arg-type]
+    settings = PlatformSettings(**fields)  # type: ignore[arg-type]
 
     async def prepare() -> None:
         await drop_database(settings, "products")
@@ -215,12 +217,6 @@ async def client(products_env: ProductsEnv) -> AsyncIterator[httpx.AsyncClient]:
 
 # A private products app (tests/integration/products/test_gate_instance.py): its own
 # database and its own redis-server, so a test can restart that Redis.
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PrivateRedis:

@@ -26,6 +26,7 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from tests.support.platform import ROOT, Platform
+from tests.support.settings import PlatformSettings
 
 from snapshoe.kernel.auth import ensure_dev_keys
 from snapshoe.kernel.db import drop_database
@@ -84,7 +85,7 @@ def _start_standalone() -> Iterator[Platform]:
     fields: dict[str, Any] = {
         k.removeprefix("SNAPSHOE_").lower(): v for k, v in STANDALONE_ENV.items()
     }
-    settings = Settings(**fields)
+    settings = PlatformSettings(**fields)
 
     async def prepare() -> None:
         await drop_database(settings, "users")

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from tests.support.settings import PlatformSettings
 
 from snapshoe.gateway import Target, render_config
 from snapshoe.gateway.render import (
@@ -25,7 +26,7 @@ TARGETS: list[Target] = ["local", "compose", "k8s"]
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    s = Settings(
+    s = PlatformSettings(
         data_dir=tmp_path / "data",
         gateway_request_timeout_seconds=7,
         gateway_max_connections_per_client=42,

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from tests.support.settings import PlatformSettings
 
 from snapshoe.gateway import (
     GatewayConfigError,
@@ -23,7 +24,7 @@ TARGETS: list[Target] = ["local", "compose", "k8s"]
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    s = Settings(
+    s = PlatformSettings(
         data_dir=tmp_path / "data",
         gateway_port=18500,
         users_port=18501,
@@ -143,7 +144,7 @@ def test_a_kid_starting_with_a_dash_still_parses(tmp_path: Path, target: Target)
     """A base64url kid starts with '-' one time in 64; HAProxy read it as an ACL option until
     patterns were put behind '--' (found by a CI run that drew such a key)."""
     for attempt in range(2000):
-        s = Settings(data_dir=tmp_path / f"k{attempt}")
+        s = PlatformSettings(data_dir=tmp_path / f"k{attempt}")
         ensure_dev_keys(s)
         if kid_of(s).startswith("-"):
             break

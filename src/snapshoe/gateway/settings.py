@@ -1,0 +1,28 @@
+"""The gateway's own settings (same ``SNAPSHOE_`` names as ever): its rate limits and request
+bounds, which HAProxy's rendered configuration carries. Its ports are shared (every part
+reaches the gateway), so they are in the kernel's ``Settings``."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from snapshoe.kernel.settings import Settings
+
+
+class GatewaySettings(Settings):
+    """The kernel's shared settings and the gateway's own knobs."""
+
+    # Gateway rate limits (per client IP)
+    login_rate_per_minute: int = 20
+    verification_rate_per_minute: int = 20
+    # Each sign-up costs an argon2 hash and a mail.
+    signup_rate_per_minute: int = Field(default=10, ge=1)
+    # POST /api/auth/password-reset and /confirm together (mails sent, codes tried).
+    password_reset_rate_per_minute: int = Field(default=10, ge=1)
+
+    # Gateway request bounds. The headers must arrive within this many seconds, then the body
+    # within as many again (HAProxy buffers it before any service sees it); beyond, 408.
+    gateway_request_timeout_seconds: int = Field(default=10, ge=1, le=120)
+    # Open connections one client address may hold at the gateway; more are refused at accept
+    # (before any HTTP is read), so one address cannot take the frontend's maxconn.
+    gateway_max_connections_per_client: int = Field(default=300, ge=1, le=6000)
