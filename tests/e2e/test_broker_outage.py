@@ -26,8 +26,9 @@ import pytest
 from sqlalchemy import pool, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from tests.e2e.test_purchase_flow import APPROVE, DECLINE, _pay
-from tests.integration.orders.helpers import Buyer, OrdersEnv, eventually
+from tests.integration.orders.helpers import Buyer, OrdersEnv
 from tests.support.platform import Platform, fresh_address
+from tests.support.waiting import eventually
 
 from snapshoe.kernel.settings import Settings
 

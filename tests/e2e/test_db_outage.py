@@ -35,7 +35,7 @@ import pytest
 from sqlalchemy import pool, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from tests.e2e.test_purchase_flow import APPROVE, DECLINE, _authorize
-from tests.integration.orders.helpers import Buyer, OrdersEnv, eventually, key
+from tests.integration.orders.helpers import Buyer, OrdersEnv, key
 from tests.support.platform import (
     TEST_ENV,
     Platform,
@@ -45,6 +45,7 @@ from tests.support.platform import (
     start_platform,
     stop_platform_process,
 )
+from tests.support.waiting import eventually
 
 from snapshoe.kernel.deadletters import dlq_depths
 from snapshoe.kernel.messaging import exchange_name

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import text
-from tests.integration.orders.helpers import OrdersEnv, assert_problem, eventually, key
+from tests.integration.orders.helpers import OrdersEnv, assert_problem, key
 from tests.support.platform import (
     ROOT,
     SLOT,
@@ -24,6 +24,7 @@ from tests.support.platform import (
     start_platform,
     stop_platform_process,
 )
+from tests.support.waiting import eventually
 
 STAGE = 2.0
 TTL = 4.0

@@ -18,10 +18,10 @@ from tests.integration.orders.helpers import (
     Buyer,
     OrdersEnv,
     assert_problem,
-    eventually,
     key,
 )
 from tests.support.platform import Platform, fresh_address
+from tests.support.waiting import eventually
 
 APPROVE = "4111111111110000"
 DECLINE = "4111111111110002"

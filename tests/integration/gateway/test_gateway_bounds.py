@@ -22,7 +22,7 @@ import pytest
 from tests.integration.gateway.conftest import (
     Gateway,
     free_port,
-    fresh_ip,
+    fresh_address,
     gateway_test_settings,
     run_haproxy,
 )
@@ -83,7 +83,7 @@ def log_line(log_path: Path, request_id: str) -> str:
 
 async def test_a_16_kb_header_gets_problem_json(gateway: Gateway) -> None:
     reader, writer = await asyncio.open_connection(
-        "127.0.0.1", gateway.settings.gateway_port, local_addr=(fresh_ip(), 0)
+        "127.0.0.1", gateway.settings.gateway_port, local_addr=(fresh_address(), 0)
     )
     writer.write(
         b"GET /api/products HTTP/1.1\r\nHost: gw\r\nX-Big: " + b"a" * 16 * 1024 + b"\r\n\r\n"
@@ -101,7 +101,7 @@ async def test_malformed_request_is_answered_by_the_gateway(gateway: Gateway) ->
     """HAProxy 2.6's parser answers a request it cannot parse itself (a fixed HTML page: that
     answer cannot be customised in 2.6); it never reaches a service."""
     reader, writer = await asyncio.open_connection(
-        "127.0.0.1", gateway.settings.gateway_port, local_addr=(fresh_ip(), 0)
+        "127.0.0.1", gateway.settings.gateway_port, local_addr=(fresh_address(), 0)
     )
     writer.write(b"GET /api/products HTTP/1.1\r\nHost: gw\r\nBad Header\r\n\r\n")
     await writer.drain()
@@ -143,7 +143,7 @@ async def test_a_slow_body_is_cut_off_with_408(
         tmp_path, gateway.settings.users_port, gateway_request_timeout_seconds=timeout
     ) as settings:
         reader, writer = await asyncio.open_connection(
-            "127.0.0.1", settings.gateway_port, local_addr=(fresh_ip(), 0)
+            "127.0.0.1", settings.gateway_port, local_addr=(fresh_address(), 0)
         )
         writer.write(
             b"POST /api/auth/login HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
@@ -179,7 +179,7 @@ async def test_a_slow_body_is_cut_off_with_408(
         line = log_line(settings.data_dir / "haproxy.log", rid.group(1).decode())
         assert "<NOSRV>" in line, line
         # A body sent at once still goes through on the same gateway.
-        async with client(settings, fresh_ip()) as c:
+        async with client(settings, fresh_address()) as c:
             r = await c.post("/api/auth/login", json={"email": "a@b.c", "password": "x"})
         assert r.status_code == 200, r.text
         assert r.json()["path"] == "/api/auth/login"
@@ -195,7 +195,7 @@ async def test_connections_beyond_the_per_address_cap_are_refused(
     with own_gateway(
         tmp_path, gateway.settings.users_port, gateway_max_connections_per_client=cap
     ) as settings:
-        flooder, other = fresh_ip(), fresh_ip()
+        flooder, other = fresh_address(), fresh_address()
         held: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         request = b"GET /api/products HTTP/1.1\r\nHost: gw\r\n\r\n"
         try:
@@ -297,7 +297,7 @@ async def test_a_post_that_reached_a_dying_service_is_sent_once(
             # connects, so HAProxy could replay the request from its buffer.
             body = b'{"refresh_token":"t"}'
             reader, writer = await asyncio.open_connection(
-                "127.0.0.1", settings.gateway_port, local_addr=(fresh_ip(), 0)
+                "127.0.0.1", settings.gateway_port, local_addr=(fresh_address(), 0)
             )
             writer.write(
                 b"POST /api/auth/refresh HTTP/1.1\r\nHost: gw\r\n"
@@ -320,7 +320,7 @@ async def test_a_refused_connection_is_still_retried(gateway: Gateway, tmp_path:
     with own_gateway(
         tmp_path, gateway.settings.users_port, ports={"products_port": closed}
     ) as settings:
-        async with client(settings, fresh_ip()) as c:
+        async with client(settings, fresh_address()) as c:
             r = await c.post("/api/products", json={})
             # The other services are reached as usual.
             assert (await c.post("/api/auth/login", json={})).status_code == 200

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.integration.gateway.conftest import LOGIN_RATE, VERIFICATION_RATE, Gateway, fresh_ip
+from tests.integration.gateway.conftest import LOGIN_RATE, VERIFICATION_RATE, Gateway, fresh_address
 from tests.support.tokens import ATTACK_NAMES, bearer, token_attacks, valid_token
 
 PROTECTED = [
@@ -141,7 +141,7 @@ async def test_client_identity_headers_never_reach_the_service(gateway: Gateway)
         "X-Real-IP": "6.6.6.6",
         "Forwarded": "for=6.6.6.6",
     }
-    ip = fresh_ip()
+    ip = fresh_address()
     async with gateway.client(ip) as client:
         for headers in (forged, {**forged, **bearer(gateway.token())}):
             r = await client.get("/api/products", headers=headers)
@@ -196,7 +196,7 @@ async def test_hundreds_of_concurrent_authenticated_requests(gateway: Gateway) -
 
 
 async def test_login_burst_from_one_ip_gets_429_others_unaffected(gateway: Gateway) -> None:
-    burst_ip, other_ip = fresh_ip(), fresh_ip()
+    burst_ip, other_ip = fresh_address(), fresh_address()
     async with gateway.client(burst_ip) as burst, gateway.client(other_ip) as other:
         rs = await asyncio.gather(
             *(burst.post("/api/auth/login", json={}) for _ in range(LOGIN_RATE + 10))
@@ -228,7 +228,7 @@ async def test_declared_body_over_64_kib_is_413(gateway: Gateway) -> None:
     # A raw request: the gateway answers on the declared length, before any body arrives
     # (a client still writing a big body would see the connection reset, not the answer).
     reader, writer = await asyncio.open_connection(
-        "127.0.0.1", gateway.settings.gateway_port, local_addr=(fresh_ip(), 0)
+        "127.0.0.1", gateway.settings.gateway_port, local_addr=(fresh_address(), 0)
     )
     writer.write(
         b"POST /api/products HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"

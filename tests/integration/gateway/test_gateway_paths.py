@@ -19,7 +19,7 @@ from tests.integration.gateway.conftest import (
     SIGNUP_RATE,
     VERIFICATION_RATE,
     Gateway,
-    fresh_ip,
+    fresh_address,
     gateway_test_settings,
     run_haproxy,
 )
@@ -114,7 +114,7 @@ class RawClient:
 
     def __init__(self, settings: Settings, ip: str | None = None) -> None:
         self.port = settings.gateway_port
-        self.ip = ip or fresh_ip()
+        self.ip = ip or fresh_address()
 
     async def post(self, target: str, body: bytes = b"{}", **headers: str) -> Raw:
         return await self.request("POST", target, body, **headers)

@@ -18,10 +18,10 @@ from tests.integration.kernel.test_messaging import (  # noqa: F401
     _count,
     _emit,
     _inbox_at_least,
-    _wait_for,
     world,
 )
 from tests.support.platform import ROOT, TEST_ENV
+from tests.support.waiting import wait_until
 
 from snapshoe.kernel import deadletters, messaging
 
@@ -87,7 +87,7 @@ async def test_poison_dead_letters_then_list_and_replay(world: World) -> None:  
     async def dead() -> bool:
         return await _depth(world) == 1
 
-    await _wait_for(dead, timeout=30)
+    await wait_until(dead, timeout=30)
     stop.set()
     await task
     assert attempts == messaging.DELIVERY_LIMIT + 1
@@ -116,7 +116,7 @@ async def test_poison_dead_letters_then_list_and_replay(world: World) -> None:  
     assert await _depth(world) == 0
     stop = asyncio.Event()
     task = consumer(stop)
-    await _wait_for(lambda: _inbox_at_least(world, 1), timeout=30)
+    await wait_until(lambda: _inbox_at_least(world, 1), timeout=30)
     stop.set()
     await task
     assert await _count(world, world.effects) == 1

@@ -16,6 +16,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, s
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from tests.support.platform import make_test_settings
+from tests.support.waiting import wait_until
 
 from snapshoe.kernel import messaging
 from snapshoe.kernel.contracts import Event
@@ -85,12 +86,6 @@ async def _emit(world: World, n: int) -> list[str]:
     return ids
 
 
-async def _wait_for(predicate: Any, timeout: float = 20) -> None:
-    async with asyncio.timeout(timeout):
-        while not await predicate():
-            await asyncio.sleep(0.05)
-
-
 async def test_events_reach_consumer_once_even_when_delivered_three_times(world: World) -> None:
     async def record(session: AsyncSession, body: dict[str, Any]) -> None:
         await session.execute(insert(world.effects).values(event_id=body["event_id"]))
@@ -124,7 +119,7 @@ async def test_events_reach_consumer_once_even_when_delivered_three_times(world:
                 aio_pika.Message(orjson.dumps(body)),
                 routing_key=Pinged.routing_key(),
             )
-    await _wait_for(lambda: _inbox_at_least(world, 50))
+    await wait_until(lambda: _inbox_at_least(world, 50), timeout=20)
     await asyncio.sleep(1.5)  # let the 100 duplicates arrive and be ignored
     stop.set()
     await consumer
@@ -187,7 +182,7 @@ async def test_relay_crash_between_publish_and_mark_duplicates_but_never_loses(
         # Nothing was marked: a restarted relay publishes all 20 again.
         restarted = messaging.Relay(world.settings, world.sessions, world.outbox)
         assert await restarted.publish_batch(exchange) == 20
-    await _wait_for(lambda: _inbox_at_least(world, 20))
+    await wait_until(lambda: _inbox_at_least(world, 20), timeout=20)
     await asyncio.sleep(1)
     stop.set()
     await consumer
@@ -234,7 +229,7 @@ async def test_a_message_that_keeps_failing_is_dead_lettered(world: World) -> No
                 dead.append(orjson.loads(msg.body))
             return bool(dead)
 
-        await _wait_for(in_dlq, timeout=30)
+        await wait_until(in_dlq, timeout=30)
         assert dead[0]["event_type"] == Pinged.TYPE
     stop.set()
     await consumer
@@ -284,7 +279,7 @@ async def test_a_transient_failure_is_retried_past_the_delivery_limit(world: Wor
         channel = await connection.channel(publisher_confirms=True)
         exchange = await messaging.declare_exchange(channel, world.settings)
         assert await relay.publish_batch(exchange) == 1
-        await _wait_for(lambda: _inbox_at_least(world, 1), timeout=30)
+        await wait_until(lambda: _inbox_at_least(world, 1), timeout=30)
         await asyncio.sleep(0.5)
         dlq = await channel.declare_queue(f"{world.settings.namespace}.flaky.dlq", passive=True)
         assert dlq.declaration_result.message_count == 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from email.message import EmailMessage
 
@@ -11,17 +10,11 @@ import aiosmtplib
 import httpx
 import pytest
 import uvicorn
+from tests.support.net import free_port
 
 from snapshoe.kernel.settings import Settings
 from snapshoe.mail_sink.bootstrap import create_app
 from snapshoe.mail_sink.domain import MailStore, parse_message
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")

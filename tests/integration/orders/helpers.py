@@ -8,10 +8,7 @@ buyers keep the big concurrency tests from spending minutes on argon2 sign-ups.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -202,24 +199,6 @@ class OrdersEnv:
                     ),
                     routing_key=event.routing_key(),
                 )
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T]],
-    done: Callable[[T], bool],
-    *,
-    timeout: float = 15,
-    interval: float = 0.1,
-) -> T:
-    """Poll ``probe`` until ``done(result)``; fails with the last result after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await probe()
-        if done(result):
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout}s; last: {result!r}")
-        await asyncio.sleep(interval)
 
 
 def assert_problem(r: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:

@@ -13,7 +13,8 @@ import httpx
 from prometheus_client import REGISTRY
 from sqlalchemy import bindparam, text
 from sqlalchemy.exc import IntegrityError
-from tests.integration.orders.helpers import OrdersEnv, assert_problem, eventually, key
+from tests.integration.orders.helpers import OrdersEnv, assert_problem, key
+from tests.support.waiting import eventually
 
 from snapshoe.kernel.batching import FAULTS
 from snapshoe.kernel.clock import to_db

@@ -14,7 +14,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, text
-from tests.integration.orders.helpers import OrdersEnv, eventually
+from tests.integration.orders.helpers import OrdersEnv
+from tests.support.waiting import eventually
 
 from snapshoe.kernel.contracts.payments import PaymentApproved
 

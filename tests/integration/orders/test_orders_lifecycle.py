@@ -9,9 +9,9 @@ from tests.integration.orders.helpers import (
     Buyer,
     OrdersEnv,
     assert_problem,
-    eventually,
 )
 from tests.support.platform import Platform
+from tests.support.waiting import eventually
 
 
 async def test_order_from_cart_empties_the_bought_lines(

@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import bindparam, text
-from tests.integration.orders.helpers import Buyer, OrdersEnv, eventually
+from tests.integration.orders.helpers import Buyer, OrdersEnv
+from tests.support.waiting import eventually
 
 from snapshoe.kernel.contracts import Event
 from snapshoe.kernel.contracts.payments import (

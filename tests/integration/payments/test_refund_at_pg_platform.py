@@ -11,8 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.integration.orders.helpers import Buyer, OrdersEnv, eventually, key
+from tests.integration.orders.helpers import Buyer, OrdersEnv, key
 from tests.support.platform import Platform
+from tests.support.waiting import eventually
 
 APPROVE = "4111111111110000"
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,18 +21,13 @@ from typing import Any
 import httpx
 import orjson
 import redis
+from tests.support.net import free_port
 from tests.support.platform import ROOT
 
 from snapshoe.kernel.settings import Settings
 
 SECRET = "test_sk_sandbox_pg_tests"
 REDIS_URL = "redis://127.0.0.1:6379/15"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def basic(secret: str = SECRET) -> dict[str, str]:

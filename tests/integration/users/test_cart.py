@@ -12,7 +12,7 @@ import contextlib
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +24,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from tests.support.platform import Platform, User, make_test_settings
+from tests.support.waiting import wait_until
 
 from snapshoe.kernel.auth import build_issuer
 from snapshoe.kernel.clients.users import UsersClient
@@ -482,16 +483,6 @@ async def publish(platform: Platform, *events: OrderPlaced) -> None:
             )
 
 
-async def wait_for(
-    check: Callable[[], Awaitable[bool]], timeout: float = 15, what: str = "condition"
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
 async def processed(db: AsyncEngine, event_id: str) -> bool:
     async with db.connect() as conn:
         n = (
@@ -522,7 +513,7 @@ async def test_order_placed_takes_the_bought_lines_out_of_the_cart(
     async def done() -> bool:
         return quantities(await cart(gw, buyer)) == expected
 
-    await wait_for(done, what="the cart to lose the bought lines")
+    await wait_until(done, what="the cart to lose the bought lines")
     assert await processed(cart_db, event.event_id)
     # The copies are consumed too (or are about to be); none may take anything more.
     await asyncio.sleep(1.0)
@@ -537,7 +528,7 @@ async def test_order_placed_takes_the_bought_lines_out_of_the_cart(
     async def theirs_processed() -> bool:
         return await processed(cart_db, theirs.event_id)
 
-    await wait_for(theirs_processed, what="the other buyer's event to be consumed")
+    await wait_until(theirs_processed, what="the other buyer's event to be consumed")
     await asyncio.sleep(0.5)
     assert quantities(await cart(gw, buyer)) == expected
     # Not from the cart: acked without a transaction, so it leaves no inbox row either.

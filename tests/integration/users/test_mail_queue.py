@@ -7,24 +7,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from tests.support.net import free_port
 from tests.support.platform import make_test_settings
 
 from snapshoe.kernel.settings import Settings
 from snapshoe.users.mail import Mailer, MailQueue, drain, queue_key
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Sink:
