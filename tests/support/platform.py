@@ -88,6 +88,9 @@ TEST_ENV = {
     # The reset tests make a dozen requests from one client; the gateway's own test of this
     # limit runs its own HAProxy with a small one.
     "SNAPSHOE_PASSWORD_RESET_RATE_PER_MINUTE": "60",
+    # The waiting-room tests queue hundreds of buyers from one client; the limit's own test
+    # runs the gateway with a small one.
+    "SNAPSHOE_QUEUE_JOIN_RATE_PER_MINUTE": "100000",
     # Tests check that a released pair is on sale again at once; the hint's own test turns it on.
     "SNAPSHOE_SOLD_OUT_HINT_SECONDS": "0",
     # One process per service: tests read right after they write, and per-process caches

@@ -181,6 +181,7 @@ def _limits(shared: Settings) -> dict[str, object]:
         "verification_rate": settings.verification_rate_per_minute,
         "signup_rate": settings.signup_rate_per_minute,
         "password_reset_rate": settings.password_reset_rate_per_minute,
+        "queue_join_rate": settings.queue_join_rate_per_minute,
     }
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from pydantic import ValidationError
 from starlette.responses import Response
 from starlette.types import Scope
 
 from snapshoe.kernel.auth import Principal, verified_principal
+from snapshoe.kernel.contracts.internal_products import MAX_ADMISSION_TOKEN
 from snapshoe.kernel.errors import PROBLEM_JSON, Problem
 from snapshoe.kernel.idempotency import require_key
 from snapshoe.kernel.internal import internal_caller
@@ -56,9 +57,19 @@ async def create_order(
     buyer: Buyer,
     key: Annotated[str, Depends(require_key)],
     body: schemas.CreateOrder,
+    admission_token: Annotated[
+        str | None,
+        Header(
+            alias="Admission-Token",
+            max_length=MAX_ADMISSION_TOKEN,
+            description="The caller's admission from the waiting room (queue-mode products)",
+        ),
+    ] = None,
 ) -> Response:
     """The documented route; :func:`fast_create_order` answers the well-formed requests."""
-    answer = await placing.create_order(deps, buyer_id=buyer.user_id, key=key, request=body)
+    answer = await placing.create_order(
+        deps, buyer_id=buyer.user_id, key=key, request=body, admission_token=admission_token
+    )
     return _answer_response(answer)
 
 
@@ -80,7 +91,7 @@ async def fast_create_order(scope: Scope, body: bytes) -> Response | None:
     the py-spy profile). It takes only the well-formed case: a bearer token that verifies, a
     verified email, a valid Idempotency-Key, a JSON body the schema accepts. Anything else
     returns None and the FastAPI route below answers it, so errors stay exactly the same."""
-    auth = key = ctype = None
+    auth = key = ctype = admission = None
     for name, value in scope["headers"]:
         if name == b"authorization":
             auth = value
@@ -88,7 +99,11 @@ async def fast_create_order(scope: Scope, body: bytes) -> Response | None:
             key = value
         elif name == b"content-type":
             ctype = value
+        elif name == b"admission-token":
+            admission = value
     if auth is None or key is None or ctype is None:
+        return None
+    if admission is not None and len(admission) > MAX_ADMISSION_TOKEN:
         return None
     if ctype.split(b";", 1)[0].strip().lower() != b"application/json":
         return None
@@ -105,7 +120,11 @@ async def fast_create_order(scope: Scope, body: bytes) -> Response | None:
     if not buyer.email_verified:
         return None
     answer = await placing.create_order(
-        app.state.deps, buyer_id=buyer.user_id, key=idem, request=request
+        app.state.deps,
+        buyer_id=buyer.user_id,
+        key=idem,
+        request=request,
+        admission_token=admission.decode("latin-1") if admission is not None else None,
     )
     return _answer_response(answer)
 

@@ -79,11 +79,19 @@ PLACEMENT_FALLBACKS = Counter(
 # Problem fields that are not "extras" worth passing on from an upstream problem.
 _PROBLEM_FIELDS = {"type", "title", "status", "detail", "code", "instance"}
 # Business refusals of products that the buyer sees as they are.
-_PASS_THROUGH = {404, 409, 422}
+_PASS_THROUGH = {403, 404, 409, 422}
+# Refusals a retry with the same key may see change: a reused key is the caller's mistake, and
+# a buyer turned away without an admission may be admitted a moment later (docs/waiting-room.md).
+_NOT_STORED = frozenset(("idempotency_key_reused", "admission_required"))
 
 
 async def create_order(
-    deps: Deps, *, buyer_id: str, key: str, request: schemas.CreateOrder
+    deps: Deps,
+    *,
+    buyer_id: str,
+    key: str,
+    request: schemas.CreateOrder,
+    admission_token: str | None = None,
 ) -> Answer:
     fp = fingerprint("POST", "/api/orders", request.model_dump(mode="json"))
     store = deps.idempotency
@@ -103,9 +111,11 @@ async def create_order(
     if begin.outcome == "replay":
         return Answer(begin.status, begin.body, replayed=True)
     try:
-        answer = await _place(deps, buyer_id=buyer_id, key=key, fp=fp, request=request)
+        answer = await _place(
+            deps, buyer_id=buyer_id, key=key, fp=fp, request=request, admission=admission_token
+        )
     except Problem as problem:
-        if problem.status < 500 and problem.code != "idempotency_key_reused":
+        if problem.status < 500 and problem.code not in _NOT_STORED:
             # A business answer: stored, so a replay gets the same refusal.
             await _quietly(store.complete(buyer_id, key, fp, problem.status, problem.body()))
         elif problem.code == "outcome_unknown":
@@ -129,13 +139,19 @@ async def _quietly(op: Any) -> None:
 
 
 async def _place(
-    deps: Deps, *, buyer_id: str, key: str, fp: str, request: schemas.CreateOrder
+    deps: Deps,
+    *,
+    buyer_id: str,
+    key: str,
+    fp: str,
+    request: schemas.CreateOrder,
+    admission: str | None,
 ) -> Answer:
     lines = await _lines_of(deps, buyer_id, request)
     now = utcnow()
     order_id = new_order_id()
     until = expires_at(now, deps.settings.order_payment_ttl_seconds)
-    reservation = await _reserve(deps, order_id, buyer_id, lines, until)
+    reservation = await _reserve(deps, order_id, buyer_id, lines, until, admission)
     try:
         snapshot = await snapshot_lines(deps.items, reservation.lines)
         order = _new_order(order_id, buyer_id, key, fp, request, snapshot, now, until)
@@ -168,7 +184,12 @@ async def _lines_of(deps: Deps, buyer_id: str, request: schemas.CreateOrder) -> 
 
 
 async def _reserve(
-    deps: Deps, order_id: str, buyer_id: str, lines: list[Line], until: datetime
+    deps: Deps,
+    order_id: str,
+    buyer_id: str,
+    lines: list[Line],
+    until: datetime,
+    admission: str | None,
 ) -> ReservationOut:
     """The reservation at products (the order id is its id), through admission."""
     item_ids = [x.item_id for x in lines]
@@ -179,6 +200,7 @@ async def _reserve(
         buyer_id=buyer_id,
         lines=[ReserveLine.model_construct(item_id=x.item_id, quantity=x.quantity) for x in lines],
         reserved_until=until,
+        admission_token=admission,
     )
     try:
         async with reserve_slot(deps.reserve_slots, deps.sold_out, item_ids):

@@ -3,39 +3,61 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from redis.exceptions import RedisError
 from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from snapshoe.kernel.clock import utcnow
+from snapshoe.kernel.clock import as_utc, utcnow
 from snapshoe.kernel.errors import Problem, not_found
+from snapshoe.products import queue_repository as qrepo
 from snapshoe.products import repository as repo
 from snapshoe.products import schemas
 from snapshoe.products.baseline import refuse_unless_enabled
 from snapshoe.products.catalog import product_detail
 from snapshoe.products.deps import Deps
-from snapshoe.products.domain import new_id
+from snapshoe.products.domain import ADMISSION_SECONDS_DEFAULT, new_id, queue_opens_at
 from snapshoe.products.rebuild import register_quietly
 
 log = logging.getLogger("snapshoe.products")
+
+
+def _sale_fields(values: dict[str, Any]) -> dict[str, Any]:
+    """The sale mode's fields as stored: a queue's opening time and admission window get their
+    defaults; other modes keep none (docs/api.md, "Sale modes")."""
+    mode, release_at = values["sale_mode"], values["release_at"]
+    if mode != "queue":
+        if values.get("queue_opens_at") is not None or values.get("admission_seconds"):
+            raise Problem(
+                422,
+                "validation_error",
+                detail="queue_opens_at and admission_seconds apply to sale_mode queue only",
+            )
+        return {"sale_mode": mode, "queue_opens_at": None, "admission_seconds": None}
+    opens = queue_opens_at(release_at, values.get("queue_opens_at"))
+    if opens > as_utc(release_at):
+        raise Problem(422, "validation_error", detail="queue_opens_at must not be after release_at")
+    return {
+        "sale_mode": mode,
+        "queue_opens_at": opens,
+        "admission_seconds": values.get("admission_seconds") or ADMISSION_SECONDS_DEFAULT,
+    }
 
 
 async def create_product(deps: Deps, body: schemas.ProductCreate) -> schemas.ProductDetail:
     refuse_unless_enabled(deps.settings, body.stock_mode)
     now = utcnow()
     pid = new_id()
+    values = body.model_dump()
     async with deps.sessions.begin() as session:
         epoch = await repo.epoch_shared(session)
         await repo.insert_product(
             session,
-            {
-                "id": pid,
-                **body.model_dump(exclude={"release_at"}),
-                "release_at": body.release_at,
-                "created_at": now,
-                "updated_at": now,
-            },
+            {"id": pid, **values, **_sale_fields(values), "created_at": now, "updated_at": now},
         )
+        if body.sale_mode == "queue":
+            await qrepo.create_queue(session, pid)
         row = await repo.get_product(session, pid)
     assert row is not None
     await register_quietly(deps, epoch, row, {})
@@ -45,15 +67,24 @@ async def create_product(deps: Deps, body: schemas.ProductCreate) -> schemas.Pro
 
 async def patch_product(deps: Deps, pid: str, body: schemas.ProductPatch) -> schemas.ProductDetail:
     values = body.model_dump(exclude_unset=True)
-    for required in ("name", "brand", "description", "price", "release_at", "per_user_limit"):
+    for required in (
+        "name",
+        "brand",
+        "description",
+        "price",
+        "release_at",
+        "per_user_limit",
+        "sale_mode",
+    ):
         if required in values and values[required] is None:
             raise Problem(422, "validation_error", detail=f"{required} cannot be null")
-    if "release_at" in values:
-        values["release_at"] = values["release_at"]
     async with deps.sessions.begin() as session:
         epoch = await repo.epoch_shared(session)
-        if await repo.get_product(session, pid) is None:
+        current = await repo.get_product(session, pid)
+        if current is None:
             raise not_found("product")
+        if _SALE_KEYS & values.keys():
+            values = await _patch_sale(session, current, values)
         if values:
             await repo.update_product(session, pid, {**values, "updated_at": utcnow()})
         row = await repo.get_product(session, pid)
@@ -62,6 +93,33 @@ async def patch_product(deps: Deps, pid: str, body: schemas.ProductPatch) -> sch
     await register_quietly(deps, epoch, row, {})
     deps.cache.clear()
     return product_detail(row, items)
+
+
+# What a waiting room depends on: changed only while it has no ticket (409 invalid_state).
+_SALE_KEYS = frozenset(("sale_mode", "queue_opens_at", "admission_seconds", "release_at"))
+
+
+async def _patch_sale(
+    session: AsyncSession, current: RowMapping, values: dict[str, Any]
+) -> dict[str, Any]:
+    merged = {k: values.get(k, current[k]) for k in ("sale_mode", "release_at")}
+    switching = merged["sale_mode"] != current["sale_mode"]
+    for key in ("queue_opens_at", "admission_seconds"):
+        # Switching modes drops the old mode's fields unless new ones are given.
+        merged[key] = values[key] if key in values else (None if switching else current[key])
+    was_queue = current["sale_mode"] == "queue"
+    if was_queue and await qrepo.has_tickets(session, current["id"]):
+        raise Problem(
+            409,
+            "invalid_state",
+            detail="Buyers are already queued: the sale mode and its times cannot change",
+        )
+    sale = _sale_fields(merged)
+    if sale["sale_mode"] == "queue":
+        await qrepo.create_queue(session, current["id"])
+    elif was_queue:
+        await qrepo.drop_queue(session, current["id"])
+    return {**values, **sale}
 
 
 def _admin_item(row: RowMapping, product_price: int) -> schemas.AdminItem:

@@ -7,11 +7,20 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
-from snapshoe.kernel.auth import Principal, admin_principal
+from snapshoe.kernel.auth import Principal, admin_principal, verified_principal
 from snapshoe.kernel.errors import Problem
 from snapshoe.kernel.internal import internal_caller
-from snapshoe.products import admin, catalog, rebuild, reservations, schemas
+from snapshoe.products import (
+    admin,
+    catalog,
+    queue_stream,
+    queue_tickets,
+    rebuild,
+    reservations,
+    schemas,
+)
 from snapshoe.products import reserve as reserve_path
 from snapshoe.products.deps import Deps
 
@@ -23,6 +32,7 @@ internal_router = APIRouter(
 
 IdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
 Admin = Annotated[Principal, Depends(admin_principal)]
+Buyer = Annotated[Principal, Depends(verified_principal)]
 
 
 async def deps_of(request: Request) -> Deps:
@@ -53,6 +63,36 @@ async def list_products(
 @public_router.get("/{product_id}", response_model=schemas.ProductDetail)
 async def get_product(deps: DepsDep, product_id: IdPath) -> schemas.ProductDetail:
     return await catalog.get_product(deps, product_id)
+
+
+@public_router.post("/{product_id}/queue", status_code=201, response_model=schemas.Ticket)
+async def join_queue(
+    deps: DepsDep, buyer: Buyer, product_id: IdPath, response: Response
+) -> schemas.Ticket:
+    """Take a ticket in the product's waiting room (201), or find the one taken (200)."""
+    ticket, created = await queue_tickets.join(deps, product_id, buyer.user_id)
+    response.status_code = 201 if created else 200
+    return ticket
+
+
+@public_router.get("/{product_id}/queue/me", response_model=schemas.Ticket)
+async def my_ticket(deps: DepsDep, buyer: Buyer, product_id: IdPath) -> schemas.Ticket:
+    return await queue_tickets.my_ticket(deps, product_id, buyer.user_id)
+
+
+@public_router.get(
+    "/{product_id}/queue/me/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def my_ticket_events(deps: DepsDep, buyer: Buyer, product_id: IdPath) -> StreamingResponse:
+    """The ticket as Server-Sent Events until it is final (docs/waiting-room.md)."""
+    return await queue_stream.ticket_events(deps, product_id, buyer.user_id)
+
+
+@admin_router.get("/products/{product_id}/queue", response_model=schemas.QueueFigures)
+async def queue_figures(deps: DepsDep, _: Admin, product_id: IdPath) -> schemas.QueueFigures:
+    return await queue_tickets.figures(deps, product_id)
 
 
 @admin_router.post("/products", status_code=201, response_model=schemas.ProductDetail)

@@ -12,14 +12,18 @@ from fastapi import FastAPI
 
 from snapshoe.kernel.auth import build_verifier
 from snapshoe.kernel.batching import GroupCommit
+from snapshoe.kernel.clients.users import UsersClient
 from snapshoe.kernel.db import create_engine, create_sessions, ping
 from snapshoe.kernel.http import create_service_app
 from snapshoe.kernel.redis import create_redis
 from snapshoe.kernel.settings import Settings, settings_for
+from snapshoe.products import queue_metrics
+from snapshoe.products.admission_tokens import signing_key
 from snapshoe.products.api import admin_router, internal_router, public_router
 from snapshoe.products.deps import Admitted, Deps
 from snapshoe.products.gate import Gate
 from snapshoe.products.ledger import LEDGER_BATCH_MAX, write_admitted
+from snapshoe.products.queue_hub import QueueHub
 from snapshoe.products.rebuild import watch_gate
 from snapshoe.products.schemas import ReservationOut
 from snapshoe.products.settings import ProductsSettings
@@ -41,6 +45,9 @@ async def open_deps(shared: Settings) -> AsyncIterator[Deps]:
         sessions=create_sessions(engine),
         redis=redis,
         gate=gates[0],
+        admission_key=signing_key(settings.internal_token),
+        queue_hub=QueueHub(redis, settings.namespace),
+        users=UsersClient(settings),
     )
 
     async def write(batch: list[Admitted]) -> list[ReservationOut | BaseException]:
@@ -61,6 +68,8 @@ async def open_deps(shared: Settings) -> AsyncIterator[Deps]:
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
         await deps.ledger.close()
+        await deps.queue_hub.aclose()
+        await deps.users.aclose()
         await redis.aclose()
         await engine.dispose()
 
@@ -88,5 +97,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routers=[public_router, admin_router, internal_router],
         readiness={"database": db_ready, "redis": redis_ready},
         lifespan=lifespan,
+        metrics_hook=lambda: queue_metrics.refresh(getattr(app.state, "deps", None)),
     )
     return app

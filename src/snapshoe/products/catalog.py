@@ -56,6 +56,7 @@ async def list_products(
                     release_at=rfc3339(r["release_at"]),
                     status=product_status(r["release_at"], 1 if r["in_stock"] else 0, now),
                     thumbnail_url=r["thumbnail_url"],
+                    sale_mode=r["sale_mode"],
                 )
                 for r in page
             ],
@@ -102,6 +103,9 @@ def product_detail(
         status=product_status(row["release_at"], sum(left.values()), utcnow()),
         per_user_limit=row["per_user_limit"],
         thumbnail_url=row["thumbnail_url"],
+        sale_mode=row["sale_mode"],
+        queue_opens_at=rfc3339(q) if (q := row.get("queue_opens_at")) is not None else None,
+        admission_seconds=row.get("admission_seconds"),
         items=[
             schemas.ItemOut(
                 id=i["id"],

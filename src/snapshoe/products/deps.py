@@ -10,10 +10,12 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from snapshoe.kernel.batching import GroupCommit
+from snapshoe.kernel.clients.users import UsersClient
 from snapshoe.kernel.db import Sessions
 from snapshoe.products.cache import TTLCache
 from snapshoe.products.domain import Line, ProductLines
 from snapshoe.products.gate import Gate
+from snapshoe.products.queue_hub import QueueHub
 from snapshoe.products.schemas import ReservationOut, ReserveIn
 from snapshoe.products.settings import ProductsSettings
 
@@ -35,6 +37,10 @@ class Deps:
     sessions: Sessions
     redis: Redis
     gate: Gate
+    # The waiting rooms' live updates in this process (queue_hub.py).
+    queue_hub: QueueHub
+    # The users service: an account's age, when a queue asks for a minimum (queue_tickets.py).
+    users: UsersClient
     # Group commit of admitted reservations (ledger.write_admitted); started in open_deps.
     ledger: GroupCommit[Admitted, ReservationOut] = field(init=False)
     cache: TTLCache = field(default_factory=TTLCache)
@@ -42,5 +48,9 @@ class Deps:
     item_products: dict[str, str] = field(default_factory=dict)
     # product id -> stock mode ('gate' | 'db_lock'); set at creation, never changed.
     product_modes: dict[str, str] = field(default_factory=dict)
+    # The key admission tokens are signed with (admission_tokens.signing_key).
+    admission_key: bytes = b""
+    # Ticket reads of the open streams at once (a release wakes the whole crowd).
+    stream_reads: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(16))
     # One verification of the gate's Redis at a time per process (rebuild.verify_gate).
     gate_lock: asyncio.Lock = field(default_factory=asyncio.Lock)

@@ -6,7 +6,7 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Literal
 
@@ -89,3 +89,49 @@ def group_by_product(lines: Sequence[Line], product_of: dict[str, str]) -> list[
         pid = product_of[line.item_id]
         groups.setdefault(pid, ProductLines(pid)).lines.append(line)
     return [groups[pid] for pid in sorted(groups)]
+
+
+# Sale modes and the waiting room (docs/waiting-room.md)
+
+SaleMode = Literal["fcfs", "queue"]
+QUEUE_LEAD = timedelta(minutes=15)  # queue_opens_at when not given: this long before release
+ADMISSION_SECONDS_DEFAULT = 300
+ADMISSION_SECONDS_MIN, ADMISSION_SECONDS_MAX = 30, 3600
+LOTTERY_BITS = 62
+
+
+class TicketState(StrEnum):
+    WAITING = "waiting"
+    ADMITTED = "admitted"
+    USED = "used"
+    EXPIRED = "expired"
+    SOLD_OUT = "sold_out"
+
+
+FINAL_TICKET_STATES = frozenset((TicketState.USED, TicketState.EXPIRED, TicketState.SOLD_OUT))
+
+
+def queue_opens_at(release_at: datetime, given: datetime | None) -> datetime:
+    """When buyers may start waiting: as given (at most the release), or QUEUE_LEAD before."""
+    return as_utc(given) if given is not None else as_utc(release_at) - QUEUE_LEAD
+
+
+def position(state: str, place: int | None, head: int) -> int | None:
+    """A waiting ticket's 1-based place among the waiting (1 = next): admissions leave from
+    the head in place order, so every place up to ``head`` has left. None before the ranking
+    and for any ticket no longer waiting."""
+    if state != TicketState.WAITING or place is None:
+        return None
+    return place - head
+
+
+def admissions_due(available: int, outstanding: int, waiting: int) -> int:
+    """How many to admit now: never more at once than the pairs they could still get, the
+    pairs on sale minus the admissions not yet used or lapsed."""
+    return max(0, min(available - outstanding, waiting))
+
+
+def nothing_can_come_back(available: int, reserved: int, outstanding: int) -> bool:
+    """The queue ends when no pair is on sale, none is held by an unpaid order (which could
+    come back) and no admission is outstanding (which could lapse)."""
+    return available == 0 and reserved == 0 and outstanding == 0

@@ -21,6 +21,12 @@ from snapshoe.products.domain import Line, ProductLines, group_by_product, merge
 from snapshoe.products.gate import Verdict
 from snapshoe.products.ledger import StaleEpoch, answer_existing, write_reservation
 from snapshoe.products.problems import gate_unavailable, limit_exceeded, outcome_unknown
+from snapshoe.products.queue_claims import (
+    admission_required,
+    give_back,
+    queued_products,
+    use_admission,
+)
 from snapshoe.products.rebuild import ensure_gate, register_products, verify_gate
 from snapshoe.products.reservations import modes_of
 
@@ -58,7 +64,20 @@ async def reserve(deps: Deps, body: schemas.ReserveIn) -> schemas.ReservationOut
                 detail="A reservation cannot mix db_lock and gate products",
             )
         return await reserve_db_lock(deps, body, lines)
-    return await _through_gate(deps, body, lines, groups)
+    queued = await queued_products(deps, [g.product_id for g in groups])
+    if not queued:
+        return await _through_gate(deps, body, lines, groups)
+    if len(queued) > 1:
+        raise admission_required("One order holds one waiting room's admission")
+    ticket = await use_admission(deps, body, queued[0])
+    try:
+        return await _through_gate(deps, body, lines, groups)
+    except Problem as refusal:
+        # Nothing reached the ledger (a refusal, or the gate unreachable): the admission is
+        # the buyer's again. Not when the ledger write's outcome is unknown: it may be used.
+        if refusal.code != "outcome_unknown":
+            await give_back(deps, queued[0], ticket, body.reservation_id)
+        raise
 
 
 async def _through_gate(

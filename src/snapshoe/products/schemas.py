@@ -30,7 +30,14 @@ from snapshoe.kernel.contracts.internal_products import (
 from snapshoe.kernel.contracts.internal_products import (
     ReserveIn as ReserveIn,
 )
-from snapshoe.products.domain import MAX_STOCK, SIZE_MAX_MM, SIZE_MIN_MM
+from snapshoe.products.domain import (
+    ADMISSION_SECONDS_MAX,
+    ADMISSION_SECONDS_MIN,
+    MAX_STOCK,
+    SIZE_MAX_MM,
+    SIZE_MIN_MM,
+    SaleMode,
+)
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Brand = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
@@ -42,6 +49,7 @@ Price = Annotated[int, Field(ge=0, le=100_000_000)]
 Limit = Annotated[int, Field(ge=0, le=1000)]
 
 StockMode = Literal["gate", "db_lock"]
+AdmissionSeconds = Annotated[int, Field(ge=ADMISSION_SECONDS_MIN, le=ADMISSION_SECONDS_MAX)]
 
 
 class _In(BaseModel):
@@ -59,6 +67,10 @@ class ProductCreate(_In):
     # A benchmark/teaching baseline, not a production path: 'db_lock' takes stock with database
     # row locks only, without the Redis gate (docs/products.md, "Stock modes").
     stock_mode: StockMode = "gate"
+    # docs/api.md, "Sale modes"; the waiting room's times (queue mode only).
+    sale_mode: SaleMode = "fcfs"
+    queue_opens_at: AwareDatetime | None = None
+    admission_seconds: AdmissionSeconds | None = None
 
 
 class ProductPatch(_In):
@@ -69,6 +81,9 @@ class ProductPatch(_In):
     release_at: AwareDatetime | None = None
     per_user_limit: Limit | None = None
     thumbnail_url: Url | None = None
+    sale_mode: SaleMode | None = None
+    queue_opens_at: AwareDatetime | None = None
+    admission_seconds: AdmissionSeconds | None = None
 
 
 class ItemCreate(_In):
@@ -93,6 +108,7 @@ class ProductSummary(BaseModel):
     release_at: str
     status: Status
     thumbnail_url: str | None
+    sale_mode: SaleMode
 
 
 class ProductPage(BaseModel):
@@ -120,6 +136,10 @@ class ProductDetail(BaseModel):
     per_user_limit: int
     thumbnail_url: str | None
     items: list[ItemOut]
+    sale_mode: SaleMode
+    # Queue mode only (null otherwise).
+    queue_opens_at: str | None = None
+    admission_seconds: int | None = None
 
 
 class AdminItem(BaseModel):
@@ -132,6 +152,35 @@ class AdminItem(BaseModel):
     sold: int
     reserved: int
     available: int
+
+
+TicketStateName = Literal["waiting", "admitted", "used", "expired", "sold_out"]
+
+
+class Ticket(BaseModel):
+    """A buyer's place in a product's waiting room (docs/api.md, "Waiting room")."""
+
+    id: str
+    product_id: str
+    state: TicketStateName
+    position: int | None
+    joined_at: str
+    admitted_at: str | None
+    admitted_until: str | None
+    admission_token: str | None = None
+
+
+class QueueFigures(BaseModel):
+    """``GET /api/admin/products/{id}/queue``: tickets by state, and the outflow."""
+
+    waiting: int
+    admitted: int
+    used: int
+    expired: int
+    sold_out: int
+    admitted_last_minute: int
+    state: Literal["pre", "running", "ended"]
+    head: int
 
 
 # The internal API (orders and users services): its models are the contract in

@@ -19,3 +19,13 @@ class ProductsSettings(Settings):
     # that is not the one the stock gate was built on (a restart from a snapshot, a failover);
     # new connections are checked as they open. docs/products.md, "Which Redis?".
     gate_check_seconds: float = Field(default=1.0, gt=0, le=60)
+    # How often the products worker runs the waiting rooms' outflow: lapse admissions, admit
+    # the next buyers, end a sold-out queue (docs/waiting-room.md). An admission waits at most
+    # this long after a pair comes back.
+    queue_outflow_seconds: float = Field(default=0.2, gt=0, le=10)
+    # Live ticket streams (SSE) one products process holds; beyond, 503 too_many_streams and
+    # the client polls GET .../queue/me instead.
+    queue_max_streams: int = Field(default=20_000, ge=1, le=200_000)
+    # A queue refuses accounts made less than this long before its queue_opens_at (403
+    # account_too_new): accounts made during the pre-queue are a classic bot sign. 0: off.
+    queue_min_account_age_seconds: float = Field(default=0, ge=0, le=365 * 86400)

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 from snapshoe.kernel.db import ts_column
@@ -47,9 +48,15 @@ products = Table(
     # 'gate' (Redis gate in front of the ledger) or 'db_lock': a benchmark/teaching baseline
     # that takes stock with row locks only (docs/products.md). Set at creation, never changed.
     Column("stock_mode", String(8), nullable=False, server_default="gate"),
+    # 'fcfs' (first come, first served) or 'queue' (a waiting room in front of the purchase:
+    # docs/waiting-room.md), with the queue's opening time and admission window.
+    Column("sale_mode", String(8), nullable=False, server_default="fcfs"),
+    ts_column("queue_opens_at", nullable=True),
+    Column("admission_seconds", Integer, nullable=True),
     CheckConstraint("price >= 0", name="price_nonneg"),
     CheckConstraint("per_user_limit >= 0", name="limit_nonneg"),
     CheckConstraint("stock_mode IN ('gate', 'db_lock')", name="stock_mode"),
+    CheckConstraint("sale_mode IN ('fcfs', 'queue')", name="sale_mode"),
     Index(None, "brand", "id"),
 )
 
@@ -126,4 +133,47 @@ buyer_holds = Table(
     Column("lim", Integer, nullable=False, server_default="0"),  # the limit when last added
     CheckConstraint("units >= 0", name="units_nonneg"),
     CheckConstraint("lim = 0 OR units <= lim", name="within_limit"),
+)
+
+# The waiting room (docs/waiting-room.md). One row per queue-mode product: ``state`` 'pre'
+# (tickets wait unranked), 'running' (ranked; ``head``: every place up to it has left waiting,
+# so a waiting ticket's position is place - head) or 'ended' (nothing can come back; every
+# waiting ticket is sold_out). Joins before the release hold this row in SHARE mode and the
+# release holds it FOR UPDATE, so no ticket is left unranked by a join racing the release.
+queues = Table(
+    "queues",
+    metadata,
+    Column("product_id", String(32), ForeignKey("products.id"), primary_key=True),
+    Column("state", String(8), nullable=False),
+    Column("next_place", BigInteger, nullable=False),
+    Column("head", BigInteger, nullable=False),
+    ts_column("released_at", nullable=True),
+    ts_column("ended_at", nullable=True),
+    CheckConstraint("state IN ('pre', 'running', 'ended')", name="state"),
+    CheckConstraint("head >= 0 AND next_place > head", name="places"),
+)
+
+# One ticket per buyer per product. ``lottery``: a random 62-bit number drawn (secrets) at a
+# join before the release; the release ranks those tickets by it, a uniformly random order.
+# ``place``: the rank (1-based), set at the release or, after it, at the join (arrival order).
+queue_tickets = Table(
+    "queue_tickets",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("product_id", String(32), ForeignKey("products.id"), nullable=False),
+    Column("buyer_id", String(64), nullable=False),
+    Column("lottery", BigInteger, nullable=True),
+    Column("place", BigInteger, nullable=True),
+    Column("state", String(10), nullable=False),
+    ts_column("joined_at"),
+    ts_column("admitted_at", nullable=True),
+    ts_column("admitted_until", nullable=True),
+    ts_column("ended_at", nullable=True),
+    Column("order_id", String(64), nullable=True),  # the reservation that used the admission
+    CheckConstraint(
+        "state IN ('waiting', 'admitted', 'used', 'expired', 'sold_out')", name="state"
+    ),
+    UniqueConstraint("product_id", "buyer_id"),
+    UniqueConstraint("product_id", "place"),
+    Index(None, "product_id", "state", "place"),  # the outflow: next waiting, outstanding
 )

@@ -1,5 +1,5 @@
-"""Processes of the products service outside the app: the reservation sweeper loop, and
-``snapshoe products reconcile``.
+"""Processes of the products service outside the app: the reservation sweeper loop, the
+waiting rooms' outflow (queue_outflow.py), and ``snapshoe products reconcile``.
 
 The orders service normally releases a reservation when its order expires or fails; the sweeper
 is the safety net for reservations nobody released (a crashed caller, a lost message). It waits
@@ -15,6 +15,8 @@ from datetime import timedelta
 
 from snapshoe.kernel.settings import Settings
 from snapshoe.products.bootstrap import open_deps
+from snapshoe.products.deps import Deps
+from snapshoe.products.queue_outflow import run_outflow
 from snapshoe.products.rebuild import ReconcileReport, ensure_gate
 from snapshoe.products.rebuild import reconcile as reconcile_gate
 from snapshoe.products.reservations import sweep_expired
@@ -27,17 +29,21 @@ SWEEP_GRACE = timedelta(seconds=30)
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     async with open_deps(settings) as deps:
-        while not stop.is_set():
-            try:
-                # A flushed Redis is rebuilt even when no reservation arrives to notice it.
-                await ensure_gate(deps)
-                released = await sweep_expired(deps, grace=SWEEP_GRACE)
-                if released:
-                    log.info("released expired reservations", extra={"released": released})
-            except Exception:
-                log.exception("sweeper pass failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), SWEEP_INTERVAL_SECONDS)
+        await asyncio.gather(sweep(deps, stop), run_outflow(deps, stop))
+
+
+async def sweep(deps: Deps, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            # A flushed Redis is rebuilt even when no reservation arrives to notice it.
+            await ensure_gate(deps)
+            released = await sweep_expired(deps, grace=SWEEP_GRACE)
+            if released:
+                log.info("released expired reservations", extra={"released": released})
+        except Exception:
+            log.exception("sweeper pass failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), SWEEP_INTERVAL_SECONDS)
 
 
 async def reconcile(settings: Settings) -> ReconcileReport:

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Request, Response
 
 from snapshoe.kernel.auth import Principal, current_principal, verified_principal
+from snapshoe.kernel.contracts.internal_users import AccountFacts
 from snapshoe.kernel.contracts.orders import OrderPlaced
 from snapshoe.kernel.errors import Problem
 from snapshoe.kernel.forwarded import client_address
@@ -211,6 +212,16 @@ async def clear_cart(
 internal_router = APIRouter(
     prefix="/internal", tags=["internal"], dependencies=[Depends(internal_caller)]
 )
+
+
+@internal_router.get(
+    "/users/{user_id}/account", response_model=AccountFacts, responses=_errors(403, 404, 422)
+)
+async def internal_account(
+    user_id: Annotated[str, Path(min_length=1, max_length=64)], d: Deps = Depends(deps)
+) -> AccountFacts:
+    """When an account was made (products' waiting room checks a minimum account age)."""
+    return await handlers.account_facts(d, user_id)
 
 
 @internal_router.get("/carts/{user_id}", responses=_errors(403, 422))

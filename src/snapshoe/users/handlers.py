@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 from pwdlib import PasswordHash
 
 from snapshoe.kernel.clock import utcnow
+from snapshoe.kernel.contracts.internal_users import AccountFacts
 from snapshoe.kernel.db import Sessions, create_engine, create_sessions
-from snapshoe.kernel.errors import Problem
+from snapshoe.kernel.errors import Problem, not_found
 from snapshoe.kernel.settings import Settings
 from snapshoe.users import repository as repo
 from snapshoe.users.domain import (
@@ -42,6 +43,14 @@ async def me(deps: Deps, *, user_id: str) -> repo.UserRow:
         # A valid token for a user that no longer exists.
         raise Problem(401, "unauthorized", detail="Unknown user")
     return user
+
+
+async def account_facts(deps: Deps, user_id: str) -> AccountFacts:
+    async with deps.sessions() as session:
+        found = await repo.created_at_of(session, user_id)
+    if found is None:
+        raise not_found("account")
+    return AccountFacts(user_id=user_id, created_at=found[0], email_verified=found[1])
 
 
 # Operations

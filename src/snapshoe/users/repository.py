@@ -88,6 +88,13 @@ async def user_by_id(
     return _user(row) if row else None
 
 
+async def created_at_of(session: AsyncSession, user_id: str) -> tuple[datetime, bool] | None:
+    """When the account was made, and whether its email is verified."""
+    stmt = select(users.c.created_at, users.c.email_verified).where(users.c.id == user_id)
+    row = (await session.execute(stmt)).first()
+    return (row[0], bool(row[1])) if row else None
+
+
 async def insert_user(
     session: AsyncSession,
     *,

@@ -35,6 +35,7 @@ LOGIN_RATE = 5
 VERIFICATION_RATE = 4
 SIGNUP_RATE = 3
 PASSWORD_RESET_RATE = 4
+QUEUE_JOIN_RATE = 3
 
 
 async def echo(request: Request) -> JSONResponse:
@@ -92,6 +93,7 @@ def gateway_test_settings(data_dir: Path, upstream: int, **overrides: Any) -> Se
         verification_rate_per_minute=VERIFICATION_RATE,
         signup_rate_per_minute=SIGNUP_RATE,
         password_reset_rate_per_minute=PASSWORD_RESET_RATE,
+        queue_join_rate_per_minute=QUEUE_JOIN_RATE,
         jwt_private_key_file=data_dir / "keys" / "private.pem",
         jwt_public_key_file=data_dir / "keys" / "public.pem",
         **overrides,

@@ -16,6 +16,7 @@ import pytest
 from tests.integration.gateway.conftest import (
     LOGIN_RATE,
     PASSWORD_RESET_RATE,
+    QUEUE_JOIN_RATE,
     SIGNUP_RATE,
     VERIFICATION_RATE,
     Gateway,
@@ -237,6 +238,25 @@ async def test_password_reset_and_confirm_share_a_per_ip_limit(gateway: Gateway)
     for spelled in ["/api/auth/password-rese%74", "/api/auth/password-reset/./confir%6d"]:
         assert_problem(await burst.post(spelled), 429, "too_many_requests")
     assert (await other.post(paths[0])).status_code == 200
+
+
+async def test_queue_joins_from_one_ip_are_limited_and_need_a_token(gateway: Gateway) -> None:
+    burst, other = RawClient(gateway.settings), RawClient(gateway.settings)
+    assert_problem(await burst.post("/api/products/P1/queue"), 401, "unauthorized")
+    assert_problem(
+        await burst.request("GET", "/api/products/P1/queue/me", b""), 401, "unauthorized"
+    )
+    auth = {"Authorization": f"Bearer {gateway.token()}"}
+    codes = [
+        (await burst.post(f"/api/products/P{n}/queue", **auth)).status_code
+        for n in range(QUEUE_JOIN_RATE - 1)  # the refused join above counted too
+    ]
+    assert codes == [200] * (QUEUE_JOIN_RATE - 1)  # (the echo upstream answers 200)
+    for spelled in ["/api/products/P9/queu%65", "/api/products/./P9/queue/"]:
+        assert_problem(await burst.post(spelled, **auth), 429, "too_many_requests")
+    # Reading a ticket is not joining; another address joins freely.
+    assert (await burst.request("GET", "/api/products/P1/queue/me", b"", **auth)).status_code == 200
+    assert (await other.post("/api/products/P1/queue", **auth)).status_code == 200
 
 
 @pytest.mark.parametrize(("path", "upstream_path"), PG_BUYER)

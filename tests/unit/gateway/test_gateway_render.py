@@ -192,6 +192,13 @@ def test_signup_and_password_reset_are_limited_per_ip(settings: Settings) -> Non
     assert "sc_http_req_rate(2,st_password_reset) gt 13" in cfg
 
 
+def test_queue_joins_are_limited_per_ip_and_the_queue_needs_a_token(settings: Settings) -> None:
+    cfg = render_config(settings.model_copy(update={"queue_join_rate_per_minute": 17}))
+    assert "track-sc1 src table st_queue_join if METH_POST r_queue_join" in cfg
+    assert "sc_http_req_rate(1,st_queue_join) gt 17" in cfg
+    assert "http-request set-var(txn.protected) bool(1) if r_queue\n" in cfg
+
+
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("environment", ["dev", "test"])
 def test_dev_and_test_route_only_the_buyer_side_pg_endpoints(

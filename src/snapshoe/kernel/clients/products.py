@@ -20,7 +20,8 @@ class ProductsClient(InternalClient):
 
     async def reserve(self, request: ReserveIn) -> ReservationOut:
         """All-or-nothing, idempotent by ``reservation_id``. Raises UpstreamProblem with code
-        sold_out / drop_not_open / purchase_limit_exceeded / not_found. The answer to a
+        sold_out / drop_not_open / purchase_limit_exceeded / not_found (and 403
+        admission_required for a queue-mode product without its admission). The answer to a
         reservation just written carries each line's item details (``ReservedLine``).
 
         Not retried once sent: under a stampede a retry can race the first attempt still
@@ -39,6 +40,7 @@ class ProductsClient(InternalClient):
                 "buyer_id": request.buyer_id,
                 "lines": [{"item_id": x.item_id, "quantity": x.quantity} for x in request.lines],
                 "reserved_until": request.reserved_until.isoformat(),
+                **({"admission_token": t} if (t := request.admission_token) else {}),
             },
         )
         return parse(ReservationOut, body, "POST /internal/reservations")

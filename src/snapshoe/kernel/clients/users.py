@@ -6,13 +6,20 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from snapshoe.kernel.clients import InternalClient
+from snapshoe.kernel.clients import InternalClient, parse
+from snapshoe.kernel.contracts.internal_users import AccountFacts
 from snapshoe.kernel.settings import Settings
 
 
 class UsersClient(InternalClient):
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         super().__init__(settings, "users", **kwargs)
+
+    async def account(self, user_id: str) -> AccountFacts:
+        """When the account was made (the waiting room's minimum age). Raises UpstreamProblem
+        404 for an unknown account, UpstreamUnavailable when users cannot answer."""
+        path = f"/internal/users/{quote(user_id, safe='')}/account"
+        return parse(AccountFacts, await self.request("GET", path, retry=True), path)
 
     async def get_cart(self, user_id: str) -> dict[str, Any]:
         """``{"lines": [{"item_id", "quantity"}, ...]}`` (an empty cart has no lines).

@@ -18,6 +18,8 @@ from snapshoe.kernel.clock import as_utc
 # enforces them on a reservation, orders on an order (the same numbers, written once here).
 MAX_LINES = 20
 MAX_LINE_QUANTITY = 100
+# Longer than any admission token products signs (docs/waiting-room.md, "The token").
+MAX_ADMISSION_TOKEN = 200
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
 
@@ -47,6 +49,9 @@ class ReserveIn(_In):
     buyer_id: Id
     lines: Annotated[list[LineIn], Field(min_length=1, max_length=MAX_LINES)]
     reserved_until: AwareDatetime
+    # The buyer's Admission-Token header, as given: products checks it (and uses the admission)
+    # when a line is of a queue-mode product, and ignores it otherwise.
+    admission_token: Annotated[str, StringConstraints(max_length=MAX_ADMISSION_TOKEN)] | None = None
 
 
 class ReservedLine(BaseModel):

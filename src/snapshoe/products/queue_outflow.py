@@ -1,0 +1,122 @@
+"""The waiting room's outflow: the release (rank the early tickets at random), then, over and
+over, lapse the admissions past their deadline, admit the next buyers while pairs are left for
+them, and end the queue when no pair can come back. The products worker runs it (run_outflow);
+each step is one transaction holding the queue's row FOR UPDATE, so several workers never
+admit the same buyer. The ledger is the only source of the pairs counted. docs/waiting-room.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from snapshoe.kernel.clock import utcnow
+from snapshoe.products import queue_repository as qrepo
+from snapshoe.products.deps import Deps
+from snapshoe.products.domain import (
+    ADMISSION_SECONDS_DEFAULT,
+    admissions_due,
+    nothing_can_come_back,
+)
+from snapshoe.products.queue_hub import publish
+
+log = logging.getLogger("snapshoe.products.queue")
+
+
+@dataclass
+class Step:
+    """What one outflow step changed, for the live updates."""
+
+    product_id: str
+    ranked: int = 0
+    admitted: list[str] = field(default_factory=list)
+    expired: list[str] = field(default_factory=list)
+    ended: int = 0
+    head: int = 0
+    ended_now: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.ranked or self.admitted or self.expired or self.ended_now)
+
+
+async def release(deps: Deps, pid: str, now: datetime) -> int:
+    """Rank every ticket taken before the release, once; returns how many were ranked."""
+    async with deps.sessions.begin() as session:
+        queue = await qrepo.lock_queue(session, pid, shared=False)
+        if queue is None or queue["state"] != "pre":
+            return 0
+        n = await qrepo.rank_unranked(session, pid)
+        await qrepo.set_queue(
+            session, pid, state="running", next_place=n + 1, head=0, released_at=now
+        )
+    log.info("queue %s released: %d tickets ranked at random", pid, n)
+    return n
+
+
+async def step(deps: Deps, pid: str, admission_seconds: int | None, now: datetime) -> Step:
+    """One pass of the outflow over one released queue."""
+    out = Step(pid)
+    window = timedelta(seconds=admission_seconds or ADMISSION_SECONDS_DEFAULT)
+    async with deps.sessions.begin() as session:
+        queue = await qrepo.lock_queue(session, pid, shared=False)
+        if queue is None or queue["state"] != "running":
+            return out
+        out.head = int(queue["head"])
+        out.expired = await qrepo.expire_lapsed(session, pid, now)
+        available, reserved = await qrepo.stock_of(session, pid)
+        outstanding = await qrepo.outstanding(session, pid, now)
+        due = admissions_due(available, outstanding, await qrepo.waiting_ranked(session, pid))
+        if due:
+            rows = await qrepo.next_waiting(session, pid, due)
+            out.admitted = [r["id"] for r in rows]
+            await qrepo.admit(session, out.admitted, now, now + window)
+            out.head = max(out.head, max(int(r["place"]) for r in rows))
+            await qrepo.set_queue(session, pid, head=out.head)
+        elif nothing_can_come_back(available, reserved, outstanding):
+            out.ended = await qrepo.end_waiting(session, pid, now)
+            await qrepo.set_queue(session, pid, state="ended", ended_at=now)
+            out.ended_now = True
+    if out.ended_now:
+        log.info("queue %s ended: %d waiting tickets sold out", pid, out.ended)
+    return out
+
+
+async def tick(deps: Deps) -> list[Step]:
+    """Release what is due, then one step over every running queue."""
+    now = utcnow()
+    async with deps.sessions() as session:
+        due = await qrepo.queues_due(session, now)
+    steps = []
+    for q in due:
+        ranked = await release(deps, q["product_id"], now) if q["state"] == "pre" else 0
+        s = await step(deps, q["product_id"], q["admission_seconds"], now)
+        s.ranked = ranked
+        steps.append(s)
+        await tell(deps, s)
+    return steps
+
+
+async def tell(deps: Deps, s: Step) -> None:
+    """The live streams of every process, after the step's commit (queue_hub.py)."""
+    ns = deps.settings.namespace
+    if s.ranked or s.ended_now:
+        await publish(deps.redis, ns, {"p": s.product_id, "all": True, "head": s.head})
+    elif s.admitted or s.expired:
+        changed = [*s.admitted, *s.expired]
+        await publish(deps.redis, ns, {"p": s.product_id, "head": s.head, "t": changed})
+
+
+async def run_outflow(deps: Deps, stop: asyncio.Event) -> None:
+    """The outflow loop of the products worker, every ``queue_outflow_seconds``."""
+    interval = deps.settings.queue_outflow_seconds
+    while not stop.is_set():
+        try:
+            await tick(deps)
+        except Exception:
+            log.exception("queue outflow pass failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)

@@ -1,0 +1,163 @@
+"""The waiting room's buyer side: take a ticket, read it; and the operators' figures.
+
+A join before the release draws a random ``lottery`` number and takes no place: the release
+ranks those tickets by it (queue_outflow.release). A join after the release takes the next
+place, in arrival order. docs/waiting-room.md."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.exc import IntegrityError
+
+from snapshoe.kernel.clients import UpstreamProblem, UpstreamUnavailable
+from snapshoe.kernel.clock import as_utc, epoch_ms, rfc3339, utcnow
+from snapshoe.kernel.errors import Problem, not_found, service_unavailable
+from snapshoe.products import admission_tokens, schemas
+from snapshoe.products import queue_repository as qrepo
+from snapshoe.products import repository as repo
+from snapshoe.products.deps import Deps
+from snapshoe.products.domain import LOTTERY_BITS, TicketState, new_id, position
+from snapshoe.products.queue_outflow import release
+
+JOIN_ATTEMPTS = 3
+
+
+def _ts(value: datetime | None) -> str | None:
+    return rfc3339(value) if value is not None else None
+
+
+def ticket_out(deps: Deps, row: RowMapping, head: int) -> schemas.Ticket:
+    token = None
+    if row["state"] == TicketState.ADMITTED and row["admitted_until"] is not None:
+        token = admission_tokens.sign(
+            deps.admission_key,
+            row["id"],
+            row["buyer_id"],
+            row["product_id"],
+            epoch_ms(row["admitted_until"]),
+        )
+    return schemas.Ticket(
+        id=row["id"],
+        product_id=row["product_id"],
+        state=row["state"],
+        position=position(row["state"], row["place"], head),
+        joined_at=rfc3339(row["joined_at"]),
+        admitted_at=_ts(row["admitted_at"]),
+        admitted_until=_ts(row["admitted_until"]),
+        admission_token=token,
+    )
+
+
+async def _queue_product(deps: Deps, pid: str) -> RowMapping:
+    async with deps.sessions() as session:
+        product = await repo.get_product(session, pid)
+    if product is None:
+        raise not_found("product")
+    if product["sale_mode"] != "queue":
+        raise Problem(409, "not_queued", detail="This product is not sold through a queue")
+    return product
+
+
+async def join(deps: Deps, pid: str, buyer: str) -> tuple[schemas.Ticket, bool]:
+    """The buyer's ticket, and whether this call took it (201) or found it (200)."""
+    product = await _queue_product(deps, pid)
+    for _ in range(JOIN_ATTEMPTS):
+        now = utcnow()
+        async with deps.sessions() as session:
+            mine = await qrepo.ticket_of(session, pid, buyer)
+            queue = await qrepo.get_queue(session, pid)
+        if mine is not None:
+            return ticket_out(deps, mine, queue["head"] if queue else 0), False
+        if now < product["queue_opens_at"]:
+            raise Problem(
+                409,
+                "queue_not_open",
+                detail="The queue has not opened yet",
+                queue_opens_at=rfc3339(product["queue_opens_at"]),
+            )
+        await _old_enough(deps, buyer, product["queue_opens_at"])
+        if queue is None or queue["state"] == "ended":
+            raise Problem(409, "sold_out", detail="Every pair of this drop is sold")
+        if queue["state"] == "pre" and now >= product["release_at"]:
+            await release(deps, pid, now)  # the release is due: rank first, then join behind
+            continue
+        try:
+            row = await _insert(deps, pid, buyer, now, ranked=queue["state"] == "running")
+        except IntegrityError:
+            continue  # a concurrent join of the same buyer won: read that ticket
+        if row is not None:
+            return ticket_out(deps, row, 0 if row["place"] is None else queue["head"]), True
+    raise Problem(409, "conflict", detail="The queue changed while joining; try again")
+
+
+async def _old_enough(deps: Deps, buyer: str, opens_at: datetime) -> None:
+    """The minimum account age at the queue's opening, if the shop set one."""
+    min_age = deps.settings.queue_min_account_age_seconds
+    if not min_age:
+        return
+    try:
+        account = await deps.users.account(buyer)
+    except UpstreamProblem as exc:
+        raise Problem(403, "account_too_new", detail="No such account") from exc
+    except UpstreamUnavailable as exc:
+        raise service_unavailable("Accounts cannot be checked right now") from exc
+    if as_utc(account.created_at) > opens_at - timedelta(seconds=min_age):
+        raise Problem(
+            403,
+            "account_too_new",
+            detail="This drop's waiting room takes accounts made before its queue opened",
+        )
+
+
+async def _insert(
+    deps: Deps, pid: str, buyer: str, now: datetime, *, ranked: bool
+) -> RowMapping | None:
+    """The ticket, in one transaction holding the queue's row (SHARE before the release, FOR
+    UPDATE after it); None when the queue's state changed meanwhile (the caller looks again)."""
+    async with deps.sessions.begin() as session:
+        queue = await qrepo.lock_queue(session, pid, shared=not ranked)
+        if queue is None or queue["state"] != ("running" if ranked else "pre"):
+            return None
+        values = {
+            "id": new_id(),
+            "product_id": pid,
+            "buyer_id": buyer,
+            "state": TicketState.WAITING.value,
+            "joined_at": now,
+        }
+        if ranked:
+            values["place"] = await qrepo.take_place(session, pid)
+        else:
+            values["lottery"] = secrets.randbits(LOTTERY_BITS)
+        await qrepo.insert_ticket(session, values)
+        return await qrepo.ticket_of(session, pid, buyer)
+
+
+async def my_ticket(deps: Deps, pid: str, buyer: str) -> schemas.Ticket:
+    async with deps.sessions() as session:
+        mine = await qrepo.ticket_of(session, pid, buyer)
+        queue = await qrepo.get_queue(session, pid) if mine is not None else None
+    if mine is None:
+        raise not_found("ticket")
+    return ticket_out(deps, mine, queue["head"] if queue else 0)
+
+
+async def figures(deps: Deps, pid: str) -> schemas.QueueFigures:
+    now = utcnow()
+    async with deps.sessions() as session:
+        queue = await qrepo.get_queue(session, pid)
+        if queue is None:
+            if await repo.get_product(session, pid) is None:
+                raise not_found("product")
+            raise Problem(409, "not_queued", detail="This product is not sold through a queue")
+        counts = await qrepo.count_states(session, pid)
+        recent = await qrepo.admitted_since(session, pid, now - timedelta(minutes=1))
+    return schemas.QueueFigures(
+        **{s.value: counts.get(s.value, 0) for s in TicketState},
+        admitted_last_minute=recent,
+        state=queue["state"],
+        head=queue["head"],
+    )
