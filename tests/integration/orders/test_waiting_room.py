@@ -5,6 +5,7 @@ and returned pairs admitting the next buyer, and the end (docs/waiting-room.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -440,3 +441,33 @@ async def test_a_minimum_account_age_turns_away_accounts_made_for_the_drop(
                 await users_db.dispose()
             r = await direct.post(url, headers=auth)
             assert r.status_code == 201, r.text
+
+
+async def test_a_waiting_stream_gets_heartbeats_and_outlives_the_gateways_idle_timeouts(
+    orders_env: OrdersEnv,
+) -> None:
+    """Held 35 s through the gateway (whose client and server idle timeouts are 30 s), a
+    stream of a ticket that does not change stays open on its heartbeats, at most 15 s apart."""
+    async with orders_env.client() as client:
+        product, _ = await queue_drop(orders_env, client, 1, release_in=timedelta(hours=1))
+        buyer = orders_env.buyer()
+        assert (await join(client, product["id"], buyer)).status_code == 201
+        url = f"/api/products/{product['id']}/queue/me/events"
+        beats: list[float] = []
+        frames = 0
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        async with client.stream("GET", url, headers=buyer.auth, timeout=60) as r:
+            assert r.status_code == 200
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(35):
+                    async for line in r.aiter_lines():
+                        if line.startswith(":"):
+                            beats.append(loop.time() - start)
+                        elif line.startswith("event: ticket"):
+                            frames += 1
+            assert not r.is_closed  # the server did not end it; the test stopped reading
+        assert frames == 1  # the ticket once, then nothing changed
+        assert len(beats) >= 2, beats
+        gaps = [b - a for a, b in zip([0.0, *beats], beats, strict=False)]
+        assert max(gaps) <= 16, gaps
