@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import importlib.util
+import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -461,6 +462,44 @@ def bench_drop(
         raise typer.Exit(2) from exc
     for line in summary_lines(result):
         typer.echo(line)
+    if not result["ok"]:
+        raise typer.Exit(1)
+
+
+@bench_app.command("queue")
+def bench_queue(
+    buyers: Annotated[int, typer.Option("--buyers", "-n", help="N buyers")] = 20_000,
+    pairs: Annotated[int, typer.Option("--pairs", "-s", help="S pairs")] = 1_000,
+    sizes: Annotated[int, typer.Option(help="sizes the pairs are spread over")] = 10,
+    window: Annotated[float, typer.Option(help="seconds of the pre-queue (joins spread)")] = 60.0,
+    stream_share: Annotated[float, typer.Option(help="share holding the event stream")] = 0.5,
+    poll_seconds: Annotated[float, typer.Option(help="ticket poll interval of the rest")] = 2.0,
+    decline_share: Annotated[float, typer.Option(help="share of declined payments")] = 0.1,
+    max_seconds: Annotated[float, typer.Option(help="time cap after the release")] = 600.0,
+    seed: Annotated[int | None, typer.Option(help="random seed")] = None,
+    out: Annotated[Path | None, typer.Option(help="result JSON")] = None,
+) -> None:
+    """A queue-mode drop through the gateway of a running platform: joins over the pre-queue,
+    streams and polls, admitted buyers order and pay; figures and checks (docs/waiting-room.md).
+    All buyers join from this one address: start the platform with
+    SNAPSHOE_GATEWAY_MAX_CONNECTIONS_PER_CLIENT above the streams held and
+    SNAPSHOE_QUEUE_JOIN_RATE_PER_MINUTE above the joins a minute."""
+    from snapshoe.bench.queue import QueueConfig, run_queue
+
+    cfg = QueueConfig(
+        buyers=buyers,
+        pairs=pairs,
+        sizes=sizes,
+        window_seconds=window,
+        stream_share=stream_share,
+        poll_seconds=poll_seconds,
+        decline_share=decline_share,
+        max_seconds=max_seconds,
+        seed=seed,
+        out=out,
+    )
+    result = _run(run_queue(get_settings(), cfg))
+    typer.echo(json.dumps({k: v for k, v in result.items() if k != "check"}, indent=2))
     if not result["ok"]:
         raise typer.Exit(1)
 

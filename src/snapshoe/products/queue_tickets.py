@@ -129,7 +129,9 @@ async def _insert(
             "joined_at": now,
         }
         if ranked:
+            # Arrival order is the order the queue's row was taken in: the time is read there.
             values["place"] = await qrepo.take_place(session, pid)
+            values["joined_at"] = utcnow()
         else:
             values["lottery"] = secrets.randbits(LOTTERY_BITS)
         await qrepo.insert_ticket(session, values)
