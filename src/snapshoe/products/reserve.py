@@ -55,6 +55,26 @@ async def reserve(deps: Deps, body: schemas.ReserveIn) -> schemas.ReservationOut
     lines = merge_lines(Line(x.item_id, x.quantity) for x in body.lines)
     product_of = await _products_of(deps, [x.item_id for x in lines])
     groups = group_by_product(lines, product_of)
+    # The waiting room comes before either stock mode: no way to stock skips the admission.
+    queued = await queued_products(deps, [g.product_id for g in groups])
+    if not queued:
+        return await _in_stock_mode(deps, body, lines, groups)
+    if len(queued) > 1:
+        raise admission_required("One order holds one waiting room's admission")
+    ticket = await use_admission(deps, body, queued[0])
+    try:
+        return await _in_stock_mode(deps, body, lines, groups)
+    except Problem as refusal:
+        # Nothing reached the ledger (a refusal, or the gate unreachable): the admission is
+        # the buyer's again. Not when the ledger write's outcome is unknown: it may be used.
+        if refusal.code != "outcome_unknown":
+            await give_back(deps, queued[0], ticket, body.reservation_id)
+        raise
+
+
+async def _in_stock_mode(
+    deps: Deps, body: schemas.ReserveIn, lines: list[Line], groups: list[ProductLines]
+) -> schemas.ReservationOut:
     modes = await modes_of(deps, [g.product_id for g in groups])
     if "db_lock" in modes.values():
         if set(modes.values()) != {"db_lock"}:
@@ -64,20 +84,7 @@ async def reserve(deps: Deps, body: schemas.ReserveIn) -> schemas.ReservationOut
                 detail="A reservation cannot mix db_lock and gate products",
             )
         return await reserve_db_lock(deps, body, lines)
-    queued = await queued_products(deps, [g.product_id for g in groups])
-    if not queued:
-        return await _through_gate(deps, body, lines, groups)
-    if len(queued) > 1:
-        raise admission_required("One order holds one waiting room's admission")
-    ticket = await use_admission(deps, body, queued[0])
-    try:
-        return await _through_gate(deps, body, lines, groups)
-    except Problem as refusal:
-        # Nothing reached the ledger (a refusal, or the gate unreachable): the admission is
-        # the buyer's again. Not when the ledger write's outcome is unknown: it may be used.
-        if refusal.code != "outcome_unknown":
-            await give_back(deps, queued[0], ticket, body.reservation_id)
-        raise
+    return await _through_gate(deps, body, lines, groups)
 
 
 async def _through_gate(

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from tests.integration.orders.helpers import Buyer, OrdersEnv, admin_headers, key
 from tests.support.waiting import eventually
 
+from snapshoe.bench.queue import spearman
 from snapshoe.products.bootstrap import create_app as create_products_app
 
 
@@ -33,7 +34,10 @@ async def queue_drop(
     release_in: timedelta,
     opens_in: timedelta = timedelta(minutes=-1),
     admission_seconds: int = 300,
+    sizes: int = 1,
+    **product: Any,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A queue-mode product with ``sizes`` items of ``stock`` pairs each; the first item."""
     admin = admin_headers(env.settings)
     r = await client.post(
         "/api/admin/products",
@@ -45,18 +49,23 @@ async def queue_drop(
             "sale_mode": "queue",
             "queue_opens_at": _at(opens_in),
             "admission_seconds": admission_seconds,
+            **product,
         },
         headers=admin,
     )
     assert r.status_code == 201, r.text
-    product = r.json()
-    r = await client.post(
-        f"/api/admin/products/{product['id']}/items",
-        json={"size": 270, "color": "Black", "stock": stock},
-        headers=admin,
-    )
-    assert r.status_code == 201, r.text
-    return product, r.json()
+    created = r.json()
+    items = []
+    for n in range(sizes):
+        r = await client.post(
+            f"/api/admin/products/{created['id']}/items",
+            json={"size": 270 + 5 * n, "color": "Black", "stock": stock},
+            headers=admin,
+        )
+        assert r.status_code == 201, r.text
+        items.append(r.json())
+    created["items"] = items
+    return created, items[0]
 
 
 async def join(client: httpx.AsyncClient, pid: str, buyer: Buyer) -> httpx.Response:
@@ -290,14 +299,6 @@ async def test_a_lapsed_admission_or_a_returned_pair_admits_the_next_and_the_end
         assert (r.status_code, r.json()["code"]) == (409, "sold_out")
 
 
-def _spearman(xs: list[int], ys: list[int]) -> float:
-    n = len(xs)
-    rank_x = {v: i for i, v in enumerate(sorted(xs))}
-    rank_y = {v: i for i, v in enumerate(sorted(ys))}
-    d2 = sum((rank_x[x] - rank_y[y]) ** 2 for x, y in zip(xs, ys, strict=True))
-    return 1 - 6 * d2 / (n * (n * n - 1))
-
-
 async def test_the_release_order_is_random_and_later_joins_queue_in_arrival_order(
     orders_env: OrdersEnv,
 ) -> None:
@@ -316,7 +317,7 @@ async def test_the_release_order_is_random_and_later_joins_queue_in_arrival_orde
             lambda: places(orders_env, pid), lambda p: None not in p.values(), timeout=40
         )
         order = [ranked[b.id] for b in buyers]
-        rho = _spearman(list(range(n)), order)
+        rho = spearman([float(k) for k in range(n)], [float(p) for p in order])
         assert abs(rho) < 0.22, rho
         quarters = {(ranked[b.id] - 1) * 4 // n for b in buyers[:60]}
         assert quarters == {0, 1, 2, 3}, quarters
@@ -471,3 +472,83 @@ async def test_a_waiting_stream_gets_heartbeats_and_outlives_the_gateways_idle_t
         assert len(beats) >= 2, beats
         gaps = [b - a for a, b in zip([0.0, *beats], beats, strict=False)]
         assert max(gaps) <= 16, gaps
+
+
+async def test_one_admission_opens_one_order_even_when_spent_many_times_at_once(
+    orders_env: OrdersEnv,
+) -> None:
+    async with orders_env.client() as client:
+        product, item = await queue_drop(orders_env, client, 5, release_in=timedelta(seconds=2))
+        pid = product["id"]
+        _, (first, *_) = await queued_and_ranked(orders_env, client, pid, 1)
+        admitted = await eventually(
+            lambda: ticket(client, pid, first), lambda t: t["state"] == "admitted"
+        )
+        token = admitted["admission_token"]
+        answers = await asyncio.gather(
+            *(buy(orders_env, client, first, item["id"], token) for _ in range(12))
+        )
+        codes = sorted(r.status_code for r in answers)
+        assert codes == [201] + [403] * 11, [(r.status_code, r.text) for r in answers]
+        assert {r.json()["code"] for r in answers if r.status_code == 403} == {"admission_required"}
+        assert (await orders_env.ledger(item["id"]))["reserved"] == 1
+
+
+async def test_a_refused_order_gives_the_admission_back_and_its_answer_is_not_kept(
+    orders_env: OrdersEnv,
+) -> None:
+    """Two sizes of one pair each, two buyers admitted: when the second asks for the size the
+    first just bought (sold out), the admission is theirs again and buys the other size; a
+    403 without the token is not kept under its Idempotency-Key."""
+    async with orders_env.client() as client:
+        product, _ = await queue_drop(
+            orders_env, client, 1, release_in=timedelta(seconds=2), sizes=2
+        )
+        pid, (size_a, size_b) = product["id"], product["items"]
+        _, (first, second) = await queued_and_ranked(orders_env, client, pid, 2)
+        tickets = await eventually(
+            lambda: asyncio.gather(ticket(client, pid, first), ticket(client, pid, second)),
+            lambda ts: [t["state"] for t in ts] == ["admitted", "admitted"],
+        )
+        r = await buy(orders_env, client, first, size_a["id"], tickets[0]["admission_token"])
+        assert r.status_code == 201, r.text
+        r = await buy(orders_env, client, second, size_a["id"], tickets[1]["admission_token"])
+        assert (r.status_code, r.json()["code"]) == (409, "sold_out"), r.text
+        assert (await ticket(client, pid, second))["state"] == "admitted"
+        same_key = key()
+        body = {"lines": [{"item_id": size_b["id"], "quantity": 1}]}
+        r = await client.post(
+            "/api/orders", json=body, headers={**second.auth, "Idempotency-Key": same_key}
+        )
+        assert (r.status_code, r.json()["code"]) == (403, "admission_required")
+        r = await client.post(
+            "/api/orders",
+            json=body,
+            headers={
+                **second.auth,
+                "Idempotency-Key": same_key,
+                "Admission-Token": tickets[1]["admission_token"],
+            },
+        )
+        assert r.status_code == 201, r.text
+        assert "idempotent-replayed" not in r.headers
+        assert (await ticket(client, pid, second))["state"] == "used"
+
+
+async def test_a_queue_product_sold_with_row_locks_still_needs_an_admission(
+    orders_env: OrdersEnv,
+) -> None:
+    """The waiting room is checked before either stock mode (the db_lock baseline included)."""
+    async with orders_env.client() as client:
+        product, item = await queue_drop(
+            orders_env, client, 2, release_in=timedelta(seconds=1), stock_mode="db_lock"
+        )
+        pid = product["id"]
+        _, (queued,) = await queued_and_ranked(orders_env, client, pid, 1)
+        admitted = await eventually(
+            lambda: ticket(client, pid, queued), lambda t: t["state"] == "admitted"
+        )
+        r = await buy(orders_env, client, orders_env.buyer(), item["id"], None)
+        assert (r.status_code, r.json()["code"]) == (403, "admission_required"), r.text
+        r = await buy(orders_env, client, queued, item["id"], admitted["admission_token"])
+        assert r.status_code == 201, r.text
