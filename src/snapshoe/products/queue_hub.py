@@ -1,12 +1,18 @@
-"""The waiting room's live updates inside one process: one Redis pub/sub subscription per
-process (not one per open stream), fanned out to the streams open here.
+"""The waiting room's live updates: one Redis pub/sub subscription per products process (not one
+per open stream), fanned out to the streams open here.
 
 Whoever changes tickets (the outflow, a used admission) publishes a small message on the
-namespace's queue channel after its transaction commits: ``{"p": product, "head": n}`` (every
-waiting position moved), ``{"p": product, "t": [ticket ids]}`` (those tickets changed state) or
-``{"p": product, "all": true}`` (re-read every ticket: the release ranked them, the queue
-ended). The hub wakes the streams concerned; each re-reads what it needs. A lost message costs
-a stream at most its periodic re-read (queue_stream.py): the database stays the truth.
+namespace's queue channel after its transaction commits. Its keys, any of which may be present:
+``head`` (every waiting position moved: the latest place admitted), ``t`` (those ticket ids
+changed state), ``all`` (re-read every ticket: the release ranked them) and ``ended`` (the queue
+ended: every ticket still waiting, which is every place past ``head``, is sold out).
+
+What a crowd costs is bounded per message, not per stream: only a ticket's own change wakes its
+stream at once; a head move wakes the product's streams at most every POSITION_SECONDS and
+spread over time (no database read: position = place - head); an end tells every stream its
+fate without a read; a re-read of everyone is spread at BULK_READS_PER_SECOND. A lost message
+costs a stream at most its periodic re-read (queue_stream.py): the database stays the truth, and
+a resubscription after a Redis outage re-reads everyone.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +32,15 @@ from redis.exceptions import RedisError
 log = logging.getLogger("snapshoe.products.queue")
 
 RECONNECT_SECONDS = 1.0
+# A release (or a resubscription) re-reads every stream's ticket; spread so that a crowd of
+# 10,000 streams takes about 5 s of reads instead of a burst that would delay admissions (the
+# reserve path runs in the same processes).
+BULK_READS_PER_SECOND = 2000.0
+# A stream's position is at most this old while the queue moves; a crowd's wakes for a head
+# move (a frame each) are spread over half of it, at no less than MIN_WAKES_PER_SECOND.
+POSITION_SECONDS = 5.0
+MIN_WAKES_PER_SECOND = 1000.0
+SPREAD_STEP_SECONDS = 0.1
 
 
 def channel(namespace: str) -> str:
@@ -46,8 +62,8 @@ class Listener:
     product_id: str
     ticket_id: str
     woken: asyncio.Event = field(default_factory=asyncio.Event)
-    head: int | None = None  # the latest head a message told (None: none since the last read)
-    reread: bool = False  # the ticket itself changed: read it again
+    reread: bool = False  # the ticket (may have) changed: read it again
+    ended_after: int | None = None  # the queue ended: a waiting place past this is sold out
 
 
 @dataclass
@@ -56,6 +72,9 @@ class QueueHub:
     namespace: str
     listeners: dict[str, set[Listener]] = field(default_factory=dict)  # product -> streams
     by_ticket: dict[str, set[Listener]] = field(default_factory=dict)
+    heads: dict[str, int] = field(default_factory=dict)  # product -> the latest head told
+    head_told_at: dict[str, float] = field(default_factory=dict)  # product -> last head wake
+    head_pending: set[str] = field(default_factory=set)  # products with a head wake scheduled
     task: asyncio.Task[None] | None = None
 
     @property
@@ -88,23 +107,56 @@ class QueueHub:
             with contextlib.suppress(asyncio.CancelledError, RedisError):
                 await self.task
 
+    def head(self, product_id: str) -> int:
+        return self.heads.get(product_id, 0)
+
     def dispatch(self, message: dict[str, Any]) -> None:
         pid = str(message.get("p", ""))
+        before = self.head(pid)
         if "head" in message:
-            for listener in self.listeners.get(pid, ()):
-                listener.head = int(message["head"])
-                listener.woken.set()
-        if message.get("all"):
-            self._reread(self.listeners.get(pid, ()))
+            self.heads[pid] = max(before, int(message["head"]))
         tickets: Sequence[str] = message.get("t") or ()
         for ticket_id in tickets:
-            self._reread(self.by_ticket.get(str(ticket_id), ()))
+            for listener in self.by_ticket.get(str(ticket_id), ()):
+                listener.reread = True
+                listener.woken.set()
+        crowd = list(self.listeners.get(pid, ()))
+        if message.get("ended"):
+            for listener in crowd:
+                listener.ended_after = self.head(pid)
+            self._wake_spread(crowd, max(MIN_WAKES_PER_SECOND, len(crowd) / 2), reread=False)
+        elif message.get("all"):
+            self._wake_spread(crowd, BULK_READS_PER_SECOND, reread=True)
+        elif self.head(pid) > before:
+            self._head_moved(pid)
 
-    @staticmethod
-    def _reread(listeners: Any) -> None:
-        for listener in listeners:
-            listener.reread = True
+    def _head_moved(self, pid: str) -> None:
+        """Wake the product's streams for a new position, at most every POSITION_SECONDS."""
+        if pid in self.head_pending:
+            return
+        self.head_pending.add(pid)
+        loop = asyncio.get_running_loop()
+        due = self.head_told_at.get(pid, -math.inf) + POSITION_SECONDS
+        loop.call_later(max(0.0, due - loop.time()), self._wake_for_head, pid)
+
+    def _wake_for_head(self, pid: str) -> None:
+        self.head_pending.discard(pid)
+        self.head_told_at[pid] = asyncio.get_running_loop().time()
+        crowd = list(self.listeners.get(pid, ()))
+        rate = max(MIN_WAKES_PER_SECOND, len(crowd) / (POSITION_SECONDS / 2))
+        self._wake_spread(crowd, rate, reread=False)
+
+    def _wake_spread(self, crowd: list[Listener], per_second: float, *, reread: bool) -> None:
+        """Wake a crowd in SPREAD_STEP_SECONDS steps, so that no burst stalls this process."""
+        step = max(1, math.ceil(per_second * SPREAD_STEP_SECONDS))
+        for listener in crowd[:step]:
+            listener.reread = listener.reread or reread
             listener.woken.set()
+        if len(crowd) > step:
+            rest = crowd[step:]
+            asyncio.get_running_loop().call_later(
+                SPREAD_STEP_SECONDS, lambda: self._wake_spread(rest, per_second, reread=reread)
+            )
 
     async def _run(self) -> None:
         while True:

@@ -12,6 +12,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from snapshoe.kernel.clock import utcnow
 from snapshoe.products import queue_repository as qrepo
@@ -102,12 +103,16 @@ async def tick(deps: Deps) -> list[Step]:
 
 async def tell(deps: Deps, s: Step) -> None:
     """The live streams of every process, after the step's commit (queue_hub.py)."""
-    ns = deps.settings.namespace
-    if s.ranked or s.ended_now:
-        await publish(deps.redis, ns, {"p": s.product_id, "all": True, "head": s.head})
-    elif s.admitted or s.expired:
-        changed = [*s.admitted, *s.expired]
-        await publish(deps.redis, ns, {"p": s.product_id, "head": s.head, "t": changed})
+    if not s.changed:
+        return
+    message: dict[str, Any] = {"p": s.product_id, "head": s.head}
+    if s.admitted or s.expired:
+        message["t"] = [*s.admitted, *s.expired]
+    if s.ranked:
+        message["all"] = True
+    if s.ended_now:
+        message["ended"] = True
+    await publish(deps.redis, deps.settings.namespace, message)
 
 
 async def run_outflow(deps: Deps, stop: asyncio.Event) -> None:

@@ -3,8 +3,10 @@
 ``event: ticket`` with the ticket at once and on every change (state or position), a comment
 line as a heartbeat when nothing was sent for HEARTBEAT_SECONDS, and the end once the ticket is
 final. Woken by the process's hub (queue_hub.py): a move of the head needs no database read
-(position = place - head), a change of the ticket one primary-key read, bounded per process;
-and every REREAD_SECONDS a stream reads its ticket anyway, so a lost update heals by itself.
+(position = place - head) and reaches a stream within the hub's POSITION_SECONDS; the queue's
+end needs none either (a waiting place past the last admitted one is sold out); a change of the
+ticket costs one primary-key read, bounded per process. Every 60 to 120 s a stream reads its
+ticket anyway, so a lost update heals by itself.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import orjson
 from fastapi.responses import StreamingResponse
@@ -22,11 +25,12 @@ from snapshoe.kernel.errors import not_found, service_unavailable
 from snapshoe.products import queue_repository as qrepo
 from snapshoe.products import schemas
 from snapshoe.products.deps import Deps
-from snapshoe.products.domain import FINAL_TICKET_STATES
+from snapshoe.products.domain import FINAL_TICKET_STATES, TicketState
+from snapshoe.products.queue_hub import Listener
 from snapshoe.products.queue_tickets import ticket_out
 
 HEARTBEAT_SECONDS = 15.0
-REREAD_SECONDS = 30.0
+REREAD_SECONDS = 120.0  # each stream re-reads after 0.5 to 1 times this, spread at random
 HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
 
@@ -56,33 +60,53 @@ def _frame(ticket: schemas.Ticket) -> bytes:
     return b"event: ticket\ndata: " + orjson.dumps(ticket.model_dump()) + b"\n\n"
 
 
+def _after_end(row: Mapping[Any, Any], ended_after: int) -> Mapping[Any, Any] | None:
+    """The ticket once its queue ended, if the end tells it: a waiting place past the last
+    admitted one is sold out; a waiting one before it was admitted meanwhile (read it)."""
+    if row["state"] != TicketState.WAITING:
+        return row
+    if row["place"] is not None and int(row["place"]) > ended_after:
+        return {**row, "state": TicketState.SOLD_OUT}
+    return None
+
+
 async def _events(
-    deps: Deps, pid: str, buyer: str, row: RowMapping, head: int
+    deps: Deps, pid: str, buyer: str, row: Mapping[Any, Any], head: int
 ) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
-    with deps.queue_hub.listen(pid, row["id"]) as listener:
-        last = ticket_out(deps, row, head)
+    hub = deps.queue_hub
+    with hub.listen(pid, row["id"]) as listener:
+        last = ticket_out(deps, row, max(head, hub.head(pid)))
         yield _frame(last)
         sent_at = loop.time()
-        # Spread the re-reads of a crowd that opened its streams in the same second.
         reread_at = loop.time() + REREAD_SECONDS * random.uniform(0.5, 1.0)  # noqa: S311
         while last.state not in FINAL_TICKET_STATES:
             wait = max(0.0, min(sent_at + HEARTBEAT_SECONDS, reread_at) - loop.time())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(listener.woken.wait(), wait)
             listener.woken.clear()
+            row = _told(listener, row)
             if listener.reread or loop.time() >= reread_at:
-                listener.reread, listener.head = False, None
+                listener.reread = False
                 found, head = await _read(deps, pid, buyer)
                 row = found if found is not None else row
-                reread_at = loop.time() + REREAD_SECONDS
-            elif listener.head is not None:
-                head, listener.head = max(head, listener.head), None
-            ticket = ticket_out(deps, row, head)
+                reread_at = loop.time() + REREAD_SECONDS * random.uniform(0.5, 1.0)  # noqa: S311
+            ticket = ticket_out(deps, row, max(head, hub.head(pid)))
             if ticket != last:
-                last = ticket
+                last, sent_at = ticket, loop.time()
                 yield _frame(ticket)
-                sent_at = loop.time()
             elif loop.time() - sent_at >= HEARTBEAT_SECONDS - 0.05:
-                yield b": heartbeat\n\n"
                 sent_at = loop.time()
+                yield b": heartbeat\n\n"
+
+
+def _told(listener: Listener, row: Mapping[Any, Any]) -> Mapping[Any, Any]:
+    """The ticket after the queue's end, where the end message tells it; else read it."""
+    if listener.ended_after is None:
+        return row
+    told = _after_end(row, listener.ended_after)
+    listener.ended_after = None
+    if told is None:
+        listener.reread = True
+        return row
+    return told

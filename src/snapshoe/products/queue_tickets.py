@@ -7,7 +7,9 @@ place, in arrival order. docs/waiting-room.md."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
@@ -29,7 +31,7 @@ def _ts(value: datetime | None) -> str | None:
     return rfc3339(value) if value is not None else None
 
 
-def ticket_out(deps: Deps, row: RowMapping, head: int) -> schemas.Ticket:
+def ticket_out(deps: Deps, row: Mapping[Any, Any], head: int) -> schemas.Ticket:
     token = None
     if row["state"] == TicketState.ADMITTED and row["admitted_until"] is not None:
         token = admission_tokens.sign(

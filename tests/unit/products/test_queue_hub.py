@@ -1,0 +1,114 @@
+"""The live updates' fan-out: what each message wakes, and when (queue_hub.py, queue_stream.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from snapshoe.products import queue_hub
+from snapshoe.products.domain import TicketState
+from snapshoe.products.queue_hub import Listener, QueueHub
+from snapshoe.products.queue_stream import _told
+
+
+def crowd(hub: QueueHub, n: int, pid: str = "p1") -> list[Listener]:
+    """n open streams on one product, registered as listen() does (without a subscription)."""
+    out = []
+    for i in range(n):
+        listener = Listener(pid, f"T{i}")
+        hub.listeners.setdefault(pid, set()).add(listener)
+        hub.by_ticket.setdefault(listener.ticket_id, set()).add(listener)
+        out.append(listener)
+    return out
+
+
+def woken(listeners: list[Listener]) -> int:
+    return sum(listener.woken.is_set() for listener in listeners)
+
+
+def new_hub() -> QueueHub:
+    return QueueHub(redis=None, namespace="test")  # type: ignore[arg-type]
+
+
+async def test_a_ticket_change_wakes_only_that_ticket_with_a_read() -> None:
+    hub = new_hub()
+    streams = crowd(hub, 5)
+    hub.dispatch({"p": "p1", "head": 3, "t": ["T2"]})
+    assert streams[2].woken.is_set()
+    assert streams[2].reread
+    assert [s.reread for s in streams].count(True) == 1
+    assert hub.head("p1") == 3
+
+
+async def test_a_head_move_wakes_the_crowd_without_reads_at_most_every_position_period(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(queue_hub, "POSITION_SECONDS", 0.4)
+    hub = new_hub()
+    streams = crowd(hub, 20)
+    hub.dispatch({"p": "p1", "head": 1})
+    await asyncio.sleep(0.05)
+    assert woken(streams) == 20
+    assert not any(s.reread for s in streams)
+    for s in streams:
+        s.woken.clear()
+    hub.dispatch({"p": "p1", "head": 2})
+    hub.dispatch({"p": "p1", "head": 3})
+    await asyncio.sleep(0.2)
+    assert woken(streams) == 0  # the second move waits for the period
+    assert hub.head("p1") == 3  # but the head a stream reads is already the latest
+    await asyncio.sleep(0.3)
+    assert woken(streams) == 20
+    for s in streams:
+        s.woken.clear()
+    hub.dispatch({"p": "p1", "head": 3})  # no move: nobody is woken
+    await asyncio.sleep(0.5)
+    assert woken(streams) == 0
+
+
+async def test_a_reread_of_everyone_is_spread_over_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(queue_hub, "BULK_READS_PER_SECOND", 100.0)  # 10 per 0.1 s step
+    hub = new_hub()
+    streams = crowd(hub, 30)
+    hub.dispatch({"p": "p1", "all": True, "head": 0})
+    assert woken(streams) == 10
+    await asyncio.sleep(0.15)
+    assert woken(streams) == 20
+    await asyncio.sleep(0.1)
+    assert woken(streams) == 30
+    assert all(s.reread for s in streams)
+
+
+async def test_the_end_tells_every_stream_the_last_admitted_place() -> None:
+    hub = new_hub()
+    streams = crowd(hub, 3)
+    other = crowd(hub, 2, pid="p2")
+    hub.dispatch({"p": "p1", "head": 7, "ended": True})
+    assert woken(streams) == 3
+    assert {s.ended_after for s in streams} == {7}
+    assert not any(s.reread for s in streams)
+    assert woken(other) == 0
+    assert {s.ended_after for s in other} == {None}
+
+
+def row(state: str, place: int | None) -> dict[str, Any]:
+    return {"id": "T1", "state": state, "place": place}
+
+
+@pytest.mark.parametrize(
+    ("state", "place", "fate", "reread"),
+    [
+        (TicketState.WAITING, 8, TicketState.SOLD_OUT, False),  # past the last admitted: told
+        (TicketState.WAITING, 7, TicketState.WAITING, True),  # admitted meanwhile: read it
+        (TicketState.ADMITTED, 5, TicketState.ADMITTED, False),  # its own change tells it
+    ],
+)
+def test_a_stream_learns_its_fate_at_the_end_without_a_read_where_it_can(
+    state: str, place: int, fate: str, reread: bool
+) -> None:
+    listener = Listener("p1", "T1", ended_after=7)
+    assert _told(listener, row(state, place))["state"] == fate
+    assert listener.reread is reread
+    assert listener.ended_after is None
