@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -24,6 +25,7 @@ from snapshoe.products.deps import Admitted, Deps
 from snapshoe.products.gate import Gate
 from snapshoe.products.ledger import LEDGER_BATCH_MAX, write_admitted
 from snapshoe.products.queue_hub import QueueHub
+from snapshoe.products.queue_stream import product_tickets
 from snapshoe.products.rebuild import watch_gate
 from snapshoe.products.schemas import ReservationOut
 from snapshoe.products.settings import ProductsSettings
@@ -49,6 +51,8 @@ async def open_deps(shared: Settings) -> AsyncIterator[Deps]:
         queue_hub=QueueHub(redis, settings.namespace),
         users=UsersClient(settings),
     )
+
+    deps.queue_hub.reader = functools.partial(product_tickets, deps)
 
     async def write(batch: list[Admitted]) -> list[ReservationOut | BaseException]:
         return await write_admitted(deps, batch)

@@ -4,15 +4,16 @@ per open stream), fanned out to the streams open here.
 Whoever changes tickets (the outflow, a used admission) publishes a small message on the
 namespace's queue channel after its transaction commits. Its keys, any of which may be present:
 ``head`` (every waiting position moved: the latest place admitted), ``t`` (those ticket ids
-changed state), ``all`` (re-read every ticket: the release ranked them) and ``ended`` (the queue
-ended: every ticket still waiting, which is every place past ``head``, is sold out).
+changed state), ``all`` (every ticket may have changed: the release ranked them) and ``ended``
+(the queue ended: every ticket still waiting, which is every place past ``head``, is sold out).
 
 What a crowd costs is bounded per message, not per stream: only a ticket's own change wakes its
-stream at once; a head move wakes the product's streams at most every POSITION_SECONDS and
-spread over time (no database read: position = place - head); an end tells every stream its
-fate without a read; a re-read of everyone is spread at BULK_READS_PER_SECOND. A lost message
-costs a stream at most its periodic re-read (queue_stream.py): the database stays the truth, and
-a resubscription after a Redis outage re-reads everyone.
+stream at once, with a read of that ticket; a head move wakes the product's streams at most every
+POSITION_SECONDS and spread over time (no read: position = place - head); an end tells every
+stream its fate without a read; ``all`` is one read of the product's tickets in this process
+(``reader``), handed to each stream. Wakes of a crowd are spread (FRAMES_PER_SECOND), since each
+writes a frame. A lost message costs a stream at most its periodic re-read (queue_stream.py): the
+database stays the truth, and a resubscription after a Redis outage hands everyone a fresh row.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,10 +33,11 @@ from redis.exceptions import RedisError
 log = logging.getLogger("snapshoe.products.queue")
 
 RECONNECT_SECONDS = 1.0
-# A release (or a resubscription) re-reads every stream's ticket; spread so that a crowd of
-# 10,000 streams takes about 5 s of reads instead of a burst that would delay admissions (the
-# reserve path runs in the same processes).
-BULK_READS_PER_SECOND = 2000.0
+# A crowd's frames after a release or an end, per process: 10,000 streams in 2 s rather than a
+# burst in front of the reserve path that runs in the same processes.
+FRAMES_PER_SECOND = 5000.0
+# Without that read (the database was away), each stream reads its own ticket, at this pace.
+FALLBACK_READS_PER_SECOND = 500.0
 # A stream's position is at most this old while the queue moves; a crowd's wakes for a head
 # move (a frame each) are spread over half of it, at no less than MIN_WAKES_PER_SECOND.
 POSITION_SECONDS = 5.0
@@ -63,6 +65,7 @@ class Listener:
     ticket_id: str
     woken: asyncio.Event = field(default_factory=asyncio.Event)
     reread: bool = False  # the ticket (may have) changed: read it again
+    row: Mapping[Any, Any] | None = None  # a fresh row the hub read for everyone
     ended_after: int | None = None  # the queue ended: a waiting place past this is sold out
 
 
@@ -76,6 +79,9 @@ class QueueHub:
     head_told_at: dict[str, float] = field(default_factory=dict)  # product -> last head wake
     head_pending: set[str] = field(default_factory=set)  # products with a head wake scheduled
     task: asyncio.Task[None] | None = None
+    # product id -> {ticket id: row}: the product's tickets, read once for every stream here
+    reader: Callable[[str], Awaitable[Mapping[str, Mapping[Any, Any]]]] | None = None
+    reads: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def open_streams(self) -> int:
@@ -126,9 +132,27 @@ class QueueHub:
                 listener.ended_after = self.head(pid)
             self._wake_spread(crowd, max(MIN_WAKES_PER_SECOND, len(crowd) / 2), reread=False)
         elif message.get("all"):
-            self._wake_spread(crowd, BULK_READS_PER_SECOND, reread=True)
+            task = asyncio.create_task(self._hand_out(pid, crowd))
+            self.reads.add(task)
+            task.add_done_callback(self.reads.discard)
         elif self.head(pid) > before:
             self._head_moved(pid)
+
+    async def _hand_out(self, pid: str, crowd: list[Listener]) -> None:
+        """One read of the product's tickets for every stream here; if it fails, each re-reads
+        its own, spread over time."""
+        rows: Mapping[str, Mapping[Any, Any]] | None = None
+        if self.reader is not None:
+            try:
+                rows = await self.reader(pid)
+            except Exception as exc:  # the database, for a moment: the streams' own reads
+                log.warning("queue %s: tickets not read for the streams: %s", pid, exc)
+        for listener in crowd:
+            listener.row = rows.get(listener.ticket_id) if rows is not None else None
+        if rows is None:
+            self._wake_spread(crowd, FALLBACK_READS_PER_SECOND, reread=True)
+        else:
+            self._wake_spread(crowd, FRAMES_PER_SECOND, reread=False)
 
     def _head_moved(self, pid: str) -> None:
         """Wake the product's streams for a new position, at most every POSITION_SECONDS."""

@@ -94,7 +94,9 @@ async def tick(deps: Deps) -> list[Step]:
     steps = []
     for q in due:
         ranked = await release(deps, q["product_id"], now) if q["state"] == "pre" else 0
-        s = await step(deps, q["product_id"], q["admission_seconds"], now)
+        # The step's own time: an admission is stamped when it is made, not when the pass
+        # began (a release of thousands of tickets takes a while before it).
+        s = await step(deps, q["product_id"], q["admission_seconds"], utcnow())
         s.ranked = ranked
         steps.append(s)
         await tell(deps, s)

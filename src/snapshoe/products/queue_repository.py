@@ -52,6 +52,12 @@ async def ticket_of(session: AsyncSession, pid: str, buyer: str) -> RowMapping |
     return (await session.execute(stmt)).mappings().first()
 
 
+async def tickets_of_product(session: AsyncSession, pid: str) -> list[RowMapping]:
+    """Every ticket of a queue, for the streams of one process at once (queue_hub.py)."""
+    stmt = select(queue_tickets).where(T.product_id == pid)
+    return list((await session.execute(stmt)).mappings().all())
+
+
 async def ticket_for_update(session: AsyncSession, ticket_id: str) -> RowMapping | None:
     stmt = select(queue_tickets).where(T.id == ticket_id).with_for_update()
     return (await session.execute(stmt)).mappings().first()

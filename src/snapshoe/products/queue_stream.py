@@ -41,6 +41,13 @@ async def _read(deps: Deps, pid: str, buyer: str) -> tuple[RowMapping | None, in
     return row, int(queue["head"]) if queue is not None else 0
 
 
+async def product_tickets(deps: Deps, pid: str) -> dict[str, RowMapping]:
+    """The hub's one read for every stream of a product here (QueueHub.reader)."""
+    async with deps.sessions() as session:
+        rows = await qrepo.tickets_of_product(session, pid)
+    return {row["id"]: row for row in rows}
+
+
 async def ticket_events(deps: Deps, pid: str, buyer: str) -> StreamingResponse:
     row, head = await _read(deps, pid, buyer)
     if row is None:
@@ -100,8 +107,17 @@ async def _events(
                 yield b": heartbeat\n\n"
 
 
+# A ticket only moves forward: waiting, admitted, then final. A row the hub read for everyone
+# may be older than the stream's own read since; it never takes a ticket back.
+_PROGRESS = {TicketState.WAITING: 0, TicketState.ADMITTED: 1}
+
+
 def _told(listener: Listener, row: Mapping[Any, Any]) -> Mapping[Any, Any]:
-    """The ticket after the queue's end, where the end message tells it; else read it."""
+    """The ticket as the hub told it: a row it read for everyone, or the queue's end (a
+    waiting place past the last admitted one is sold out); where it cannot tell, read it."""
+    handed, listener.row = listener.row, None
+    if handed is not None and _PROGRESS.get(handed["state"], 2) >= _PROGRESS.get(row["state"], 2):
+        row = handed
     if listener.ended_after is None:
         return row
     told = _after_end(row, listener.ended_after)

@@ -68,17 +68,47 @@ async def test_a_head_move_wakes_the_crowd_without_reads_at_most_every_position_
     assert woken(streams) == 0
 
 
-async def test_a_reread_of_everyone_is_spread_over_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(queue_hub, "BULK_READS_PER_SECOND", 100.0)  # 10 per 0.1 s step
+async def test_everyone_gets_a_fresh_row_from_one_read_spread_over_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(queue_hub, "FRAMES_PER_SECOND", 100.0)  # 10 per 0.1 s step
     hub = new_hub()
     streams = crowd(hub, 30)
+    reads: list[str] = []
+
+    async def reader(pid: str) -> dict[str, dict[str, Any]]:
+        reads.append(pid)
+        return {s.ticket_id: {"id": s.ticket_id, "place": n + 1} for n, s in enumerate(streams)}
+
+    hub.reader = reader
     hub.dispatch({"p": "p1", "all": True, "head": 0})
+    await asyncio.sleep(0.01)
+    assert reads == ["p1"]  # one read for the whole crowd
     assert woken(streams) == 10
     await asyncio.sleep(0.15)
     assert woken(streams) == 20
     await asyncio.sleep(0.1)
     assert woken(streams) == 30
+    assert [s.row["place"] for s in streams if s.row] == list(range(1, 31))
+    assert not any(s.reread for s in streams)
+
+
+async def test_without_the_read_each_stream_reads_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(queue_hub, "FALLBACK_READS_PER_SECOND", 100.0)
+    hub = new_hub()
+    streams = crowd(hub, 15)
+
+    async def reader(pid: str) -> dict[str, dict[str, Any]]:
+        raise OSError("the database is away")
+
+    hub.reader = reader
+    hub.dispatch({"p": "p1", "all": True})
+    await asyncio.sleep(0.01)
+    assert woken(streams) == 10
+    await asyncio.sleep(0.15)
+    assert woken(streams) == 15
     assert all(s.reread for s in streams)
+    assert all(s.row is None for s in streams)
 
 
 async def test_the_end_tells_every_stream_the_last_admitted_place() -> None:
@@ -112,3 +142,11 @@ def test_a_stream_learns_its_fate_at_the_end_without_a_read_where_it_can(
     assert _told(listener, row(state, place))["state"] == fate
     assert listener.reread is reread
     assert listener.ended_after is None
+
+
+def test_a_row_read_for_everyone_never_takes_a_ticket_back() -> None:
+    listener = Listener("p1", "T1", row=row(TicketState.WAITING, 3))
+    assert _told(listener, row(TicketState.ADMITTED, 3))["state"] == TicketState.ADMITTED
+    assert listener.row is None
+    listener.row = row(TicketState.WAITING, 3)
+    assert _told(listener, row(TicketState.WAITING, None))["place"] == 3
