@@ -186,7 +186,6 @@ def _process_stages(settings: Settings, config_path: Path) -> list[list[Any]]:
     worker has no readiness to wait for, and one started after the services was still
     importing when the first payment of a test arrived (its event waited past the order's
     payment window)."""
-    from snapshoe.gateway import haproxy_command
     from snapshoe.sandbox_pg.settings import SandboxSettings
     from snapshoe.supervisor import ProcessSpec
 
@@ -208,13 +207,36 @@ def _process_stages(settings: Settings, config_path: Path) -> list[list[Any]]:
             if service in HTTP_APPS and _has_module(f"snapshoe.{service}.workers"):
                 stage.append(ProcessSpec(f"{service}-worker", [*me, "worker", service]))
         stages.append(stage)
-    stages.append([ProcessSpec("gateway", haproxy_command(settings, config_path))])
+    stages.append(_gateway_specs(settings, config_path))
     return [stage for stage in stages if stage]
 
 
+def _gateway_specs(settings: Settings, config_path: Path) -> list[Any]:
+    """SNAPSHOE_GATEWAY_PROCESSES HAProxy processes (gateway, gateway-2, ...) with one config on
+    one port: HAProxy binds with SO_REUSEPORT, so the kernel spreads connections over them and
+    each process brings its own 20,000 fds (docs/gateway.md, "Holding a crowd of streams")."""
+    from snapshoe.gateway import haproxy_command
+    from snapshoe.gateway.settings import GatewaySettings
+    from snapshoe.kernel.settings import settings_for
+    from snapshoe.supervisor import ProcessSpec
+
+    count = settings_for(GatewaySettings, settings).gateway_processes
+    argv = haproxy_command(settings, config_path)
+    return [ProcessSpec(_gateway_name(i), argv) for i in range(1, count + 1)]
+
+
+def _gateway_name(index: int) -> str:
+    return "gateway" if index == 1 else f"gateway-{index}"
+
+
+def _is_gateway(name: str) -> bool:
+    return name == "gateway" or name.startswith("gateway-")
+
+
 def _readiness(settings: Settings, client: Any) -> Callable[[Any], Awaitable[bool]]:
-    """Ready: an HTTP service answers /readyz 200; the gateway routes to products; a worker
-    is ready once started (it has no endpoint; one that dies fails start-up all the same)."""
+    """Ready: an HTTP service answers /readyz 200; the gateway routes to products (any of its
+    processes may answer: one that cannot bind exits, which fails start-up); a worker is ready
+    once started (it has no endpoint; one that dies fails start-up all the same)."""
     import httpx
 
     async def ready(spec: Any) -> bool:
@@ -222,7 +244,7 @@ def _readiness(settings: Settings, client: Any) -> Callable[[Any], Awaitable[boo
             if spec.name in HTTP_APPS:
                 r = await client.get(f"{settings.service_url(spec.name)}/readyz")
                 return bool(r.status_code == 200)
-            if spec.name == "gateway":
+            if _is_gateway(spec.name):
                 r = await client.get(f"{settings.gateway_url}/api/products?limit=1")
                 return bool(r.status_code < 500)
         except httpx.HTTPError:
@@ -472,18 +494,23 @@ def bench_queue(
     pairs: Annotated[int, typer.Option("--pairs", "-s", help="S pairs")] = 1_000,
     sizes: Annotated[int, typer.Option(help="sizes the pairs are spread over")] = 10,
     window: Annotated[float, typer.Option(help="seconds of the pre-queue (joins spread)")] = 60.0,
-    stream_share: Annotated[float, typer.Option(help="share holding the event stream")] = 0.5,
-    poll_seconds: Annotated[float, typer.Option(help="ticket poll interval of the rest")] = 2.0,
+    stream_share: Annotated[float, typer.Option(help="share holding the event stream")] = 1.0,
+    poll_seconds: Annotated[float, typer.Option(help="ticket poll interval of the rest")] = 5.0,
     decline_share: Annotated[float, typer.Option(help="share of declined payments")] = 0.1,
-    max_seconds: Annotated[float, typer.Option(help="time cap after the release")] = 600.0,
+    processes: Annotated[int, typer.Option(help="load worker processes")] = 4,
+    admission_seconds: Annotated[int, typer.Option(help="the admission window")] = 60,
+    compare: Annotated[
+        bool, typer.Option("--compare/--no-compare", help="also the same drop in fcfs mode")
+    ] = False,
+    max_seconds: Annotated[float, typer.Option(help="time cap after the window")] = 600.0,
     seed: Annotated[int | None, typer.Option(help="random seed")] = None,
-    out: Annotated[Path | None, typer.Option(help="result JSON")] = None,
+    out: Annotated[Path | None, typer.Option(help="result JSON (and .html beside it)")] = None,
 ) -> None:
     """A queue-mode drop through the gateway of a running platform: joins over the pre-queue,
     streams and polls, admitted buyers order and pay; figures and checks (docs/waiting-room.md).
-    All buyers join from this one address: start the platform with
-    SNAPSHOE_GATEWAY_MAX_CONNECTIONS_PER_CLIENT above the streams held and
-    SNAPSHOE_QUEUE_JOIN_RATE_PER_MINUTE above the joins a minute."""
+    All buyers join from this machine: start the platform with
+    SNAPSHOE_GATEWAY_MAX_CONNECTIONS_PER_CLIENT above the streams held per address and
+    SNAPSHOE_QUEUE_JOIN_RATE_PER_MINUTE above the joins a minute (bench/RESULTS.md)."""
     from snapshoe.bench.queue import QueueConfig, run_queue
 
     cfg = QueueConfig(
@@ -494,12 +521,16 @@ def bench_queue(
         stream_share=stream_share,
         poll_seconds=poll_seconds,
         decline_share=decline_share,
+        processes=processes,
+        admission_seconds=admission_seconds,
+        compare=compare,
         max_seconds=max_seconds,
         seed=seed,
         out=out,
     )
     result = _run(run_queue(get_settings(), cfg))
-    typer.echo(json.dumps({k: v for k, v in result.items() if k != "check"}, indent=2))
+    shown = {k: v for k, v in result.items() if k not in ("check", "samples", "seen")}
+    typer.echo(json.dumps(shown, indent=2, default=str))
     if not result["ok"]:
         raise typer.Exit(1)
 

@@ -3,32 +3,37 @@
 N buyers take tickets spread over the pre-queue window, a share of them holding the ticket's
 event stream open and the rest polling it; at the release the queue runs; admitted buyers order
 with their admission and pay (a share declines, which admits the next); the run ends when every
-ticket is final. Then the figures (fairness, stream delay, time to every fate) and the checks
-from the databases (docs/waiting-room.md). A first version: no HTML report, no --compare.
+ticket is final. The buyers run in worker processes (queue_load.py) while this process samples
+the platform's memory and CPU and the streams held at once; then the figures and the checks from
+the databases (queue_figures.py, docs/waiting-room.md), and with ``--compare`` the same drop in
+fcfs mode (``bench drop``) for when the pairs sold.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import random
 import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
-from sqlalchemy import text
 
-from snapshoe.bench import checks
+from snapshoe.bench import checks, queue_figures, queue_load
 from snapshoe.bench.drop_model import DropConfig
-from snapshoe.bench.drop_payments import pay
+from snapshoe.bench.drop_result import git_commit, machine
 from snapshoe.bench.drop_setup import Bench
+from snapshoe.bench.queue_load import Buyer, Slice
+from snapshoe.bench.queue_result import evaluate, write_html
+from snapshoe.bench.usage import Sampler
 from snapshoe.kernel.settings import Settings
 
-FINAL = {"used", "expired", "sold_out"}
+START_SECONDS = 5.0  # from the drop's creation to the first join: the workers' start-up
 
 
 @dataclass
@@ -37,287 +42,208 @@ class QueueConfig:
     pairs: int = 1_000
     sizes: int = 10
     window_seconds: float = 60.0
-    stream_share: float = 0.5
-    poll_seconds: float = 2.0
+    stream_share: float = 1.0
+    poll_seconds: float = 5.0
     decline_share: float = 0.1
+    processes: int = 4
+    admission_seconds: int = 60
     max_seconds: float = 600.0
+    compare: bool = False
     seed: int | None = None
     out: Path | None = None
 
 
-@dataclass
-class Tally:
-    joins_ms: list[float] = field(default_factory=list)
-    join_errors: dict[str, int] = field(default_factory=dict)
-    delays_ms: list[float] = field(default_factory=list)
-    created: set[str] = field(default_factory=set)
-    admitted_buyers: int = 0
-    met_sold_out: int = 0
-    paid: dict[str, int] = field(default_factory=dict)
-    fates: dict[str, int] = field(default_factory=dict)
-    open_streams: int = 0
-    max_streams: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
-
-    def count(self, table: dict[str, int], key: str) -> None:
-        table[key] = table.get(key, 0) + 1
-
-
-@dataclass
-class Run:
-    bench: Bench
-    cfg: QueueConfig
-    client: httpx.AsyncClient
-    pid: str
-    items: list[dict[str, Any]]
-    tally: Tally = field(default_factory=Tally)
-    rng: random.Random = field(default_factory=random.Random)
-
-    def auth(self, buyer: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.bench.tokens[buyer]}"}
-
-
-async def create_queue_drop(bench: Bench, cfg: QueueConfig, client: httpx.AsyncClient) -> Run:
-    now = datetime.now(UTC)
+async def create_queue_drop(
+    bench: Bench, cfg: QueueConfig, client: httpx.AsyncClient, release_at: datetime
+) -> str:
     r = await client.post(
         "/api/admin/products",
         json={
             "name": f"Queue bench {bench.run_id}",
             "brand": "SnapBench",
             "price": bench.cfg.price,
-            "release_at": (now + timedelta(seconds=cfg.window_seconds)).isoformat(),
+            "release_at": release_at.isoformat(),
             "per_user_limit": 1,
             "sale_mode": "queue",
-            "queue_opens_at": now.isoformat(),
-            "admission_seconds": 60,
+            "queue_opens_at": datetime.now(UTC).isoformat(),
+            "admission_seconds": cfg.admission_seconds,
         },
         headers=bench.admin,
     )
     r.raise_for_status()
-    pid = r.json()["id"]
-    items = []
+    pid: str = r.json()["id"]
     per, extra = divmod(cfg.pairs, cfg.sizes)
     for n in range(cfg.sizes):
-        stock = per + (1 if n < extra else 0)
         r = await client.post(
             f"/api/admin/products/{pid}/items",
-            json={"size": 250 + 5 * n, "color": "Bench", "stock": stock},
+            json={"size": 250 + 5 * n, "color": "Bench", "stock": per + (1 if n < extra else 0)},
             headers=bench.admin,
         )
         r.raise_for_status()
-        items.append(r.json())
-    return Run(bench, cfg, client, pid, items, rng=random.Random(cfg.seed))  # noqa: S311
+    return pid
 
 
-async def buy(run: Run, buyer: str, token: str) -> None:
-    """Order one pair of a size still on sale, with the admission; then pay (or decline)."""
-    detail = (await run.client.get(f"/api/products/{run.pid}")).json()
-    left = [i["id"] for i in detail["items"] if i["stock_remaining"] > 0]
-    item = run.rng.choice(left or [i["id"] for i in run.items])
-    r = await run.client.post(
-        "/api/orders",
-        json={"lines": [{"item_id": item, "quantity": 1}]},
-        headers={
-            **run.auth(buyer),
-            "Idempotency-Key": f"bq-{run.bench.run_id}-{buyer}",
-            "Admission-Token": token,
-        },
-    )
-    if r.status_code != 201:
-        run.tally.count(run.tally.errors, f"order {r.status_code}:{r.json().get('code')}")
-        if r.json().get("code") == "sold_out":
-            run.tally.met_sold_out += 1
-        return
-    order_id = r.json()["id"]
-    run.tally.created.add(order_id)
-    decline = run.rng.random() < run.cfg.decline_share
-    status = await pay(run.bench, run.client, order_id, buyer, decline)
-    run.tally.count(run.tally.paid, f"{'declined' if decline else 'approved'}:{status}")
+def slices(bench: Bench, cfg: QueueConfig, pid: str, t0: float) -> list[Slice]:
+    """The buyers dealt to the worker processes, each with a join time in the window."""
+    rng = random.Random(cfg.seed)  # noqa: S311  (a workload, not a secret)
+    buyers = [
+        Buyer(
+            b,
+            bench.tokens[b],
+            t0 + rng.uniform(0, cfg.window_seconds),
+            rng.random() < cfg.stream_share,
+        )
+        for b in bench.buyer_ids
+    ]
+    deadline = t0 + cfg.window_seconds + cfg.max_seconds
+    return [
+        Slice(
+            gateway_url=bench.settings.gateway_url,
+            pid=pid,
+            run_id=bench.run_id,
+            price=bench.cfg.price,
+            buyers=tuple(buyers[n :: cfg.processes]),
+            poll_seconds=cfg.poll_seconds,
+            decline_share=cfg.decline_share,
+            deadline=deadline,
+            seed=rng.randrange(2**32),
+            index=n,
+            source_ip=f"127.0.0.{10 + n}" if "127.0.0.1" in bench.settings.gateway_url else None,
+        )
+        for n in range(cfg.processes)
+    ]
 
 
-async def on_ticket(run: Run, buyer: str, ticket: dict[str, Any], bought: list[bool]) -> bool:
-    """React to a ticket seen; True once it is final."""
-    if ticket["state"] == "admitted" and not bought:
-        bought.append(True)
-        run.tally.admitted_buyers += 1
-        await buy(run, buyer, ticket["admission_token"])
-    if ticket["state"] in FINAL:
-        run.tally.count(run.tally.fates, ticket["state"])
-        return True
-    return False
-
-
-async def follow_stream(run: Run, buyer: str) -> None:
-    bought: list[bool] = []
-    url = f"/api/products/{run.pid}/queue/me/events"
-    run.tally.open_streams += 1
-    run.tally.max_streams = max(run.tally.max_streams, run.tally.open_streams)
-    try:
-        async with run.client.stream("GET", url, headers=run.auth(buyer), timeout=None) as r:
-            if r.status_code != 200:
-                run.tally.count(run.tally.errors, f"stream {r.status_code}")
-                return await follow_poll(run, buyer)
-            async for line in r.aiter_lines():
-                if not line.startswith("data: "):
-                    continue
-                ticket = orjson.loads(line.removeprefix("data: "))
-                if ticket["state"] == "admitted" and not bought:
-                    at = datetime.fromisoformat(ticket["admitted_at"]).timestamp()
-                    run.tally.delays_ms.append((time.time() - at) * 1000)
-                if await on_ticket(run, buyer, ticket, bought):
-                    return None
-    finally:
-        run.tally.open_streams -= 1
-    return None
-
-
-async def follow_poll(run: Run, buyer: str) -> None:
-    bought: list[bool] = []
-    url = f"/api/products/{run.pid}/queue/me"
-    while True:
-        r = await run.client.get(url, headers=run.auth(buyer))
-        if r.status_code == 200 and await on_ticket(run, buyer, r.json(), bought):
-            return
-        await asyncio.sleep(run.cfg.poll_seconds * run.rng.uniform(0.8, 1.2))
-
-
-async def buyer_life(run: Run, buyer: str, join_at: float, stream: bool) -> None:
-    await asyncio.sleep(max(0.0, join_at - time.monotonic()))
-    started = time.monotonic()
-    r = await run.client.post(f"/api/products/{run.pid}/queue", headers=run.auth(buyer))
-    run.tally.joins_ms.append((time.monotonic() - started) * 1000)
-    if r.status_code not in (200, 201):
-        run.tally.count(run.tally.join_errors, f"{r.status_code}:{r.json().get('code')}")
-        return
-    await (follow_stream(run, buyer) if stream else follow_poll(run, buyer))
-
-
-def spearman(xs: list[float], ys: list[float]) -> float | None:
-    n = len(xs)
-    if n < 3:
-        return None
-    rx = {v: i for i, v in enumerate(sorted(range(n), key=lambda k: xs[k]))}
-    ry = {v: i for i, v in enumerate(sorted(range(n), key=lambda k: ys[k]))}
-    d2 = sum((rx[k] - ry[k]) ** 2 for k in range(n))
-    return 1 - 6 * d2 / (n * (n * n - 1))
-
-
-async def queue_figures(settings: Settings, pid: str) -> dict[str, Any]:
-    """From the products database: fairness, the end, and the queue's own consistency."""
-    async with checks.connection(settings, "products") as conn:
-        rows = (
-            await conn.execute(
-                text(
-                    "SELECT t.joined_at, t.place, t.state, t.ended_at, t.order_id, p.release_at"
-                    " FROM queue_tickets t JOIN products p ON p.id = t.product_id"
-                    " WHERE t.product_id = :p ORDER BY t.joined_at"
-                ),
-                {"p": pid},
+async def run_load(cfg: QueueConfig, work: list[Slice]) -> tuple[list[dict[str, Any]], Sampler]:
+    """The slices in worker processes, sampling the platform and the streams held meanwhile."""
+    ctx = multiprocessing.get_context("spawn")
+    open_streams = ctx.Array("i", cfg.processes, lock=False)
+    sampler = Sampler(interval=1.0, extra=lambda: {"streams_held": float(sum(open_streams))})
+    loop = asyncio.get_running_loop()
+    with ProcessPoolExecutor(
+        cfg.processes, mp_context=ctx, initializer=queue_load.init_worker, initargs=(open_streams,)
+    ) as pool:
+        sampling = asyncio.create_task(sampler.run())
+        try:
+            results = await asyncio.gather(
+                *(loop.run_in_executor(pool, queue_load.run_slice, s) for s in work)
             )
-        ).all()
-    release = rows[0][5] if rows else None
-    early = [r for r in rows if release is not None and r[0] < release and r[1] is not None]
-    late = [r for r in rows if release is not None and r[0] >= release]
-    ends = [r[3] for r in rows if r[3] is not None]
-    states: dict[str, int] = {}
-    for r in rows:
-        states[r[2]] = states.get(r[2], 0) + 1
-    return {
-        "tickets": len(rows),
-        "states": states,
-        "spearman_join_vs_place": spearman(
-            [r[0].timestamp() for r in early], [float(r[1]) for r in early]
-        ),
-        "late_in_arrival_order": [r[1] for r in late] == sorted(r[1] for r in late),
-        "seconds_release_to_last_fate": (
-            round((max(ends) - release).total_seconds(), 2) if ends and release else None
-        ),
-        "used_order_ids": {r[4] for r in rows if r[2] == "used" and r[4]},
-    }
+        finally:
+            sampling.cancel()
+    return list(results), sampler
 
 
-def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The slices' records as one: lists joined, counters and counts added."""
+    out: dict[str, Any] = {}
+    for r in results:
+        for k, v in r.items():
+            if isinstance(v, list):
+                out.setdefault(k, []).extend(v)
+            elif isinstance(v, dict):
+                table = out.setdefault(k, {})
+                for kk, n in v.items():
+                    table[kk] = table.get(kk, 0) + n
+            else:
+                out[k] = out.get(k, 0) + v
+    return out
 
 
 async def run_queue(settings: Settings, cfg: QueueConfig) -> dict[str, Any]:
-    drop_cfg = DropConfig(buyers=cfg.buyers, pairs=cfg.pairs, sizes=cfg.sizes, seed=cfg.seed)
     started = datetime.now(UTC)
+    drop_cfg = DropConfig(buyers=cfg.buyers, pairs=cfg.pairs, sizes=cfg.sizes, seed=cfg.seed)
     workdir = Path("bench/out")
     await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
     bench = Bench(settings, drop_cfg, workdir)
     await bench.make_buyers()
-    limits = httpx.Limits(max_connections=cfg.buyers + 200, max_keepalive_connections=2000)
-    async with httpx.AsyncClient(
-        base_url=settings.gateway_url, timeout=60, limits=limits
-    ) as client:
-        run = await create_queue_drop(bench, cfg, client)
-        bench.log(f"queue {run.pid}: {cfg.buyers} buyers over {cfg.window_seconds}s")
-        t0 = time.monotonic()
-        lives = [
-            buyer_life(
-                run,
-                b,
-                t0 + run.rng.uniform(0, cfg.window_seconds),
-                run.rng.random() < cfg.stream_share,
-            )
-            for b in bench.buyer_ids
-        ]
-        done, pending = await asyncio.wait(
-            [asyncio.create_task(x) for x in lives], timeout=cfg.window_seconds + cfg.max_seconds
-        )
-        for task in pending:
-            task.cancel()
-        failed = [t for t in done if t.exception() is not None]
-        return await result(settings, run, started, len(pending), failed)
+    t0 = time.time() + START_SECONDS
+    release_at = datetime.fromtimestamp(t0 + cfg.window_seconds, UTC)
+    async with bench.client() as client:
+        pid = await create_queue_drop(bench, cfg, client, release_at)
+    bench.log(f"queue {pid}: {cfg.buyers} buyers over {cfg.window_seconds}s, {cfg.processes} procs")
+    seen, sampler = await run_load(cfg, slices(bench, cfg, pid, t0))
+    bench.log("load done; reading the databases")
+    out = await figures(settings, cfg, pid, merge(seen), sampler)
+    out.update(started_at=started.isoformat(), machine=machine(), git=git_commit())
+    if cfg.compare:
+        out["compare"] = await compare_fcfs(settings, cfg, out["sales"])
+    evaluate(out)
+    path = cfg.out or workdir / f"queue-{started:%Y%m%dT%H%M%S}.json"
+    await asyncio.to_thread(path.write_text, json.dumps(out, indent=2, default=str))
+    write_html(out, path.with_suffix(".html"))
+    bench.log(f"result: {path}")
+    return out
 
 
-async def result(
-    settings: Settings, run: Run, started: datetime, unfinished: int, failed: list[Any]
+async def figures(
+    settings: Settings, cfg: QueueConfig, pid: str, seen: dict[str, Any], sampler: Sampler
 ) -> dict[str, Any]:
-    figures = await queue_figures(settings, run.pid)
-    used = figures.pop("used_order_ids")
+    rows = await queue_figures.tickets(settings, pid)
+    queue = queue_figures.queue_figures(rows)
+    used = queue.pop("used_order_ids")
+    created = set(seen.get("created", []))
     check = await checks.check_product(
         settings,
-        run.pid,
+        pid,
         stock_mode="gate",
         limit=1,
-        client_ids=run.tally.created,
-        gate_diffs=await checks.gate_differences(settings, [run.pid]),
+        client_ids=created,
+        gate_diffs=await checks.gate_differences(settings, [pid]),
     )
-    t = run.tally
-    ordered = len(t.created) + t.met_sold_out
-    out = {
+    sales = await queue_figures.sales(settings, pid, cfg.pairs)
+    arrivals = [tuple(a) for a in seen.get("final_arrivals", [])]
+    last_fate_seen = max((a[2] for a in arrivals), default=None)
+    last_paid = sales.pop("last_paid_at")
+    peak = sampler.peak("streams_held")
+    ordered = seen.get("admitted", 0)
+    return {
         "bench": "queue",
-        "started_at": started.isoformat(),
-        "config": {k: str(v) for k, v in vars(run.cfg).items()},
-        "product_id": run.pid,
-        "join_p99_ms": _pct(t.joins_ms, 0.99),
-        "stream_delay_p50_ms": _pct(t.delays_ms, 0.5),
-        "stream_delay_p99_ms": _pct(t.delays_ms, 0.99),
-        "streams_held_at_once": t.max_streams,
-        "admitted_met_sold_out_share": round(t.met_sold_out / ordered, 4) if ordered else 0.0,
-        "queue": figures,
-        "payments": t.paid,
-        "errors": {**t.errors, **t.join_errors, "unfinished": unfinished, "crashed": len(failed)},
+        "config": {k: str(v) for k, v in vars(cfg).items()},
+        "product_id": pid,
+        "join_p50_ms": queue_figures.pct(seen.get("joins_ms", []), 0.5),
+        "join_p99_ms": queue_figures.pct(seen.get("joins_ms", []), 0.99),
+        "stream_delay_p50_ms": queue_figures.pct(seen.get("stream_delays_ms", []), 0.5),
+        "stream_delay_p99_ms": queue_figures.pct(seen.get("stream_delays_ms", []), 0.99),
+        **queue_figures.fate_delays(rows, arrivals),
+        "streams_held_at_once": int(peak["streams_held"]) if peak else 0,
+        "platform_at_peak_streams": peak,
+        "admitted_buyers": ordered,
+        "admitted_met_sold_out_share": round(seen.get("met_sold_out", 0) / ordered, 4)
+        if ordered
+        else 0.0,
+        "orders_without_admission": len(created - used),
+        "last_fate_seen_after_last_payment_s": round(last_fate_seen - last_paid.timestamp(), 2)
+        if last_fate_seen and last_paid
+        else None,
+        "queue": queue,
+        "sales": sales,
+        "seen": {
+            k: v
+            for k, v in seen.items()
+            if k not in ("created", "final_arrivals", "joins_ms", "stream_delays_ms")
+        },
         "check": check.as_dict(),
+        "samples": sampler.samples,
     }
-    out["ok"] = bool(
-        check.oversold == 0
-        and check.limit_violations == 0
-        and check.ledger_consistent
-        and unfinished == 0
-        and not failed
-        and not t.join_errors  # (429s: raise SNAPSHOE_QUEUE_JOIN_RATE_PER_MINUTE for a bench)
-        and figures["states"].get("admitted", 0) == 0
-        and figures["states"].get("waiting", 0) == 0
-        and run.tally.created <= used  # no order without an admission
-        and figures["late_in_arrival_order"]
+
+
+async def compare_fcfs(
+    settings: Settings, cfg: QueueConfig, queue_sales: dict[str, Any]
+) -> dict[str, Any]:
+    """The same drop in fcfs mode (``bench drop``), and when its pairs sold, from its orders."""
+    from snapshoe.bench.drop import run_drop
+
+    drop = await run_drop(
+        settings,
+        DropConfig(
+            buyers=cfg.buyers,
+            pairs=cfg.pairs,
+            sizes=cfg.sizes,
+            decline_share=cfg.decline_share,
+            seed=cfg.seed,
+            out=(cfg.out.with_name(cfg.out.stem + "-fcfs.json") if cfg.out else None),
+        ),
     )
-    path = run.cfg.out or Path("bench/out") / f"queue-{started:%Y%m%dT%H%M%S}.json"
-    path.write_text(json.dumps(out, indent=2, default=str))
-    run.bench.log(f"result: {path}")
-    return out
+    fcfs = await queue_figures.sales(settings, drop["setup"]["product_id"], cfg.pairs)
+    fcfs.pop("last_paid_at")
+    return {"fcfs": fcfs, "fcfs_ok": drop["ok"], "queue": queue_sales}

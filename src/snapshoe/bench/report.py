@@ -78,7 +78,12 @@ def latency_svg(
     return _svg(parts)
 
 
-def curve_svg(curve: list[list[float]] | list[tuple[float, int]], pairs: int) -> str:
+def curve_svg(
+    curve: list[list[float]] | list[tuple[float, int]],
+    pairs: int,
+    x_label: str = "seconds since the release (axis starts at -0.5)",
+    y_label: str = "pairs left",
+) -> str:
     points = [(float(t), float(n)) for t, n in curve if float(t) >= -0.5]
     if not points:
         return "<p>no samples</p>"
@@ -90,7 +95,7 @@ def curve_svg(curve: list[list[float]] | list[tuple[float, int]], pairs: int) ->
         y = H - PAD - n / y_max * (H - PAD - 10)
         return f"{x:.1f},{y:.1f}"
 
-    parts = _axes("seconds since the release (axis starts at -0.5)", "pairs left", t_max, y_max)
+    parts = _axes(x_label, y_label, t_max, y_max)
     parts.append(
         '<polyline fill="none" stroke="#d62" stroke-width="2" points="'
         + " ".join(xy(t, n) for t, n in points)

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from tests.integration.orders.helpers import Buyer, OrdersEnv, admin_headers, key
 from tests.support.waiting import eventually
 
-from snapshoe.bench.queue import spearman
+from snapshoe.bench.queue_figures import spearman
 from snapshoe.products.bootstrap import create_app as create_products_app
 
 

@@ -1,0 +1,266 @@
+"""The buyers of ``bench queue``, run in worker processes: each process takes a slice of the
+buyers with its own event loop and aiohttp session, so that 20,000 buyers' streams and requests
+are not one Python thread's work (the first, one-process version fell behind beyond a few
+hundred buyers). aiohttp rather than httpx: it holds thousands of streaming responses at a
+fraction of httpx's CPU per connection, and it is already the platform's own HTTP client.
+
+A buyer joins at its time, then follows the ticket on its event stream (or polls it, or polls
+after a refused stream); once admitted it orders a size still on sale with its admission and
+pays through the sandbox PG, a share of them with a declining card. The slice returns a plain
+dict (pickled back to the parent) of what its buyers saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+import orjson
+
+from snapshoe.bench.drop_model import APPROVE_CARD, DECLINE_CARD
+
+FINAL = frozenset({"used", "expired", "sold_out"})
+# Set in each worker by init_worker: this process's open streams, which the parent sums across
+# processes while they run (the streams held at once, not the sum of each process's maximum).
+OPEN_STREAMS: Any = None
+MAX_ORDER_ATTEMPTS = 50  # more than any bench's sizes: every size may be tried once
+RETRIES = 3  # a request that failed to connect or timed out
+
+
+@dataclass(frozen=True)
+class Buyer:
+    id: str
+    token: str
+    join_at: float  # wall clock (time.time()), shared by every process
+    stream: bool
+
+
+@dataclass(frozen=True)
+class Slice:
+    gateway_url: str
+    pid: str
+    run_id: str
+    price: int
+    buyers: tuple[Buyer, ...]
+    poll_seconds: float
+    decline_share: float
+    deadline: float  # wall clock: whatever is not final by then is unfinished
+    seed: int
+    index: int = 0  # this slice's slot in OPEN_STREAMS
+    source_ip: str | None = None  # spreads client ports over loopback addresses
+
+
+@dataclass
+class Seen:
+    """What one slice's buyers saw; ``as_dict`` is what goes back to the parent."""
+
+    joins_ms: list[float] = field(default_factory=list)
+    stream_delays_ms: list[float] = field(default_factory=list)  # admitted_at -> frame
+    # (ticket id, state, wall clock, seen on the stream) for every fate a buyer learnt
+    final_arrivals: list[tuple[str, str, float, bool]] = field(default_factory=list)
+    created: list[str] = field(default_factory=list)
+    admitted: int = 0
+    met_sold_out: int = 0
+    refusals: Counter[str] = field(default_factory=Counter)
+    paid: Counter[str] = field(default_factory=Counter)
+    fates: Counter[str] = field(default_factory=Counter)
+    statuses: Counter[str] = field(default_factory=Counter)  # "label status"
+    errors: Counter[str] = field(default_factory=Counter)
+    open_streams: int = 0
+    max_streams: int = 0
+    unfinished: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (dict(v) if isinstance(v, Counter) else v) for k, v in vars(self).items()}
+
+
+class Shopper:
+    """One slice's session and record; its methods are the buyers' steps."""
+
+    def __init__(self, s: Slice, session: aiohttp.ClientSession) -> None:
+        self.s = s
+        self.session = session
+        self.seen = Seen()
+        self.rng = random.Random(s.seed)  # noqa: S311  (declines and sizes, not secrets)
+        self.bought: set[str] = set()
+
+    async def call(
+        self, method: str, path: str, label: str, buyer: Buyer | None = None, **kw: Any
+    ) -> tuple[int, Any]:
+        headers = dict(kw.pop("headers", {}))
+        if buyer is not None:
+            headers["Authorization"] = f"Bearer {buyer.token}"
+        for attempt in range(RETRIES):
+            try:
+                async with self.session.request(method, path, headers=headers, **kw) as r:
+                    body = await r.read()
+                    self.seen.statuses[f"{label} {r.status}"] += 1
+                    return r.status, orjson.loads(body) if body else None
+            except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
+                self.seen.errors[f"{label} {type(exc).__name__}"] += 1
+                await asyncio.sleep(0.5 * (attempt + 1))
+        return 0, None
+
+    async def life(self, b: Buyer) -> None:
+        await asyncio.sleep(max(0.0, b.join_at - time.time()))
+        started = time.monotonic()
+        status, ticket = await self.call("POST", f"/api/products/{self.s.pid}/queue", "join", b)
+        self.seen.joins_ms.append((time.monotonic() - started) * 1000)
+        if status not in (200, 201):
+            self.seen.errors[f"join {status}:{(ticket or {}).get('code')}"] += 1
+            return
+        if await self.on_ticket(b, ticket, via_stream=False):
+            return
+        if not (b.stream and await self.follow_stream(b)):
+            await self.follow_poll(b)
+
+    async def on_ticket(self, b: Buyer, ticket: dict[str, Any], *, via_stream: bool) -> bool:
+        """React to a ticket seen; True once it is final."""
+        state = ticket["state"]
+        if state == "admitted" and b.id not in self.bought:
+            self.bought.add(b.id)
+            self.seen.admitted += 1
+            if via_stream:
+                at = _epoch(ticket["admitted_at"])
+                self.seen.stream_delays_ms.append((time.time() - at) * 1000)
+            await self.buy(b, ticket["admission_token"])
+        if state in FINAL:
+            self.seen.fates[state] += 1
+            self.seen.final_arrivals.append((ticket["id"], state, time.time(), via_stream))
+            return True
+        return False
+
+    async def follow_stream(self, b: Buyer) -> bool:
+        """The ticket's event stream until it is final; False: poll instead."""
+        url = f"/api/products/{self.s.pid}/queue/me/events"
+        headers = {"Authorization": f"Bearer {b.token}", "Accept": "text/event-stream"}
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60)
+        self.streams_opened(1)
+        try:
+            async with self.session.get(url, headers=headers, timeout=timeout) as r:
+                self.seen.statuses[f"stream {r.status}"] += 1
+                if r.status != 200:
+                    return False
+                async for line in r.content:
+                    if line.startswith(b"data: "):
+                        ticket = orjson.loads(line[6:])
+                        if await self.on_ticket(b, ticket, via_stream=True):
+                            return True
+                self.seen.errors["stream ended before the ticket was final"] += 1
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self.seen.errors[f"stream {type(exc).__name__}"] += 1
+        finally:
+            self.streams_opened(-1)
+        return False
+
+    def streams_opened(self, n: int) -> None:
+        self.seen.open_streams += n
+        self.seen.max_streams = max(self.seen.max_streams, self.seen.open_streams)
+        if OPEN_STREAMS is not None:
+            OPEN_STREAMS[self.s.index] = self.seen.open_streams
+
+    async def follow_poll(self, b: Buyer) -> None:
+        url = f"/api/products/{self.s.pid}/queue/me"
+        while True:
+            status, ticket = await self.call("GET", url, "ticket", b)
+            if status == 200 and await self.on_ticket(b, ticket, via_stream=False):
+                return
+            await asyncio.sleep(self.s.poll_seconds * self.rng.uniform(0.8, 1.2))
+
+    async def buy(self, b: Buyer, admission: str) -> None:
+        """Order one pair of a size still on sale, with the admission; then pay. The product's
+        page may be a moment old: a size refused as sold out is not asked for again, and the
+        buyer goes on until every size is refused or shows none left."""
+        refused: set[str] = set()
+        for attempt in range(MAX_ORDER_ATTEMPTS):
+            status, product = await self.call("GET", f"/api/products/{self.s.pid}", "product")
+            items = product["items"] if status == 200 else []
+            left = [i["id"] for i in items if i["stock_remaining"] > 0 and i["id"] not in refused]
+            if not left:
+                break
+            item = self.rng.choice(left)
+            status, order = await self.call(
+                "POST",
+                "/api/orders",
+                "order",
+                b,
+                json={"lines": [{"item_id": item, "quantity": 1}]},
+                headers={
+                    "Idempotency-Key": f"bq-{self.s.run_id}-{b.id}-{attempt}",
+                    "Admission-Token": admission,
+                },
+            )
+            if status == 201:
+                self.seen.created.append(order["id"])
+                await self.pay(b, order["id"])
+                return
+            code = (order or {}).get("code")
+            self.seen.refusals[f"{status}:{code}"] += 1
+            if code != "sold_out":
+                return
+            refused.add(item)
+        self.seen.met_sold_out += 1
+
+    async def pay(self, b: Buyer, order_id: str) -> None:
+        decline = self.rng.random() < self.s.decline_share
+        card = DECLINE_CARD if decline else APPROVE_CARD
+        amount = self.s.price
+        status, auth = await self.call(
+            "POST",
+            "/pg/v1/sandbox/authorizations",
+            "pg",
+            json={"order_id": order_id, "amount": amount, "card_number": card},
+        )
+        if status != 200:
+            self.seen.paid[f"authorization {status}"] += 1
+            return
+        status, _ = await self.call(
+            "POST",
+            "/api/payments/confirm",
+            "confirm",
+            b,
+            json={"order_id": order_id, "payment_key": auth["payment_key"], "amount": amount},
+            headers={"Idempotency-Key": f"bp-{self.s.run_id}-{order_id}"},
+        )
+        self.seen.paid[f"{'declined' if decline else 'approved'}:{status}"] += 1
+
+
+def _epoch(rfc3339: str) -> float:
+    return datetime.fromisoformat(rfc3339).timestamp()
+
+
+async def _run(s: Slice) -> dict[str, Any]:
+    connector = aiohttp.TCPConnector(
+        limit=0, local_addr=(s.source_ip, 0) if s.source_ip else None, ttl_dns_cache=None
+    )
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(s.gateway_url, connector=connector, timeout=timeout) as http:
+        shopper = Shopper(s, http)
+        tasks = [asyncio.create_task(shopper.life(b)) for b in s.buyers]
+        done, pending = await asyncio.wait(tasks, timeout=max(1.0, s.deadline - time.time()))
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        crashed = [repr(t.exception()) for t in done if t.exception() is not None]
+    out = shopper.seen.as_dict()
+    out["unfinished"] = len(pending)
+    out["crashed"] = crashed[:20]
+    out["crashed_count"] = len(crashed)
+    return out
+
+
+def init_worker(open_streams: Any) -> None:
+    """ProcessPoolExecutor initializer: the shared counters of open streams."""
+    global OPEN_STREAMS  # one per worker process, set once before any slice
+    OPEN_STREAMS = open_streams
+
+
+def run_slice(s: Slice) -> dict[str, Any]:
+    """A worker process's whole job (ProcessPoolExecutor target)."""
+    return asyncio.run(_run(s))
