@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,20 +121,24 @@ class QueueHub:
         before = self.head(pid)
         if "head" in message:
             self.heads[pid] = max(before, int(message["head"]))
-        tickets: Sequence[str] = message.get("t") or ()
-        for ticket_id in tickets:
-            for listener in self.by_ticket.get(str(ticket_id), ()):
-                listener.reread = True
-                listener.woken.set()
+        tickets = {str(t) for t in message.get("t") or ()}
+        changed = [listener for t in tickets for listener in self.by_ticket.get(t, ())]
         crowd = list(self.listeners.get(pid, ()))
+        if message.get("all"):
+            # The read for everyone carries the changed tickets too: they go first.
+            first = [listener for listener in crowd if listener.ticket_id in tickets]
+            rest = [listener for listener in crowd if listener.ticket_id not in tickets]
+            task = asyncio.create_task(self._hand_out(pid, first + rest))
+            self.reads.add(task)
+            task.add_done_callback(self.reads.discard)
+            return
+        for listener in changed:
+            listener.reread = True
+            listener.woken.set()
         if message.get("ended"):
             for listener in crowd:
                 listener.ended_after = self.head(pid)
             self._wake_spread(crowd, max(MIN_WAKES_PER_SECOND, len(crowd) / 2), reread=False)
-        elif message.get("all"):
-            task = asyncio.create_task(self._hand_out(pid, crowd))
-            self.reads.add(task)
-            task.add_done_callback(self.reads.discard)
         elif self.head(pid) > before:
             self._head_moved(pid)
 

@@ -93,6 +93,23 @@ async def test_everyone_gets_a_fresh_row_from_one_read_spread_over_time(
     assert not any(s.reread for s in streams)
 
 
+async def test_with_a_read_for_everyone_the_changed_tickets_are_told_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(queue_hub, "FRAMES_PER_SECOND", 30.0)  # 3 per 0.1 s step
+    hub = new_hub()
+    streams = crowd(hub, 30)
+
+    async def reader(pid: str) -> dict[str, dict[str, Any]]:
+        return {s.ticket_id: {"id": s.ticket_id} for s in streams}
+
+    hub.reader = reader
+    hub.dispatch({"p": "p1", "all": True, "t": ["T27", "T28", "T29"]})
+    await asyncio.sleep(0.01)
+    assert {s.ticket_id for s in streams if s.woken.is_set()} == {"T27", "T28", "T29"}
+    assert not any(s.reread for s in streams)  # the read for everyone carries them
+
+
 async def test_without_the_read_each_stream_reads_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(queue_hub, "FALLBACK_READS_PER_SECOND", 100.0)
     hub = new_hub()
