@@ -72,10 +72,11 @@ MAX_HEADER_BYTES = 8 * 1024
 # rewrite reserve (bigger headers would be refused by HAProxy's parser with a bare HTML 400).
 BUFFER_BYTES = 80 * 1024
 REWRITE_RESERVE_BYTES = 1024
-# HAProxy needs about two file descriptors per connection; 8000 fits the usual 20k ulimit.
-GLOBAL_MAXCONN = 8000
-FRONTEND_MAXCONN = 6000
+# Per-server cap of the short requests' backends; the global and frontend maxconn come from
+# SNAPSHOE_GATEWAY_MAXCONN (frontend_maxconn below).
 SERVER_MAXCONN = 1000
+# The services send a stream a heartbeat at least every 15 s; an idle stream survives three.
+STREAM_TIMEOUT_SECONDS = 45
 TEMPLATE_SLOTS = 8  # server-template slots per service (compose/k8s replicas)
 
 
@@ -89,6 +90,14 @@ class Backend:
     address: str
     port: int
     strip_prefix: str = ""
+    # Long-lived SSE streams: servers capped at the global maxconn, the stream timeout.
+    streams: bool = False
+
+
+def frontend_maxconn(global_maxconn: int) -> int:
+    """The API frontend's share: a quarter stays free so the stats frontend (health checks,
+    /metrics) still answers when the API is full; 8000 gives today's 6000."""
+    return global_maxconn * 3 // 4
 
 
 # backend name -> (settings service name, DNS label). DNS labels cannot hold underscores.
@@ -152,14 +161,12 @@ def _backends(settings: Settings, target: Target, k8s_namespace: str) -> list[Ba
             address = dns
         else:
             address = f"{dns}-headless.{k8s_namespace}.svc.cluster.local"
-        backends.append(
-            Backend(
-                name=name,
-                address=address,
-                port=settings.service_port(service),
-                strip_prefix="/pg" if name == "sandbox_pg" else "",
-            )
-        )
+        port = settings.service_port(service)
+        strip = "/pg" if name == "sandbox_pg" else ""
+        backends.append(Backend(name=name, address=address, port=port, strip_prefix=strip))
+        if name == "products":
+            # The waiting room's streams: the same servers, outside the short requests' slots.
+            backends.append(Backend("products_streams", address, port, streams=True))
     return backends
 
 
@@ -167,9 +174,10 @@ def _limits(shared: Settings) -> dict[str, object]:
     """The template's connection, size, timeout and rate limits."""
     settings = settings_for(GatewaySettings, shared)
     return {
-        "global_maxconn": GLOBAL_MAXCONN,
-        "frontend_maxconn": FRONTEND_MAXCONN,
+        "global_maxconn": settings.gateway_maxconn,
+        "frontend_maxconn": frontend_maxconn(settings.gateway_maxconn),
         "server_maxconn": SERVER_MAXCONN,
+        "stream_timeout": STREAM_TIMEOUT_SECONDS,
         "template_slots": TEMPLATE_SLOTS,
         "max_body_bytes": MAX_BODY_BYTES,
         "max_header_bytes": MAX_HEADER_BYTES,

@@ -8,6 +8,10 @@ from pydantic import Field
 
 from snapshoe.kernel.settings import Settings
 
+# Two fds per proxied connection, plus listeners, checks and resolvers, under the 20,000 fds
+# one process may open on this machine.
+MAX_GATEWAY_MAXCONN = 9500
+
 
 class GatewaySettings(Settings):
     """The kernel's shared settings and the gateway's own knobs."""
@@ -27,5 +31,13 @@ class GatewaySettings(Settings):
     # within as many again (HAProxy buffers it before any service sees it); beyond, 408.
     gateway_request_timeout_seconds: int = Field(default=10, ge=1, le=120)
     # Open connections one client address may hold at the gateway; more are refused at accept
-    # (before any HTTP is read), so one address cannot take the frontend's maxconn.
-    gateway_max_connections_per_client: int = Field(default=300, ge=1, le=6000)
+    # (before any HTTP is read), so one address cannot take the frontend's maxconn. Raisable to
+    # the largest maxconn, for a benchmark that holds a crowd of streams from one address.
+    gateway_max_connections_per_client: int = Field(default=300, ge=1, le=MAX_GATEWAY_MAXCONN)
+
+    # Connections one HAProxy process holds (its global maxconn; the API frontend takes 3/4).
+    # A proxied connection costs about two file descriptors, and a process may open 20,000 here.
+    gateway_maxconn: int = Field(default=8000, ge=100, le=MAX_GATEWAY_MAXCONN)
+    # HAProxy processes `snapshoe up` starts on the gateway port (SO_REUSEPORT: the kernel
+    # spreads connections); each has its own fds, maxconn and per-address stick tables.
+    gateway_processes: int = Field(default=1, ge=1, le=8)

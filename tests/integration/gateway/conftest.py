@@ -22,7 +22,7 @@ import uvicorn
 from cryptography.hazmat.primitives.asymmetric import ec
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 from tests.support.net import free_port, fresh_address
 from tests.support.settings import PlatformSettings
@@ -53,9 +53,30 @@ async def echo(request: Request) -> JSONResponse:
     )
 
 
+async def events(request: Request) -> StreamingResponse:
+    """A ticket stream's stand-in: the echo as its first event, then a heartbeat every ``gap``
+    seconds (query, default 1), as the products service sends them."""
+    gap = float(request.query_params.get("gap", "1"))
+    first = (await echo(request)).body
+
+    async def frames() -> AsyncIterator[bytes]:
+        yield b"event: echo\ndata: " + bytes(first) + b"\n\n"
+        while True:
+            await asyncio.sleep(gap)
+            yield b": heartbeat\n\n"
+
+    return StreamingResponse(frames(), media_type="text/event-stream")
+
+
 def echo_app() -> Starlette:
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-    return Starlette(routes=[Route("/{path:path}", echo, methods=methods)])
+    return Starlette(
+        routes=[
+            # With or without a trailing slash (the gateway routes the two apart).
+            Route("/api/products/{pid}/queue/me/events{rest:path}", events, methods=["GET"]),
+            Route("/{path:path}", echo, methods=methods),
+        ]
+    )
 
 
 @dataclass

@@ -55,6 +55,8 @@ GATEWAY_BACKENDS = {
     "payments": "payments",
     "sandbox_pg": "sandbox-pg",
 }
+# Backends of their own on a service's servers: the waiting room's streams on products'.
+SHARED_BACKENDS = {"products_streams": "products"}
 INFRA = ("mysql", "redis", "rabbitmq")
 # The Kubernetes versions the manifests must validate against: an older supported one and the
 # newest kubernetes-validate bundles.
@@ -229,10 +231,11 @@ def test_compose_dns_names_and_ports_match_the_gateway_config(
     with _env(env):
         assert gateway_main(["render", "--target", "compose", "--out", str(out)]) == 0
     templates = re.findall(r"server-template (\S+) 1-\d+ (\S+):(\d+) ", out.read_text())
-    assert {t[0] for t in templates} == set(GATEWAY_BACKENDS)
+    assert {t[0] for t in templates} == set(GATEWAY_BACKENDS) | set(SHARED_BACKENDS)
     roles = by_role(compose)
     app_env = compose["x-snapshoe-env"]
-    for backend, host, port in templates:
+    for name, host, port in templates:
+        backend = SHARED_BACKENDS.get(name, name)
         assert roles[("serve", backend)] == host, f"{backend} is served by {host}?"
         assert int(port) == Settings().service_port(backend)
         assert app_env[f"SNAPSHOE_{backend.upper()}_URL"] == f"http://{host}:{port}"
@@ -808,8 +811,9 @@ def test_the_gateway_finds_pods_through_headless_services(
             == 0
         )
     lines = re.findall(r"server-template (\S+) 1-\d+ (\S+):(\d+) ", out.read_text())
-    assert len(lines) == len(GATEWAY_BACKENDS)
-    for backend, host, port in lines:
+    assert len(lines) == len(GATEWAY_BACKENDS) + len(SHARED_BACKENDS)
+    for server, host, port in lines:
+        backend = SHARED_BACKENDS.get(server, server)
         name, svc_ns = host.split(".")[:2]
         assert host == f"{name}.{ns}.svc.cluster.local"
         assert svc_ns == ns

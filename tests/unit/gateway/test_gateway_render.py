@@ -84,14 +84,14 @@ def test_compose_uses_docker_dns(settings: Settings) -> None:
     assert "bind 0.0.0.0:18500" in cfg
     assert "server-template users 1-8 users:18501 " in cfg
     assert "server-template sandbox_pg 1-8 sandbox-pg:18505 " in cfg
-    assert cfg.count("init-addr none") == 5
+    assert cfg.count("init-addr none") == 6  # products twice: streams
 
 
 def test_k8s_uses_headless_services(settings: Settings) -> None:
     cfg = render_config(settings, "k8s", k8s_namespace="drops")
     assert "parse-resolv-conf" in cfg
     assert "orders-headless.drops.svc.cluster.local:18503" in cfg
-    assert cfg.count("init-addr none") == 5
+    assert cfg.count("init-addr none") == 6  # products twice: streams
 
 
 def test_settings_values_cannot_inject_directives(settings: Settings, tmp_path: Path) -> None:
