@@ -1,6 +1,7 @@
 """The platform's memory and CPU while a benchmark runs, from /proc (Linux): every process of the
-gateway, the services and workers, and the stores, grouped, sampled at an interval. The bench's
-own processes are left out (they are the load, not the platform)."""
+gateway, the services and workers, and the stores, grouped, sampled at an interval; and the
+bench's own processes as a group of their own (the load, not the platform: if they are busy,
+the figures say more about the load generator than about the platform)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,9 @@ from typing import Any
 
 TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
-# What a command line says about the part it is; the first match wins.
+# What a command line says about the part it is; the first match wins. A process that matches
+# none (a uvicorn worker is ``python -c "from multiprocessing.spawn ..."``) is its parent's.
 GROUPS: tuple[tuple[str, str], ...] = (
-    ("bench", "bench"),  # ``snapshoe bench ...`` itself
-    ("multiprocessing", "bench"),  # its load workers
     ("haproxy", "gateway"),
     ("snapshoe", "services"),  # ``snapshoe up``, its services, workers, mail sink, sandbox PG
     ("mariadbd", "stores"),
@@ -27,12 +27,39 @@ GROUPS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _group(pid: str) -> str | None:
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="ignore")
-    except OSError:
-        return None
-    return next((g for needle, g in GROUPS if needle in cmd), None)
+def _processes() -> dict[str, tuple[str, str]]:
+    """pid -> (parent pid, command line) of every process still there."""
+    out = {}
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[pid] = (stat[1], cmd.decode(errors="ignore"))
+    return out
+
+
+def groups(procs: dict[str, tuple[str, str]], me: str) -> dict[str, str]:
+    """pid -> group: this process and its descendants are "bench"; then the command line."""
+    out: dict[str, str] = {}
+
+    def group(pid: str, depth: int = 0) -> str | None:
+        if pid in out or pid not in procs or depth > 8:
+            return out.get(pid)
+        parent, cmd = procs[pid]
+        found = "bench" if pid == me else None
+        found = found or next((g for needle, g in GROUPS if needle in cmd), None)
+        if found is None or found != "bench":
+            up = group(parent, depth + 1)
+            found = "bench" if up == "bench" else found or up
+        if found is not None:
+            out[pid] = found
+        return found
+
+    for pid in procs:
+        group(pid)
+    return out
 
 
 def _cpu_and_rss(pid: str) -> tuple[float, int] | None:
@@ -47,10 +74,9 @@ def _cpu_and_rss(pid: str) -> tuple[float, int] | None:
 def snapshot() -> dict[str, tuple[float, int, int]]:
     """group -> (CPU seconds so far, resident bytes, processes)."""
     out: dict[str, tuple[float, int, int]] = {}
-    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
-        group = _group(pid)
-        usage = _cpu_and_rss(pid) if group not in (None, "bench") else None
-        if group is None or usage is None:
+    for pid, group in groups(_processes(), str(os.getpid())).items():
+        usage = _cpu_and_rss(pid)
+        if usage is None:
             continue
         cpu, rss, n = out.get(group, (0.0, 0, 0))
         out[group] = (cpu + usage[0], rss + usage[1], n + 1)

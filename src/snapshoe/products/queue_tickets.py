@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from snapshoe.kernel.clients import UpstreamProblem, UpstreamUnavailable
@@ -53,9 +52,15 @@ def ticket_out(deps: Deps, row: Mapping[Any, Any], head: int) -> schemas.Ticket:
     )
 
 
-async def _queue_product(deps: Deps, pid: str) -> RowMapping:
-    async with deps.sessions() as session:
-        product = await repo.get_product(session, pid)
+async def _queue_product(deps: Deps, pid: str, *, fresh: bool = False) -> Mapping[Any, Any]:
+    """The product's queue times: read at most once a second per process (a crowd joins in the
+    same seconds); ``fresh`` before acting on them once (the release)."""
+
+    async def load() -> Mapping[Any, Any] | None:
+        async with deps.sessions() as session:
+            return await repo.get_product(session, pid)
+
+    product = await load() if fresh else await deps.cache.get(("queue_product", pid), load)
     if product is None:
         raise not_found("product")
     if product["sale_mode"] != "queue":
@@ -64,34 +69,46 @@ async def _queue_product(deps: Deps, pid: str) -> RowMapping:
 
 
 async def join(deps: Deps, pid: str, buyer: str) -> tuple[schemas.Ticket, bool]:
-    """The buyer's ticket, and whether this call took it (201) or found it (200)."""
+    """The buyer's ticket, and whether this call took it (201) or found it (200). The common
+    case is one transaction: take the ticket; a buyer who has one meets the unique key."""
     product = await _queue_product(deps, pid)
+    now = utcnow()
+    expect = "running" if now >= product["release_at"] else "pre"
+    if now < product["queue_opens_at"]:
+        raise Problem(
+            409,
+            "queue_not_open",
+            detail="The queue has not opened yet",
+            queue_opens_at=rfc3339(product["queue_opens_at"]),
+        )
+    await _old_enough(deps, buyer, product["queue_opens_at"])
     for _ in range(JOIN_ATTEMPTS):
-        now = utcnow()
-        async with deps.sessions() as session:
-            mine = await qrepo.ticket_of(session, pid, buyer)
-            queue = await qrepo.get_queue(session, pid)
-        if mine is not None:
-            return ticket_out(deps, mine, queue["head"] if queue else 0), False
-        if now < product["queue_opens_at"]:
-            raise Problem(
-                409,
-                "queue_not_open",
-                detail="The queue has not opened yet",
-                queue_opens_at=rfc3339(product["queue_opens_at"]),
-            )
-        await _old_enough(deps, buyer, product["queue_opens_at"])
-        if queue is None or queue["state"] == "ended":
-            raise Problem(409, "sold_out", detail="Every pair of this drop is sold")
-        if queue["state"] == "pre" and now >= product["release_at"]:
-            await release(deps, pid, now)  # the release is due: rank first, then join behind
-            continue
         try:
-            row = await _insert(deps, pid, buyer, now, ranked=queue["state"] == "running")
+            taken = await _take(deps, pid, buyer, ranked=expect == "running")
         except IntegrityError:
-            continue  # a concurrent join of the same buyer won: read that ticket
-        if row is not None:
-            return ticket_out(deps, row, 0 if row["place"] is None else queue["head"]), True
+            return await _found(deps, pid, buyer), False
+        if isinstance(taken, schemas.Ticket):
+            return taken, True
+        if taken == "ended":
+            return await _found(deps, pid, buyer, or_sold_out=True), False
+        if taken == "pre" and expect == "running":
+            fresh = await _queue_product(deps, pid, fresh=True)
+            if utcnow() >= fresh["release_at"]:
+                await release(deps, pid, utcnow())  # due: rank first, then join behind
+                taken = "running"
+        expect = taken
+    raise Problem(409, "conflict", detail="The queue changed while joining; try again")
+
+
+async def _found(deps: Deps, pid: str, buyer: str, *, or_sold_out: bool = False) -> schemas.Ticket:
+    """The buyer's ticket taken before; with ``or_sold_out``, none means the queue ended."""
+    async with deps.sessions() as session:
+        mine = await qrepo.ticket_of(session, pid, buyer)
+        queue = await qrepo.get_queue(session, pid) if mine is not None else None
+    if mine is not None:
+        return ticket_out(deps, mine, queue["head"] if queue else 0)
+    if or_sold_out:
+        raise Problem(409, "sold_out", detail="Every pair of this drop is sold")
     raise Problem(409, "conflict", detail="The queue changed while joining; try again")
 
 
@@ -114,21 +131,21 @@ async def _old_enough(deps: Deps, buyer: str, opens_at: datetime) -> None:
         )
 
 
-async def _insert(
-    deps: Deps, pid: str, buyer: str, now: datetime, *, ranked: bool
-) -> RowMapping | None:
+async def _take(deps: Deps, pid: str, buyer: str, *, ranked: bool) -> schemas.Ticket | str:
     """The ticket, in one transaction holding the queue's row (SHARE before the release, FOR
-    UPDATE after it); None when the queue's state changed meanwhile (the caller looks again)."""
+    UPDATE after it); else the queue's state when it is not the one expected ("ended" for no
+    queue). A buyer with a ticket already raises IntegrityError (one per buyer and product)."""
     async with deps.sessions.begin() as session:
         queue = await qrepo.lock_queue(session, pid, shared=not ranked)
-        if queue is None or queue["state"] != ("running" if ranked else "pre"):
-            return None
-        values = {
+        state = "ended" if queue is None else str(queue["state"])
+        if queue is None or state != ("running" if ranked else "pre"):
+            return state
+        values: dict[str, Any] = {
             "id": new_id(),
             "product_id": pid,
             "buyer_id": buyer,
             "state": TicketState.WAITING.value,
-            "joined_at": now,
+            "joined_at": utcnow(),
         }
         if ranked:
             # Arrival order is the order the queue's row was taken in: the time is read there.
@@ -137,7 +154,8 @@ async def _insert(
         else:
             values["lottery"] = secrets.randbits(LOTTERY_BITS)
         await qrepo.insert_ticket(session, values)
-        return await qrepo.ticket_of(session, pid, buyer)
+    row = {"place": None, "admitted_at": None, "admitted_until": None, **values}
+    return ticket_out(deps, row, int(queue["head"]))
 
 
 async def my_ticket(deps: Deps, pid: str, buyer: str) -> schemas.Ticket:
