@@ -155,6 +155,10 @@ def serve(
         backlog=4096,
         timeout_keep_alive=75,  # longer than HAProxy's idle reuse, so pooled conns aren't cut
         timeout_graceful_shutdown=5,
+        # uvicorn kills a worker that does not answer its supervisor's ping within this; a
+        # worker busy under a crowd (a products process holding 10,000 streams stalled past
+        # the default 5 s in bench queue) is not hung, and killing it drops every stream.
+        timeout_worker_healthcheck=30,
     )
 
 

@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from snapshoe.kernel import gc_pauses
 from snapshoe.kernel.errors import (
     BACKEND_ERRORS,
     PROBLEM_JSON,
@@ -256,6 +257,7 @@ def create_service_app(
     settings = settings or get_settings()
     # Logging is set here, not at import, so every uvicorn worker process gets it.
     configure_logging(service, settings.log_level, json=settings.log_json)
+    gc_pauses.install()
     app = FastAPI(
         title=title or f"SnapShoe {service}",
         version=version,
