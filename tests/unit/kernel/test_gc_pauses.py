@@ -12,9 +12,17 @@ from snapshoe.kernel import gc_pauses
 
 @pytest.fixture(autouse=True)
 def _uninstall() -> object:
+    thresholds = gc.get_threshold()
     yield None
+    gc.set_threshold(*thresholds)
     if gc_pauses._watch in gc.callbacks:
         gc.callbacks.remove(gc_pauses._watch)
+
+
+def test_young_collections_are_rarer_than_cpythons_default() -> None:
+    gc_pauses.install()
+    assert gc.get_threshold() == gc_pauses.THRESHOLDS
+    assert gc.get_threshold()[0] >= 50 * 700
 
 
 def test_a_collection_over_the_bound_is_a_warning(
