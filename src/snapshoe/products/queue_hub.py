@@ -8,8 +8,9 @@ changed state), ``all`` (every ticket may have changed: the release ranked them)
 (the queue ended: every ticket still waiting, which is every place past ``head``, is sold out).
 
 What a crowd costs is bounded per message, not per stream: only a ticket's own change wakes its
-stream at once, with a read of that ticket; a head move wakes the product's streams at most every
-POSITION_SECONDS and spread over time (no read: position = place - head); an end tells every
+stream at once, with a read of that ticket; a head move wakes nobody: the hub keeps the latest
+head, and each stream sends its new position (place - head, no read) when it wakes for its next
+heartbeat, so positions are at most HEARTBEAT_SECONDS old at no cost per move; an end tells every
 stream its fate without a read; ``all`` is one read of the product's tickets in this process
 (``reader``), handed to each stream. Wakes of a crowd are spread (FRAMES_PER_SECOND), since each
 writes a frame. A lost message costs a stream at most its periodic re-read (queue_stream.py): the
@@ -38,9 +39,7 @@ RECONNECT_SECONDS = 1.0
 FRAMES_PER_SECOND = 5000.0
 # Without that read (the database was away), each stream reads its own ticket, at this pace.
 FALLBACK_READS_PER_SECOND = 500.0
-# A stream's position is at most this old while the queue moves; a crowd's wakes for a head
-# move (a frame each) are spread over half of it, at no less than MIN_WAKES_PER_SECOND.
-POSITION_SECONDS = 5.0
+# The end's wakes of a crowd (a frame and a close each): at least this many a second.
 MIN_WAKES_PER_SECOND = 1000.0
 SPREAD_STEP_SECONDS = 0.1
 
@@ -76,8 +75,6 @@ class QueueHub:
     listeners: dict[str, set[Listener]] = field(default_factory=dict)  # product -> streams
     by_ticket: dict[str, set[Listener]] = field(default_factory=dict)
     heads: dict[str, int] = field(default_factory=dict)  # product -> the latest head told
-    head_told_at: dict[str, float] = field(default_factory=dict)  # product -> last head wake
-    head_pending: set[str] = field(default_factory=set)  # products with a head wake scheduled
     task: asyncio.Task[None] | None = None
     # product id -> {ticket id: row}: the product's tickets, read once for every stream here
     reader: Callable[[str], Awaitable[Mapping[str, Mapping[Any, Any]]]] | None = None
@@ -118,13 +115,12 @@ class QueueHub:
 
     def dispatch(self, message: dict[str, Any]) -> None:
         pid = str(message.get("p", ""))
-        before = self.head(pid)
         if "head" in message:
-            self.heads[pid] = max(before, int(message["head"]))
+            self.heads[pid] = max(self.head(pid), int(message["head"]))
         tickets = {str(t) for t in message.get("t") or ()}
         changed = [listener for t in tickets for listener in self.by_ticket.get(t, ())]
-        crowd = list(self.listeners.get(pid, ()))
         if message.get("all"):
+            crowd = list(self.listeners.get(pid, ()))
             # The read for everyone carries the changed tickets too: they go first.
             first = [listener for listener in crowd if listener.ticket_id in tickets]
             rest = [listener for listener in crowd if listener.ticket_id not in tickets]
@@ -136,11 +132,10 @@ class QueueHub:
             listener.reread = True
             listener.woken.set()
         if message.get("ended"):
+            crowd = list(self.listeners.get(pid, ()))
             for listener in crowd:
                 listener.ended_after = self.head(pid)
             self._wake_spread(crowd, max(MIN_WAKES_PER_SECOND, len(crowd) / 2), reread=False)
-        elif self.head(pid) > before:
-            self._head_moved(pid)
 
     async def _hand_out(self, pid: str, crowd: list[Listener]) -> None:
         """One read of the product's tickets for every stream here; if it fails, each re-reads
@@ -157,22 +152,6 @@ class QueueHub:
             self._wake_spread(crowd, FALLBACK_READS_PER_SECOND, reread=True)
         else:
             self._wake_spread(crowd, FRAMES_PER_SECOND, reread=False)
-
-    def _head_moved(self, pid: str) -> None:
-        """Wake the product's streams for a new position, at most every POSITION_SECONDS."""
-        if pid in self.head_pending:
-            return
-        self.head_pending.add(pid)
-        loop = asyncio.get_running_loop()
-        due = self.head_told_at.get(pid, -math.inf) + POSITION_SECONDS
-        loop.call_later(max(0.0, due - loop.time()), self._wake_for_head, pid)
-
-    def _wake_for_head(self, pid: str) -> None:
-        self.head_pending.discard(pid)
-        self.head_told_at[pid] = asyncio.get_running_loop().time()
-        crowd = list(self.listeners.get(pid, ()))
-        rate = max(MIN_WAKES_PER_SECOND, len(crowd) / (POSITION_SECONDS / 2))
-        self._wake_spread(crowd, rate, reread=False)
 
     def _wake_spread(self, crowd: list[Listener], per_second: float, *, reread: bool) -> None:
         """Wake a crowd in SPREAD_STEP_SECONDS steps, so that no burst stalls this process."""

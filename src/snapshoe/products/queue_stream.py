@@ -3,7 +3,8 @@
 ``event: ticket`` with the ticket at once and on every change (state or position), a comment
 line as a heartbeat when nothing was sent for HEARTBEAT_SECONDS, and the end once the ticket is
 final. Woken by the process's hub (queue_hub.py): a move of the head needs no database read
-(position = place - head) and reaches a stream within the hub's POSITION_SECONDS; the queue's
+(position = place - head) and goes out with the stream's next heartbeat wake, so a position is
+at most HEARTBEAT_SECONDS old and costs no wake of its own; the queue's
 end needs none either (a waiting place past the last admitted one is sold out); a change of the
 ticket costs one primary-key read, bounded per process. Every 60 to 120 s a stream reads its
 ticket anyway, so a lost update heals by itself.
