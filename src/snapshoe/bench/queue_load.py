@@ -13,6 +13,7 @@ dict (pickled back to the parent) of what its buyers saw.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from collections import Counter
@@ -243,7 +244,13 @@ async def _run(s: Slice) -> dict[str, Any]:
     async with aiohttp.ClientSession(s.gateway_url, connector=connector, timeout=timeout) as http:
         shopper = Shopper(s, http)
         tasks = [asyncio.create_task(shopper.life(b)) for b in s.buyers]
-        done, pending = await asyncio.wait(tasks, timeout=max(1.0, s.deadline - time.time()))
+        orphaned = asyncio.create_task(_parent_gone())
+        done, pending = await asyncio.wait(
+            [*tasks, orphaned], timeout=max(1.0, s.deadline - time.time())
+        )
+        done.discard(orphaned)
+        pending.discard(orphaned)
+        orphaned.cancel()
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
@@ -253,6 +260,14 @@ async def _run(s: Slice) -> dict[str, Any]:
     out["crashed"] = crashed[:20]
     out["crashed_count"] = len(crashed)
     return out
+
+
+async def _parent_gone() -> None:
+    """Returns once the bench that started this worker is gone (killed, interrupted): a load
+    left running on its own would go on loading the platform for minutes."""
+    parent = os.getppid()
+    while os.getppid() == parent:  # noqa: ASYNC110  (nothing to wait on but polling)
+        await asyncio.sleep(1.0)
 
 
 def init_worker(open_streams: Any) -> None:
