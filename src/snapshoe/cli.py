@@ -43,6 +43,8 @@ app.add_typer(orders_app, name="orders")
 app.add_typer(bench_app, name="bench")
 
 HTTP_APPS = ("users", "products", "orders", "payments", "sandbox_pg", "mail_sink")
+# Processes of a service's app with a job of their own, on a port of their own: name -> app.
+ROLE_APPS = {"products_streams": "products"}
 # Dev stand-ins with one listening SMTP socket or per-process knobs: never forked.
 SINGLE_PROCESS = ("sandbox_pg", "mail_sink")
 
@@ -123,24 +125,25 @@ def seed() -> None:
 
 @app.command()
 def serve(
-    service: Annotated[str, typer.Argument(help="|".join(HTTP_APPS))],
+    service: Annotated[str, typer.Argument(help="|".join([*HTTP_APPS, *ROLE_APPS]))],
     workers: Annotated[
         int | None, typer.Option(help="processes; default SNAPSHOE_HTTP_WORKERS")
     ] = None,
 ) -> None:
     """Run one service's HTTP app (uvicorn with uvloop and httptools)."""
-    if service not in HTTP_APPS:
+    if service not in HTTP_APPS and service not in ROLE_APPS:
         raise typer.BadParameter(f"unknown service {service!r}")
-    settings = _start_settings(service)
+    settings = _start_settings(ROLE_APPS.get(service, service))
 
     import uvicorn
 
-    n = workers if workers is not None else settings.http_workers
+    default = settings.products_stream_workers if service == "products_streams" else 0
+    n = workers if workers is not None else default or settings.http_workers
     n = n or (os.cpu_count() or 1)
     if service in SINGLE_PROCESS:
         n = 1
     uvicorn.run(
-        f"snapshoe.{service}.bootstrap:create_app",
+        f"snapshoe.{ROLE_APPS.get(service, service)}.bootstrap:create_app",
         factory=True,
         host=settings.host,
         port=settings.service_port(service),
@@ -208,6 +211,8 @@ def _process_stages(settings: Settings, config_path: Path) -> list[list[Any]]:
                 webhook = f"{settings.service_url('payments')}/api/payments/webhooks/pg"
                 env["SNAPSHOE_SANDBOX_PG_WEBHOOK_URL"] = webhook
             stage.append(ProcessSpec(service, [*me, "serve", service], env))
+            if service == "products" and settings.products_stream_workers:
+                stage.append(ProcessSpec("products_streams", [*me, "serve", "products_streams"]))
             if service in HTTP_APPS and _has_module(f"snapshoe.{service}.workers"):
                 stage.append(ProcessSpec(f"{service}-worker", [*me, "worker", service]))
         stages.append(stage)
@@ -245,7 +250,7 @@ def _readiness(settings: Settings, client: Any) -> Callable[[Any], Awaitable[boo
 
     async def ready(spec: Any) -> bool:
         try:
-            if spec.name in HTTP_APPS:
+            if spec.name in HTTP_APPS or spec.name in ROLE_APPS:
                 r = await client.get(f"{settings.service_url(spec.name)}/readyz")
                 return bool(r.status_code == 200)
             if _is_gateway(spec.name):

@@ -42,6 +42,7 @@ def short_platform() -> Iterator[Platform]:
         "SNAPSHOE_ORDERS_PORT": base + 103,
         "SNAPSHOE_PAYMENTS_PORT": base + 104,
         "SNAPSHOE_SANDBOX_PG_PORT": base + 105,
+        "SNAPSHOE_PRODUCTS_STREAMS_PORT": base + 106,
         "SNAPSHOE_MAIL_SINK_SMTP_PORT": base + 26,
         "SNAPSHOE_SMTP_PORT": base + 26,
         "SNAPSHOE_MAIL_SINK_HTTP_PORT": base + 25,

@@ -165,7 +165,10 @@ def _backends(settings: Settings, target: Target, k8s_namespace: str) -> list[Ba
         strip = "/pg" if name == "sandbox_pg" else ""
         backends.append(Backend(name=name, address=address, port=port, strip_prefix=strip))
         if name == "products":
-            # The waiting room's streams: the same servers, outside the short requests' slots.
+            # The waiting room's streams: outside the short requests' slots, on the same
+            # servers or (locally, SNAPSHOE_PRODUCTS_STREAM_WORKERS) on processes of their own.
+            if target == "local" and settings.products_stream_workers:
+                port = settings.service_port("products_streams")
             backends.append(Backend("products_streams", address, port, streams=True))
     return backends
 

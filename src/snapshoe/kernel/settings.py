@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     orders_port: int = 8103
     payments_port: int = 8104
     sandbox_pg_port: int = 8105
+    products_streams_port: int = 8106
     mail_sink_smtp_port: int = 1025
     mail_sink_http_port: int = 8025
     gateway_stats_port: int = 8404
@@ -84,6 +85,12 @@ class Settings(BaseSettings):
     # Worker processes per HTTP service (uvicorn --workers). 0 = one per core: the drop
     # benchmark measured 1,000 -> 1,400 sold-out refusals/s going from 1 to 2 on 2 cores.
     http_workers: int = Field(default=0, ge=0, le=64)
+    # Processes of products that serve only the waiting room's event streams, on
+    # products_streams_port, which the gateway's stream backend then reaches (`snapshoe up`).
+    # 0 (the default): the products processes serve them along with everything else. A crowd
+    # of 16,000 streams in the processes that also run the reserve path slowed it past its
+    # timeouts in bench queue (docs/waiting-room.md); apart, their stalls stay theirs.
+    products_stream_workers: int = Field(default=0, ge=0, le=16)
 
     # Where dev keys, rendered configs and runtime files live.
     data_dir: Path = Path(".snapshoe")

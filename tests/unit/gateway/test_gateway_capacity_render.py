@@ -147,3 +147,47 @@ async def test_every_gateway_process_is_ready_when_the_gateway_routes(
         spec = ProcessSpec(name, ["haproxy"])
         assert [await ready(spec), await ready(spec)] == [False, True]
     assert asked == [f"{settings.gateway_url}/api/products?limit=1"] * 2
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_streams_go_to_processes_of_their_own_when_up_runs_them(
+    settings: Settings, target: Target
+) -> None:
+    s = settings.model_copy(update={"products_stream_workers": 2, "products_streams_port": 18506})
+    streams = section(render_config(s, target), "backend products_streams")
+    products = section(render_config(s, target), "backend products")
+    if target == "local":
+        assert "server products_streams 127.0.0.1:18506 " in streams
+    else:  # compose and Kubernetes run products' own replicas for them (docs/waiting-room.md)
+        assert ":18506" not in streams
+    assert ":18506" not in products
+    alone = settings.model_copy(update={"products_stream_workers": 0})
+    assert ":18506" not in render_config(alone, target)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_up_starts_the_stream_processes_with_products(
+    settings: Settings, tmp_path: Path, workers: int
+) -> None:
+    s = settings.model_copy(update={"products_stream_workers": workers})
+    stages = _process_stages(s, tmp_path / "haproxy.cfg")
+    stage = next(st for st in stages if any(p.name == "products" for p in st))
+    streams = [p for p in stage if p.name == "products_streams"]
+    assert len(streams) == (1 if workers else 0)
+    if workers:
+        assert streams[0].argv[-2:] == ["serve", "products_streams"]
+
+
+async def test_the_stream_processes_are_ready_when_their_readyz_answers(
+    settings: Settings,
+) -> None:
+    s = settings.model_copy(update={"products_streams_port": 18506})
+    asked: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        asked.append(str(request.url))
+        return httpx.Response(200)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+        assert await _readiness(s, client)(ProcessSpec("products_streams", ["x"]))
+    assert asked == [f"{s.service_url('products_streams')}/readyz"]
