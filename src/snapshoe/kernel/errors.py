@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeout
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -102,10 +103,12 @@ def _validation_problem(exc: RequestValidationError) -> Problem:
     return Problem(422, "validation_error", detail="The request is not valid", errors=errors)
 
 
-# The database or Redis could not be reached: the client may retry; it is not a bug.
+# The database or Redis could not be reached, or every database connection of this process
+# stayed busy for the pool's whole timeout: the client may retry; it is not a bug.
 BACKEND_ERRORS: tuple[type[Exception], ...] = (
     OperationalError,
     InterfaceError,
+    PoolTimeout,
     RedisConnectionError,
     RedisTimeout,
 )

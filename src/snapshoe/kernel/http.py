@@ -11,7 +11,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import orjson
@@ -236,6 +236,23 @@ async def _send_problem(send: Send, problem: Problem) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def _watching_gc(
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None,
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The service's lifespan, with the GC tuned and watched in the serving process first."""
+
+    @asynccontextmanager
+    async def run(app: FastAPI) -> AsyncIterator[None]:
+        gc_pauses.install()
+        if lifespan is None:
+            yield
+        else:
+            async with lifespan(app):
+                yield
+
+    return run
+
+
 def create_service_app(
     service: str,
     *,
@@ -257,11 +274,10 @@ def create_service_app(
     settings = settings or get_settings()
     # Logging is set here, not at import, so every uvicorn worker process gets it.
     configure_logging(service, settings.log_level, json=settings.log_json)
-    gc_pauses.install()
     app = FastAPI(
         title=title or f"SnapShoe {service}",
         version=version,
-        lifespan=lifespan,
+        lifespan=_watching_gc(lifespan),
     )
     install_error_handlers(app)
     app.include_router(_operations_router(service, dict(readiness or {}), metrics_hook))

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from snapshoe.kernel.errors import Problem
 from snapshoe.kernel.http import MAX_BODY_BYTES, create_service_app
@@ -31,6 +32,10 @@ def _app() -> httpx.AsyncClient:
     @router.get("/db-down")
     async def db_down() -> None:
         raise OperationalError("SELECT 1", {}, Exception("Can't connect"))
+
+    @router.get("/pool-full")
+    async def pool_full() -> None:
+        raise PoolTimeout("QueuePool limit of size 10 overflow 20 reached")
 
     @router.get("/redis-down")
     async def redis_down() -> None:
@@ -81,6 +86,17 @@ async def test_backend_outage_says_when_to_retry() -> None:
         r = await client.get("/db-down")
     assert r.headers["retry-after"] == "1"
     assert "Can't connect" not in r.text  # no internals leak
+
+
+async def test_a_full_connection_pool_is_a_503_to_retry_not_a_500() -> None:
+    # Every connection of the process busy for the pool's whole timeout: an overload, not a
+    # bug (seen at a full-size bench queue's release).
+    async with _app() as client:
+        r = await client.get("/pool-full")
+    assert r.status_code == 503
+    assert r.json()["code"] == "service_unavailable"
+    assert r.headers["retry-after"] == "1"
+    assert "QueuePool" not in r.text
 
 
 async def test_problem_extra_fields_reach_the_client() -> None:
