@@ -52,5 +52,8 @@ class Deps:
     admission_key: bytes = b""
     # Ticket reads of the open streams at once (a release wakes the whole crowd).
     stream_reads: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(16))
+    # Joins at once: after the release each waits for the queue's row, and a crowd of them
+    # holding every pooled connection starved the reserve path (bench queue, 20,000 buyers).
+    join_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
     # One verification of the gate's Redis at a time per process (rebuild.verify_gate).
     gate_lock: asyncio.Lock = field(default_factory=asyncio.Lock)

@@ -82,6 +82,11 @@ async def join(deps: Deps, pid: str, buyer: str) -> tuple[schemas.Ticket, bool]:
             queue_opens_at=rfc3339(product["queue_opens_at"]),
         )
     await _old_enough(deps, buyer, product["queue_opens_at"])
+    async with deps.join_slots:
+        return await _join(deps, pid, buyer, expect)
+
+
+async def _join(deps: Deps, pid: str, buyer: str, expect: str) -> tuple[schemas.Ticket, bool]:
     for _ in range(JOIN_ATTEMPTS):
         try:
             taken = await _take(deps, pid, buyer, ranked=expect == "running")
