@@ -31,6 +31,7 @@ FINAL = frozenset({"used", "expired", "sold_out"})
 # processes while they run (the streams held at once, not the sum of each process's maximum).
 OPEN_STREAMS: Any = None
 MAX_ORDER_ATTEMPTS = 50  # more than any bench's sizes: every size may be tried once
+PAGE_SECONDS = 1.0  # how old a product page may be (products' read cache)
 RETRIES = 3  # a request that failed to connect or timed out
 
 
@@ -176,15 +177,20 @@ class Shopper:
 
     async def buy(self, b: Buyer, admission: str) -> None:
         """Order one pair of a size still on sale, with the admission; then pay. The product's
-        page may be a moment old: a size refused as sold out is not asked for again, and the
-        buyer goes on until every size is refused or shows none left."""
+        page may be a moment old: a size refused as sold out is not asked for again until the
+        page has been read anew, and the buyer goes on until the page shows none left."""
         refused: set[str] = set()
         for attempt in range(MAX_ORDER_ATTEMPTS):
             status, product = await self.call("GET", f"/api/products/{self.s.pid}", "product")
             items = product["items"] if status == 200 else []
-            left = [i["id"] for i in items if i["stock_remaining"] > 0 and i["id"] not in refused]
-            if not left:
+            shown = [i["id"] for i in items if i["stock_remaining"] > 0]
+            left = [i for i in shown if i not in refused]
+            if not shown:
                 break
+            if not left:  # every size on the page was refused: the page is a moment old
+                await asyncio.sleep(PAGE_SECONDS)
+                refused.clear()
+                continue
             item = self.rng.choice(left)
             status, order = await self.call(
                 "POST",
