@@ -36,6 +36,7 @@ def _short_window_env() -> dict[str, str]:
         "ORDERS_PORT": base + 103,
         "PAYMENTS_PORT": base + 104,
         "SANDBOX_PG_PORT": base + 105,
+        "PRODUCTS_STREAMS_PORT": base + 106,
         "MAIL_SINK_SMTP_PORT": base + 26,
         "SMTP_PORT": base + 26,
         "MAIL_SINK_HTTP_PORT": base + 25,
