@@ -118,7 +118,6 @@ class QueueHub:
         if "head" in message:
             self.heads[pid] = max(self.head(pid), int(message["head"]))
         tickets = {str(t) for t in message.get("t") or ()}
-        changed = [listener for t in tickets for listener in self.by_ticket.get(t, ())]
         if message.get("all"):
             crowd = list(self.listeners.get(pid, ()))
             # The read for everyone carries the changed tickets too: they go first.
@@ -128,7 +127,7 @@ class QueueHub:
             self.reads.add(task)
             task.add_done_callback(self.reads.discard)
             return
-        for listener in changed:
+        for listener in [x for t in tickets for x in self.by_ticket.get(t, ())]:
             listener.reread = True
             listener.woken.set()
         if message.get("ended"):
