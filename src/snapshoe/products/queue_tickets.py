@@ -83,22 +83,26 @@ async def join(deps: Deps, pid: str, buyer: str) -> tuple[schemas.Ticket, bool]:
         )
     await _old_enough(deps, buyer, product["queue_opens_at"])
     async with deps.join_slots:
-        return await _join(deps, pid, buyer, expect)
+        return await _join(deps, pid, buyer, expect, product["release_at"])
 
 
-async def _join(deps: Deps, pid: str, buyer: str, expect: str) -> tuple[schemas.Ticket, bool]:
+async def _join(
+    deps: Deps, pid: str, buyer: str, expect: str, release_at: datetime
+) -> tuple[schemas.Ticket, bool]:
     for _ in range(JOIN_ATTEMPTS):
         try:
-            taken = await _take(deps, pid, buyer, ranked=expect == "running")
+            taken = await _take(deps, pid, buyer, ranked=expect == "running", release_at=release_at)
         except IntegrityError:
             return await _found(deps, pid, buyer), False
         if isinstance(taken, schemas.Ticket):
             return taken, True
         if taken == "ended":
             return await _found(deps, pid, buyer, or_sold_out=True), False
-        if taken == "pre" and expect == "running":
+        if taken == "due" or (taken == "pre" and expect == "running"):
             fresh = await _queue_product(deps, pid, fresh=True)
-            if utcnow() >= fresh["release_at"]:
+            release_at = fresh["release_at"]
+            taken = "pre"
+            if utcnow() >= release_at:
                 await release(deps, pid, utcnow())  # due: rank first, then join behind
                 taken = "running"
         expect = taken
@@ -136,10 +140,14 @@ async def _old_enough(deps: Deps, buyer: str, opens_at: datetime) -> None:
         )
 
 
-async def _take(deps: Deps, pid: str, buyer: str, *, ranked: bool) -> schemas.Ticket | str:
+async def _take(
+    deps: Deps, pid: str, buyer: str, *, ranked: bool, release_at: datetime
+) -> schemas.Ticket | str:
     """The ticket, in one transaction holding the queue's row (SHARE before the release, FOR
     UPDATE after it); else the queue's state when it is not the one expected ("ended" for no
-    queue). A buyer with a ticket already raises IntegrityError (one per buyer and product)."""
+    queue), or "due" for a ticket that would be taken at or after ``release_at`` before the
+    release ran: it queues behind the shuffled ones, so the release must run first. A buyer
+    with a ticket already raises IntegrityError (one per buyer and product)."""
     async with deps.sessions.begin() as session:
         queue = await qrepo.lock_queue(session, pid, shared=not ranked)
         state = "ended" if queue is None else str(queue["state"])
@@ -156,6 +164,10 @@ async def _take(deps: Deps, pid: str, buyer: str, *, ranked: bool) -> schemas.Ti
             # Arrival order is the order the queue's row was taken in: the time is read there.
             values["place"] = await qrepo.take_place(session, pid)
             values["joined_at"] = utcnow()
+        elif values["joined_at"] >= release_at:
+            # Decided before waiting for a join slot and the row, the join came in late: a
+            # lottery ticket now would be shuffled in among the early ones (bench queue saw it).
+            return "due"
         else:
             values["lottery"] = secrets.randbits(LOTTERY_BITS)
         await qrepo.insert_ticket(session, values)

@@ -328,6 +328,35 @@ async def test_the_release_order_is_random_and_later_joins_queue_in_arrival_orde
         assert [after[b.id] for b in late] == list(range(n + 1, n + 6))
 
 
+async def test_a_join_that_reaches_the_queue_after_the_release_time_is_not_shuffled_in(
+    orders_env: OrdersEnv,
+) -> None:
+    """A join that began before ``release_at`` but reached the queue's row after it (waiting
+    for a join slot or the row) is a late ticket: it queues behind the shuffled ones. It once
+    drew a lottery number there, and bench queue found late tickets out of arrival order."""
+    n = 30
+    async with orders_env.client() as client:
+        product, _ = await queue_drop(orders_env, client, 1, release_in=timedelta(seconds=6))
+        pid = product["id"]
+        release_at = datetime.fromisoformat(product["release_at"])
+        for b in [orders_env.buyer() for _ in range(n)]:
+            assert (await join(client, pid, b)).status_code == 201
+        straggler = orders_env.buyer()
+        async with orders_env.products_db.connect() as conn:
+            held = await conn.begin()
+            await conn.execute(
+                text("SELECT * FROM queues WHERE product_id = :p FOR UPDATE"), {"p": pid}
+            )
+            joining = asyncio.create_task(join(client, pid, straggler))
+            await asyncio.sleep(0.5)
+            assert datetime.now(UTC) < release_at  # it asked before the release time
+            await asyncio.sleep((release_at - datetime.now(UTC)).total_seconds() + 0.5)
+            await held.rollback()
+        assert (await joining).status_code == 201
+        ranked = await eventually(lambda: places(orders_env, pid), lambda p: None not in p.values())
+        assert ranked[straggler.id] == n + 1, ranked[straggler.id]
+
+
 async def _ticket_events(
     client: httpx.AsyncClient, pid: str, buyer: Buyer, into: list[dict[str, Any]]
 ) -> str:
