@@ -6,8 +6,12 @@ final. Woken by the process's hub (queue_hub.py): a move of the head needs no da
 (position = place - head) and goes out with the stream's next heartbeat wake, so a position is
 at most HEARTBEAT_SECONDS old and costs no wake of its own; the queue's
 end needs none either (a waiting place past the last admitted one is sold out); a change of the
-ticket costs one primary-key read, bounded per process. Every 60 to 120 s a stream reads its
-ticket anyway, so a lost update heals by itself.
+ticket costs one primary-key read, bounded per process. A lost update heals with the hub's
+periodic read for every stream of the process (REFRESH_SECONDS), not a read per stream.
+
+The first frame carries ``retry``, the reconnection time a browser's EventSource waits after
+a cut stream: spread at random, so that a crowd cut at once (a process restarted) comes back
+over seconds instead of at one instant.
 """
 
 from __future__ import annotations
@@ -27,11 +31,11 @@ from snapshoe.products import queue_repository as qrepo
 from snapshoe.products import schemas
 from snapshoe.products.deps import Deps
 from snapshoe.products.domain import FINAL_TICKET_STATES, TicketState
-from snapshoe.products.queue_hub import Listener
+from snapshoe.products.queue_hub import Listener, told_key
 from snapshoe.products.queue_tickets import ticket_out
 
 HEARTBEAT_SECONDS = 15.0
-REREAD_SECONDS = 120.0  # each stream re-reads after 0.5 to 1 times this, spread at random
+RETRY_MS = (3000, 10000)  # the reconnection time each stream asks for, drawn in this range
 HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
 
@@ -84,21 +88,22 @@ async def _events(
     loop = asyncio.get_running_loop()
     hub = deps.queue_hub
     with hub.listen(pid, row["id"]) as listener:
+        listener.known = told_key(row)
         last = ticket_out(deps, row, max(head, hub.head(pid)))
-        yield _frame(last)
+        retry = random.randint(*RETRY_MS)  # noqa: S311  (a spread, not a secret)
+        yield b"retry: %d\n" % retry + _frame(last)
         sent_at = loop.time()
-        reread_at = loop.time() + REREAD_SECONDS * random.uniform(0.5, 1.0)  # noqa: S311
         while last.state not in FINAL_TICKET_STATES:
-            wait = max(0.0, min(sent_at + HEARTBEAT_SECONDS, reread_at) - loop.time())
+            wait = max(0.0, sent_at + HEARTBEAT_SECONDS - loop.time())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(listener.woken.wait(), wait)
             listener.woken.clear()
             row = _told(listener, row)
-            if listener.reread or loop.time() >= reread_at:
+            if listener.reread:
                 listener.reread = False
                 found, head = await _read(deps, pid, buyer)
                 row = found if found is not None else row
-                reread_at = loop.time() + REREAD_SECONDS * random.uniform(0.5, 1.0)  # noqa: S311
+            listener.known = told_key(row)
             ticket = ticket_out(deps, row, max(head, hub.head(pid)))
             if ticket != last:
                 last, sent_at = ticket, loop.time()

@@ -153,3 +153,51 @@ def test_a_row_read_for_everyone_never_takes_a_ticket_back() -> None:
     assert listener.row is None
     listener.row = row(TicketState.WAITING, 3)
     assert _told(listener, row(TicketState.WAITING, None))["place"] == 3
+
+
+async def test_a_lost_update_heals_with_one_periodic_read_that_wakes_only_the_changed() -> None:
+    """No stream reads its own ticket on a timer: each process reads its products' tickets
+    every REFRESH_SECONDS for all its streams, and wakes those whose ticket it shows changed."""
+    hub = new_hub()
+    streams = crowd(hub, 20)
+    rows = {s.ticket_id: row(TicketState.WAITING, n + 1) for n, s in enumerate(streams)}
+    for s in streams:
+        s.known = queue_hub.told_key(rows[s.ticket_id])
+    reads: list[str] = []
+
+    async def reader(pid: str) -> dict[str, dict[str, Any]]:
+        reads.append(pid)
+        return rows
+
+    hub.reader = reader
+    hub.refresh(0.0)  # the first sight of the product only sets its turn
+    due = hub.refresh_at["p1"]
+    assert 0.0 <= due <= queue_hub.REFRESH_SECONDS
+    hub.refresh(due - 0.1)
+    await asyncio.sleep(0.01)
+    assert reads == []
+    # Two tickets were admitted and their messages lost.
+    rows["T3"] = {**rows["T3"], "state": TicketState.ADMITTED, "admitted_until": 1}
+    rows["T9"] = {**rows["T9"], "state": TicketState.ADMITTED, "admitted_until": 1}
+    hub.refresh(due)
+    await asyncio.sleep(0.01)
+    assert reads == ["p1"]  # one read for the crowd
+    assert {s.ticket_id for s in streams if s.woken.is_set()} == {"T3", "T9"}
+    assert all((s.row is not None) == (s.ticket_id in {"T3", "T9"}) for s in streams)
+    assert not any(s.reread for s in streams)
+    assert hub.refresh_at["p1"] >= due + 0.75 * queue_hub.REFRESH_SECONDS
+
+
+async def test_a_failed_periodic_read_sends_no_stream_to_the_database() -> None:
+    hub = new_hub()
+    streams = crowd(hub, 10)
+
+    async def reader(pid: str) -> dict[str, dict[str, Any]]:
+        raise OSError("the database is away")
+
+    hub.reader = reader
+    hub.refresh(0.0)
+    hub.refresh(hub.refresh_at["p1"])
+    await asyncio.sleep(0.01)
+    assert woken(streams) == 0
+    assert not any(s.reread for s in streams)
