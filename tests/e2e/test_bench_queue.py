@@ -33,6 +33,8 @@ async def test_bench_queue_small(platform: Platform, tmp_path: Path) -> None:
 
     assert result["failures"] == [], result["failures"]
     assert result["ok"] is True
+    # Each load process stopped once its buyers were done, not at the deadline.
+    assert result["seen"]["ended"] == {"buyers done": 2}
     assert result["queue"]["tickets"] == 240
     # Every pair sold, to a buyer who was admitted; declines admitted the next ones.
     assert result["check"]["pairs_sold"] == 24

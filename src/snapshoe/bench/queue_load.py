@@ -33,6 +33,8 @@ OPEN_STREAMS: Any = None
 MAX_ORDER_ATTEMPTS = 50  # more than any bench's sizes: every size may be tried once
 PAGE_SECONDS = 1.0  # how old a product page may be (products' read cache)
 RETRIES = 3  # a request that failed to connect or timed out
+DEFAULT_RETRY_MS = 3000  # EventSource's reconnection time until the server sends its own
+STREAM_ATTEMPTS = 3  # streams in a row that told nothing before a buyer polls instead
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class Seen:
     open_streams: int = 0
     max_streams: int = 0
     unfinished: int = 0
+    ended: Counter[str] = field(default_factory=Counter)  # why the slice stopped (one)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (dict(v) if isinstance(v, Counter) else v) for k, v in vars(self).items()}
@@ -139,27 +142,49 @@ class Shopper:
         return False
 
     async def follow_stream(self, b: Buyer) -> bool:
-        """The ticket's event stream until it is final; False: poll instead."""
+        """The ticket's event stream until it is final, as a browser's EventSource follows it:
+        a stream cut or ended early is opened again after the server's ``retry`` (a crowd
+        falling back to polling all at once swamped the products processes); a refused one
+        (not 200), or STREAM_ATTEMPTS in a row that told nothing, means polling instead."""
+        retry_ms = DEFAULT_RETRY_MS
+        fruitless = 0
+        while fruitless < STREAM_ATTEMPTS:
+            told, final, retry_ms = await self._stream_once(b, retry_ms)
+            if final:
+                return True
+            if told is None:  # refused
+                return False
+            fruitless = 0 if told else fruitless + 1
+            self.seen.errors["stream reopened"] += 1
+            await asyncio.sleep(retry_ms / 1000 * self.rng.uniform(1.0, 1.5))
+        return False
+
+    async def _stream_once(self, b: Buyer, retry_ms: int) -> tuple[bool | None, bool, int]:
+        """(frames seen, or None when the stream was refused; ticket final; retry in ms)."""
         url = f"/api/products/{self.s.pid}/queue/me/events"
         headers = {"Authorization": f"Bearer {b.token}", "Accept": "text/event-stream"}
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60)
+        told = False
         self.streams_opened(1)
         try:
             async with self.session.get(url, headers=headers, timeout=timeout) as r:
                 self.seen.statuses[f"stream {r.status}"] += 1
                 if r.status != 200:
-                    return False
+                    return None, False, retry_ms
                 async for line in r.content:
-                    if line.startswith(b"data: "):
+                    if line.startswith(b"retry: "):
+                        retry_ms = int(line[7:])
+                    elif line.startswith(b"data: "):
+                        told = True
                         ticket = orjson.loads(line[6:])
                         if await self.on_ticket(b, ticket, via_stream=True):
-                            return True
+                            return True, True, retry_ms
                 self.seen.errors["stream ended before the ticket was final"] += 1
         except (aiohttp.ClientError, TimeoutError) as exc:
             self.seen.errors[f"stream {type(exc).__name__}"] += 1
         finally:
             self.streams_opened(-1)
-        return False
+        return told, False, retry_ms
 
     def streams_opened(self, n: int) -> None:
         self.seen.open_streams += n
@@ -169,11 +194,14 @@ class Shopper:
 
     async def follow_poll(self, b: Buyer) -> None:
         url = f"/api/products/{self.s.pid}/queue/me"
+        backoff = 1.0
         while True:
             status, ticket = await self.call("GET", url, "ticket", b)
             if status == 200 and await self.on_ticket(b, ticket, via_stream=False):
                 return
-            await asyncio.sleep(self.s.poll_seconds * self.rng.uniform(0.8, 1.2))
+            # An overloaded answer (or none) backs off, as a client should, up to 8x.
+            backoff = 1.0 if status == 200 else min(8.0, backoff * 2)
+            await asyncio.sleep(self.s.poll_seconds * backoff * self.rng.uniform(0.8, 1.2))
 
     async def buy(self, b: Buyer, admission: str) -> None:
         """Order one pair of a size still on sale, with the admission; then pay. The product's
@@ -250,13 +278,21 @@ async def _run(s: Slice) -> dict[str, Any]:
     async with aiohttp.ClientSession(s.gateway_url, connector=connector, timeout=timeout) as http:
         shopper = Shopper(s, http)
         tasks = [asyncio.create_task(shopper.life(b)) for b in s.buyers]
+        # Every buyer done, the deadline, or the bench gone: whichever comes first. (Waiting
+        # on the buyers and the orphan watch together as one set waited for the deadline.)
+        everyone = asyncio.ensure_future(asyncio.wait(tasks))
         orphaned = asyncio.create_task(_parent_gone())
-        done, pending = await asyncio.wait(
-            [*tasks, orphaned], timeout=max(1.0, s.deadline - time.time())
+        await asyncio.wait(
+            [everyone, orphaned],
+            timeout=max(1.0, s.deadline - time.time()),
+            return_when=asyncio.FIRST_COMPLETED,
         )
-        done.discard(orphaned)
-        pending.discard(orphaned)
+        why = "bench gone" if orphaned.done() else "buyers done" if everyone.done() else "deadline"
+        shopper.seen.ended[why] += 1
+        everyone.cancel()
         orphaned.cancel()
+        done = {t for t in tasks if t.done()}
+        pending = {t for t in tasks if not t.done()}
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
