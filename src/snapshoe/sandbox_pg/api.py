@@ -2,6 +2,9 @@
 
 - The Toss Payments API (``/v1/payments/...``): HTTP Basic secret-key auth, Toss-shaped
   bodies and errors ``{code, message}``, ``Idempotency-Key`` on POSTs.
+- The Toss billing API (``/v1/billing/...``, 자동결제): the card registration that issues a
+  billing key is the buyer's step here (no auth, like the sandbox authorization); the charge
+  through a billing key and its look-up (a sandbox addition) need the secret key.
 - The sandbox's own endpoints (``/v1/sandbox/...``): the buyer's authorization step (no auth,
   like a browser checkout) and, behind the secret key, the knobs and per-order charge counts.
   These answer problem+json, like every SnapShoe service.
@@ -31,6 +34,8 @@ from snapshoe.sandbox_pg.repository import idempotency_scope
 from snapshoe.sandbox_pg.schemas import (
     AuthorizationRequest,
     AuthorizationResponse,
+    BillingAuthorizationBody,
+    BillingChargeBody,
     CancelBody,
     ChargesResponse,
     ConfirmBody,
@@ -182,6 +187,11 @@ async def confirm(
     reply = await handlers.idempotent(
         deps, scope, lambda: handlers.confirm(deps, body.payment_key, body.order_id, body.amount)
     )
+    return await render_approval(deps, reply)
+
+
+async def render_approval(deps: Deps, reply: Reply) -> Response:
+    """An approval whose answer is to be lost is lost (a replay of it is delivered)."""
     if reply.lost and not reply.replayed:
         k = await handlers.knobs(deps)
         return LostResponse(reply.body, k.lost_response_mode, k.hang_seconds)
@@ -215,6 +225,65 @@ async def by_order_id(order_id: str, deps: DepsDep) -> Response:
 @toss.get("/{payment_key}", summary="paymentKey로 결제 조회 (payment by payment key)")
 async def by_payment_key(payment_key: str, deps: DepsDep) -> Response:
     return render(await handlers.get_by_payment_key(deps, payment_key))
+
+
+billing = APIRouter(prefix="/v1/billing", tags=["Toss Payments billing API"])
+
+
+@billing.post("/authorizations/card", summary="카드 자동결제 빌링키 발급 (issue a billing key)")
+async def issue_billing_key(request: Request, deps: DepsDep) -> Response:
+    """The buyer registers a card (in dev and tests through the gateway, with no secret key, like
+    ``/v1/sandbox/authorizations``; Toss itself takes this call server-side). No
+    Idempotency-Key: without a secret key there is no one to scope it to."""
+    body = await parse(request, BillingAuthorizationBody)
+    issued = await handlers.issue_billing_key(
+        deps,
+        body.customer_key,
+        body.card_number,
+        body.card_expiration_year,
+        body.card_expiration_month,
+    )
+    return render(Reply(200, issued))
+
+
+# ``:path``: a billing key is one opaque value, whatever it holds (a percent-encoded "/" arrives
+# decoded); the card registration above is matched first.
+@billing.post(
+    "/{billing_key:path}",
+    summary="카드 자동결제 승인 (charge a billing key)",
+    dependencies=[Depends(toss_auth)],
+)
+async def charge_billing_key(
+    billing_key: str,
+    request: Request,
+    deps: DepsDep,
+    idem: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Response:
+    key = idempotency_key(idem)
+    body = await parse(request, BillingChargeBody)
+    if not domain.valid_order_id(body.order_id):
+        raise domain.invalid_request(
+            "주문번호(orderId)는 6자 이상 64자 이하의 영문, 숫자, -, _ 입니다."
+        )
+    path = f"/v1/billing/{billing_key}"
+    scope = idempotency_scope(deps.settings.pg_secret_key, "POST", path, key) if key else None
+    reply = await handlers.idempotent(
+        deps,
+        scope,
+        lambda: handlers.charge_billing_key(
+            deps, billing_key, body.customer_key, body.order_id, body.amount, body.order_name
+        ),
+    )
+    return await render_approval(deps, reply)
+
+
+@billing.get(
+    "/{billing_key:path}",
+    summary="빌링키 조회 (sandbox addition: the billing key as issued)",
+    dependencies=[Depends(toss_auth)],
+)
+async def get_billing_key(billing_key: str, deps: DepsDep) -> Response:
+    return render(await handlers.get_billing_key(deps, billing_key))
 
 
 sandbox = APIRouter(prefix="/v1/sandbox", tags=["sandbox"])

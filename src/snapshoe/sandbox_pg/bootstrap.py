@@ -16,7 +16,13 @@ from fastapi import FastAPI
 from snapshoe.kernel.http import create_service_app
 from snapshoe.kernel.redis import create_redis
 from snapshoe.kernel.settings import Settings, get_settings
-from snapshoe.sandbox_pg.api import DropLostResponseLogs, sandbox, toss, toss_error_response
+from snapshoe.sandbox_pg.api import (
+    DropLostResponseLogs,
+    billing,
+    sandbox,
+    toss,
+    toss_error_response,
+)
 from snapshoe.sandbox_pg.deps import Deps
 from snapshoe.sandbox_pg.domain import TossError
 from snapshoe.sandbox_pg.repository import MemoryStore, RedisStore, Store
@@ -72,7 +78,7 @@ def create_app(
     app = create_service_app(
         "sandbox_pg",
         settings=settings,
-        routers=[toss, sandbox],
+        routers=[toss, billing, sandbox],
         readiness={"store": check_store},
         lifespan=lifespan,
         title="SnapShoe sandbox PG (Toss Payments API shape)",

@@ -1,11 +1,14 @@
-"""The sandbox PG's rules: payments, card outcomes, confirm and cancel, and the Toss-shaped
-JSON. Pure: no I/O, the caller passes the clock and the dice.
+"""The sandbox PG's rules: payments, card outcomes, confirm and cancel, billing keys and their
+charges, and the Toss-shaped JSON. Pure: no I/O, the caller passes the clock and the dice.
 
 Error codes and messages follow the Toss Payments API (docs.tosspayments.com, "에러 코드").
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import re
 import secrets
 import string
@@ -19,6 +22,8 @@ MID = "snapshoe_sandbox"
 API_VERSION = "2022-11-16"
 
 ORDER_ID_RE = re.compile(r"^[A-Za-z0-9_-]{6,64}$")
+# Toss: customerKey is 2 to 300 of letters, digits and - _ = . @
+CUSTOMER_KEY_PATTERN = r"^[A-Za-z0-9\-_=.@]{2,300}$"
 MAX_AMOUNT = 1_000_000_000
 MAX_REASON = 200
 
@@ -176,6 +181,9 @@ class Payment:
     last_transaction_key: str | None = None
     failure: dict[str, str] | None = None
     cancels: list[Cancel] = field(default_factory=list)
+    # Toss ``type``: NORMAL (the buyer's payment window, then confirm) or BILLING (charged
+    # through a billing key). Payments stored before billing existed have no such key.
+    type: str = "NORMAL"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -333,7 +341,7 @@ def to_toss(p: Payment) -> dict[str, Any]:
         "discount": None,
         "cancels": cancels or None,
         "secret": None,
-        "type": "NORMAL",
+        "type": p.type,
         "easyPay": None,
         "country": "KR",
         "failure": p.failure,
@@ -358,4 +366,153 @@ def webhook_event(p: Payment, now: float) -> dict[str, Any]:
         "eventType": "PAYMENT_STATUS_CHANGED",
         "createdAt": created.isoformat(),
         "data": to_toss(p),
+    }
+
+
+# --- billing keys (Toss 자동결제) ---------------------------------------------------------------
+
+CARD_COMPANY = "롯데"  # issuer code 71, as every sandbox card
+_FINGERPRINT_LABEL = b"snapshoe-sandbox-card-fingerprint\x00"
+
+
+def invalid_card_number() -> TossError:
+    return TossError(400, "INVALID_CARD_NUMBER", "카드번호를 다시 확인해야 합니다.")
+
+
+def invalid_card_expiration() -> TossError:
+    return TossError(400, "INVALID_CARD_EXPIRATION", "카드 유효기간 정보를 다시 확인해야 합니다.")
+
+
+def invalid_billing_key() -> TossError:
+    """A charge through a billing key the PG never issued (Toss: 카드 자동결제 승인)."""
+    return TossError(
+        400,
+        "INVALID_BILL_KEY_REQUEST",
+        "빌링키 인증이 완료되지 않았거나 유효하지 않은 빌링 거래입니다.",
+    )
+
+
+def not_matches_customer_key() -> TossError:
+    return TossError(
+        400,
+        "NOT_MATCHES_CUSTOMER_KEY",
+        "빌링 인증 고객키와 결제 요청 고객키가 일치하지 않습니다.",
+    )
+
+
+def not_found_billing() -> TossError:
+    """The look-up (a sandbox addition) of a billing key the PG never issued."""
+    return TossError(404, "NOT_FOUND_BILLING", "존재하지 않는 빌링 결제 인증 정보 입니다.")
+
+
+@dataclass
+class BillingKey:
+    """A card registered for automatic payments, tied to one ``customerKey``. The full number
+    stays in the sandbox (a real PG keeps it the same way); answers carry it masked."""
+
+    billing_key: str
+    customer_key: str
+    card_number: str
+    expiration_year: str
+    expiration_month: str
+    authenticated_at: float
+    fingerprint: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BillingKey:
+        return cls(**data)
+
+
+def new_billing_key() -> str:
+    # Toss billing keys are URL-safe base64 of 32 bytes (44 characters, one '=').
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+
+
+def card_fingerprint(secret: str, card_number: str) -> str:
+    """The same card gives the same fingerprint, whoever registers it. An HMAC under a key of
+    the sandbox's own (derived from its secret key), not a plain hash: card numbers have so
+    little entropy that a bare SHA-256 of one could be reversed by trying them all."""
+    key = hashlib.sha256(_FINGERPRINT_LABEL + secret.encode()).digest()
+    return hmac.new(key, card_number.encode(), hashlib.sha256).hexdigest()
+
+
+def mask_billing_card(number: str) -> str:
+    """Toss's mask on a billing key's card: the first 8 digits and 3 of the last 4
+    (``43301234****123*``)."""
+    return number[:8] + "*" * (len(number) - 12) + number[-4:-1] + "*"
+
+
+def card_expired(year: str, month: str, now: float) -> bool:
+    """A card is valid through the last day of its expiration month (KST). ``year`` is the two
+    digits Toss takes ("30" is 2030), ``month`` 01..12 (checked by the body's schema)."""
+    today = datetime.fromtimestamp(now, UTC).astimezone(KST)
+    return (2000 + int(year), int(month)) < (today.year, today.month)
+
+
+def issue_billing_key(
+    secret: str, customer_key: str, card_number: str, year: str, month: str, now: float
+) -> BillingKey:
+    """Register ``card_number`` (already normalised) for ``customer_key``; raises the Toss error
+    of an expired card. Any sandbox card registers: its ending decides at each charge."""
+    if card_expired(year, month, now):
+        raise invalid_card_expiration()
+    return BillingKey(
+        billing_key=new_billing_key(),
+        customer_key=customer_key,
+        card_number=card_number,
+        expiration_year=year,
+        expiration_month=month,
+        authenticated_at=now,
+        fingerprint=card_fingerprint(secret, card_number),
+    )
+
+
+def check_billing(billing: BillingKey | None, customer_key: str) -> BillingKey:
+    """The billing key a charge may use, or the Toss error it gets."""
+    if billing is None:
+        raise invalid_billing_key()
+    if not hmac.compare_digest(billing.customer_key.encode(), customer_key.encode()):
+        raise not_matches_customer_key()
+    return billing
+
+
+def billing_payment(
+    billing: BillingKey, order_id: str, amount: int, order_name: str, now: float
+) -> Payment:
+    """A new payment charged through ``billing`` (a new paymentKey per charge)."""
+    return Payment(
+        payment_key=new_payment_key(),
+        order_id=order_id,
+        order_name=order_name,
+        amount=amount,
+        card_number=billing.card_number,
+        requested_at=now,
+        balance=amount,
+        type="BILLING",
+    )
+
+
+def to_toss_billing(b: BillingKey) -> dict[str, Any]:
+    """The Toss billing-key issue answer (``POST /v1/billing/authorizations/card``), plus the
+    sandbox's ``card.fingerprint``."""
+    masked = mask_billing_card(b.card_number)
+    return {
+        "mId": MID,
+        "customerKey": b.customer_key,
+        "authenticatedAt": kst(b.authenticated_at),
+        "method": "카드",
+        "billingKey": b.billing_key,
+        "cardCompany": CARD_COMPANY,
+        "cardNumber": masked,
+        "card": {
+            "issuerCode": "71",
+            "acquirerCode": "71",
+            "number": masked,
+            "cardType": "신용",
+            "ownerType": "개인",
+            "fingerprint": b.fingerprint,
+        },
     }

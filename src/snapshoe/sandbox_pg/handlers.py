@@ -1,5 +1,6 @@
-"""The sandbox PG's commands: authorize (the buyer's step), confirm, cancel, look up, and the
-Idempotency-Key replay around the POSTs of the Toss API."""
+"""The sandbox PG's commands: authorize (the buyer's step), confirm, cancel, look up, billing
+keys (issue, charge, look up), and the Idempotency-Key replay around the POSTs of the Toss
+API."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 from snapshoe.kernel.errors import Problem
 from snapshoe.sandbox_pg import domain
 from snapshoe.sandbox_pg.deps import Deps
-from snapshoe.sandbox_pg.domain import Outcome, Payment, Status, TossError
+from snapshoe.sandbox_pg.domain import BillingKey, Outcome, Payment, Status, TossError
 from snapshoe.sandbox_pg.repository import Charges, LockTimeout, StoredResponse
 from snapshoe.sandbox_pg.settings import Knobs
 
@@ -210,3 +211,90 @@ async def get_by_order_id(deps: Deps, order_id: str) -> Reply:
     if payment is None:
         raise domain.not_found_payment()
     return Reply(200, domain.to_toss(payment))
+
+
+# --- billing keys (Toss 자동결제) ---------------------------------------------------------------
+
+
+async def issue_billing_key(
+    deps: Deps, customer_key: str, card_number: str, year: str, month: str
+) -> dict[str, Any]:
+    """Register a card for ``customer_key`` (the buyer's step, like ``authorize``)."""
+    await simulate_latency(deps, await knobs(deps))
+    card = domain.normalize_card_number(card_number)
+    if card is None:
+        raise domain.invalid_card_number()
+    billing = domain.issue_billing_key(
+        deps.settings.pg_secret_key, customer_key, card, year, month, deps.clock()
+    )
+    await deps.store.put_billing(billing)
+    return domain.to_toss_billing(billing)
+
+
+async def get_billing_key(deps: Deps, billing_key: str) -> Reply:
+    await simulate_latency(deps, await knobs(deps))
+    billing = await deps.store.get_billing(billing_key)
+    if billing is None:
+        raise domain.not_found_billing()
+    return Reply(200, domain.to_toss_billing(billing))
+
+
+async def charge_billing_key(
+    deps: Deps, billing_key: str, customer_key: str, order_id: str, amount: int, order_name: str
+) -> Reply:
+    """자동결제 승인: a new payment of ``order_id`` through the billing key. The card behaves as
+    at confirm (0002 declines, 0009 is approved with the answer lost, the knobs apply); an
+    order id that already has an approved payment is DUPLICATED_ORDER_ID."""
+    k = await knobs(deps)
+    await _fault(deps, k)
+    billing = domain.check_billing(await deps.store.get_billing(billing_key), customer_key)
+    changed: Payment | None = None
+    try:
+        async with deps.store.lock(order_id):
+            await _refuse_paid_order(deps, order_id)
+            now = deps.clock()
+            payment = domain.billing_payment(billing, order_id, amount, order_name, now)
+            outcome = _billing_outcome(deps, k, billing)
+            if outcome is Outcome.DECLINE:
+                error = domain.reject_card()
+                domain.decline(payment, error)
+                await _store_billing_payment(deps, payment)
+                changed = payment
+                raise error
+            domain.approve(payment, now)
+            await _store_billing_payment(deps, payment)
+            await deps.store.add_charge(order_id, payment.amount)
+            changed = payment
+    finally:
+        if changed is not None:
+            _notify(deps, changed)
+    lost = outcome is Outcome.APPROVE_LOST
+    if lost:
+        log.info(
+            "billing charge approved; its response will be lost on purpose",
+            extra={"order_id": order_id, "mode": k.lost_response_mode},
+        )
+    return Reply(200, domain.to_toss(payment), lost=lost)
+
+
+async def _refuse_paid_order(deps: Deps, order_id: str) -> None:
+    current = await deps.store.order_payment_key(order_id)
+    other = await deps.store.get(current) if current else None
+    if other is not None and other.status in PAID:
+        raise domain.duplicated_order_id()
+
+
+def _billing_outcome(deps: Deps, k: Knobs, billing: BillingKey) -> Outcome:
+    return domain.card_outcome(
+        billing.card_number,
+        decline_roll=deps.rng.random(),
+        lost_roll=deps.rng.random(),
+        decline_rate=k.decline_rate,
+        lost_rate=k.lost_response_rate,
+    )
+
+
+async def _store_billing_payment(deps: Deps, payment: Payment) -> None:
+    """The payment, and the order's index to it (``GET /v1/payments/orders/{orderId}``)."""
+    await deps.store.put(payment)
+    await deps.store.set_order_payment(payment.order_id, payment.payment_key)

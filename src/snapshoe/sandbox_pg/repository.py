@@ -1,9 +1,10 @@
-"""Where the sandbox PG keeps its state: payments, the order index, idempotency records,
-charge counts and the run-time knobs.
+"""Where the sandbox PG keeps its state: payments, the order index, billing keys, idempotency
+records, charge counts and the run-time knobs.
 
 Two stores with one interface:
 
-- ``RedisStore`` (default): keys under ``{namespace}:sandbox_pg:``, kept ``retention_seconds``.
+- ``RedisStore`` (default): keys under ``{namespace}:sandbox_pg:``, kept ``retention_seconds``
+  (billing keys are kept until deleted, as a PG keeps them: a draw may charge weeks later).
   A sandbox restart keeps every payment, so a reconciler asking about an old order still gets
   an answer; several sandbox workers share one state (the order lock is a Redis lock).
 - ``MemoryStore``: plain dicts and asyncio locks, for unit tests and runs without Redis; the
@@ -27,7 +28,7 @@ from typing import Any, Protocol
 import orjson
 from redis.asyncio import Redis
 
-from snapshoe.sandbox_pg.domain import Payment
+from snapshoe.sandbox_pg.domain import BillingKey, Payment
 from snapshoe.sandbox_pg.settings import Knobs
 
 LOCK_TTL_MS = 10_000
@@ -63,6 +64,8 @@ class Store(Protocol):
     async def order_payment_key(self, order_id: str) -> str | None: ...
     async def set_order_payment(self, order_id: str, payment_key: str) -> None: ...
     def lock(self, order_id: str) -> contextlib.AbstractAsyncContextManager[None]: ...
+    async def get_billing(self, billing_key: str) -> BillingKey | None: ...
+    async def put_billing(self, billing: BillingKey) -> None: ...
 
     async def claim(self, scope: str) -> StoredResponse | bool | None:
         """Claim an idempotency scope. ``None``: claimed, go ahead; ``True``: another request
@@ -122,6 +125,13 @@ class RedisStore:
 
     async def set_order_payment(self, order_id: str, payment_key: str) -> None:
         await self.redis.set(self._k("order", order_id), payment_key, ex=self.retention)
+
+    async def get_billing(self, billing_key: str) -> BillingKey | None:
+        raw = await self.redis.get(self._k("billing", billing_key))
+        return BillingKey.from_dict(orjson.loads(raw)) if raw else None
+
+    async def put_billing(self, billing: BillingKey) -> None:
+        await self.redis.set(self._k("billing", billing.billing_key), _dumps(billing.to_dict()))
 
     @contextlib.asynccontextmanager
     async def lock(self, order_id: str) -> AsyncIterator[None]:
@@ -205,6 +215,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self.payments: dict[str, dict[str, Any]] = {}
         self.orders: dict[str, str] = {}
+        self.billing: dict[str, dict[str, Any]] = {}
         self.idem: dict[str, StoredResponse | None] = {}
         self.counts: dict[str, Charges] = {}
         self._knobs: Knobs | None = None
@@ -226,6 +237,13 @@ class MemoryStore:
 
     async def set_order_payment(self, order_id: str, payment_key: str) -> None:
         self.orders[order_id] = payment_key
+
+    async def get_billing(self, billing_key: str) -> BillingKey | None:
+        data = self.billing.get(billing_key)
+        return BillingKey.from_dict(dict(data)) if data else None
+
+    async def put_billing(self, billing: BillingKey) -> None:
+        self.billing[billing.billing_key] = billing.to_dict()
 
     @contextlib.asynccontextmanager
     async def lock(self, order_id: str) -> AsyncIterator[None]:

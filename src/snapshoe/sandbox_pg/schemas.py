@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from snapshoe.sandbox_pg.domain import MAX_AMOUNT, MAX_REASON
+from snapshoe.sandbox_pg.domain import CUSTOMER_KEY_PATTERN, MAX_AMOUNT, MAX_REASON
 
 
 def _no_bool(value: Any) -> Any:
@@ -38,6 +38,38 @@ class CancelBody(BaseModel):
     cancel_amount: int | None = Field(default=None, alias="cancelAmount", gt=0, le=MAX_AMOUNT)
 
     _amount = field_validator("cancel_amount", mode="before")(_no_bool)
+
+
+class BillingAuthorizationBody(BaseModel):
+    """``POST /v1/billing/authorizations/card`` (Toss 카드 자동결제 빌링키 발급). Toss takes the
+    card fields as strings; the number is checked in the handler (INVALID_CARD_NUMBER)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    customer_key: str = Field(alias="customerKey", pattern=CUSTOMER_KEY_PATTERN)
+    card_number: str = Field(alias="cardNumber", min_length=1, max_length=32)
+    card_expiration_year: str = Field(alias="cardExpirationYear", pattern=r"^[0-9]{2}$")
+    card_expiration_month: str = Field(alias="cardExpirationMonth", pattern=r"^(0[1-9]|1[0-2])$")
+    # The first two digits of the card's password, and the owner's birth date (YYMMDD) or
+    # business number: optional, as in a Toss contract without them; checked for shape only.
+    card_password: str | None = Field(default=None, alias="cardPassword", pattern=r"^[0-9]{2}$")
+    customer_identity_number: str | None = Field(
+        default=None, alias="customerIdentityNumber", pattern=r"^([0-9]{6}|[0-9]{10})$"
+    )
+
+
+class BillingChargeBody(BaseModel):
+    """``POST /v1/billing/{billingKey}`` (Toss 카드 자동결제 승인). Toss's optional fields
+    (customerEmail, customerName, taxFreeAmount, ...) are accepted and ignored."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    customer_key: str = Field(alias="customerKey", pattern=CUSTOMER_KEY_PATTERN)
+    amount: int = Field(gt=0, le=MAX_AMOUNT)
+    order_id: str = Field(alias="orderId", min_length=1, max_length=64)
+    order_name: str = Field(alias="orderName", min_length=1, max_length=100)
+
+    _amount = field_validator("amount", mode="before")(_no_bool)
 
 
 class AuthorizationRequest(BaseModel):

@@ -112,7 +112,8 @@ class SandboxServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = ROOT / ".snapshoe" / "test" / f"sandbox_pg-{self.port}.log"
 
-    def start(self, timeout: float = 30) -> None:
+    def start(self, timeout: float = 90) -> None:
+        # Generous: on a machine busy with other test runs, importing the app alone took 40 s.
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
