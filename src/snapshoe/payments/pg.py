@@ -16,6 +16,11 @@ What each outcome means to the caller:
   failed; ask the PG later (``get_by_order_id``) or retry with the same Idempotency-Key.
 - ``PgAuthError``: the PG refused our credentials: a configuration problem; nothing happened.
 
+Billing keys (Toss 자동결제, a draw's charges): ``issue_billing_key`` registers a card,
+``charge_billing_key`` charges one (a ``PgPayment`` like confirm's, with the same outcomes),
+``get_billing_key`` reads one back (a sandbox addition: Toss has no such look-up); see
+docs/payments.md, "Billing keys (draws)".
+
 Retries are bounded and only where they cannot charge twice: GETs, requests that never
 reached the PG (connect errors), and POSTs only with the same ``Idempotency-Key``
 (``post_retries``, default 0 so that an unknown result reaches the caller within one timeout).
@@ -26,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import random
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -56,7 +62,11 @@ RETRYABLE_CODES = frozenset(
     }
 )
 AUTH_CODES = frozenset({"UNAUTHORIZED_KEY", "INVALID_API_KEY", "INCORRECT_BASIC_AUTH_FORMAT"})
-NOT_FOUND_CODES = frozenset({"NOT_FOUND_PAYMENT", "NOT_FOUND_PAYMENT_SESSION", "NOT_FOUND"})
+NOT_FOUND_CODES = frozenset(
+    {"NOT_FOUND_PAYMENT", "NOT_FOUND_PAYMENT_SESSION", "NOT_FOUND", "NOT_FOUND_BILLING"}
+)
+# A billing charge of an order id that already has an approved payment.
+DUPLICATE_ORDER_CODES = frozenset({"DUPLICATED_ORDER_ID", "ALREADY_PROCESSED_PAYMENT"})
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -189,6 +199,36 @@ class PgPayment(_TossModel):
     @property
     def refunded_amount(self) -> int:
         return sum(c.cancel_amount for c in self.cancels)
+
+
+@dataclass(frozen=True, slots=True)
+class PgBillingKey:
+    """A billing key as the PG issued it. ``card_number`` is masked; ``fingerprint`` (the same
+    for the same card, whoever registered it) is the sandbox's addition: None from Toss."""
+
+    billing_key: str
+    customer_key: str
+    card_number: str
+    fingerprint: str | None = None
+
+
+def _billing_key(data: dict[str, Any], *, unknown_on_error: bool) -> PgBillingKey:
+    """Parse a Toss billing-key answer (``billingKey``, ``customerKey``, ``card.number`` or
+    ``cardNumber``, the sandbox's ``card.fingerprint``)."""
+    card = data.get("card")
+    card = card if isinstance(card, dict) else {}
+    number = card.get("number") or data.get("cardNumber")
+    fingerprint = card.get("fingerprint")
+    key, customer = data.get("billingKey"), data.get("customerKey")
+    if not (isinstance(key, str) and key and isinstance(customer, str) and customer):
+        kind = PgUnknownResult if unknown_on_error else PgError
+        raise kind("INVALID_RESPONSE", "not a Toss billing key object")
+    return PgBillingKey(
+        billing_key=key,
+        customer_key=customer,
+        card_number=number if isinstance(number, str) else "",
+        fingerprint=fingerprint if isinstance(fingerprint, str) and fingerprint else None,
+    )
 
 
 class PgWebhookHint(_TossModel):
@@ -337,6 +377,78 @@ class TossPaymentsClient:
         """orderId로 결제 조회: ``GET /v1/payments/orders/{orderId}``."""
         data = await self._call("GET", f"/v1/payments/orders/{_seg(order_id)}")
         return _payment(data, unknown_on_error=False)
+
+    # --- billing keys (자동결제) ---
+
+    async def issue_billing_key(
+        self,
+        customer_key: str,
+        card_number: str,
+        expiration_year: str,
+        expiration_month: str,
+        *,
+        card_password: str | None = None,
+        customer_identity_number: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> PgBillingKey:
+        """카드 자동결제 빌링키 발급: ``POST /v1/billing/authorizations/card``."""
+        body: dict[str, Any] = {
+            "customerKey": customer_key,
+            "cardNumber": card_number,
+            "cardExpirationYear": expiration_year,
+            "cardExpirationMonth": expiration_month,
+        }
+        if card_password is not None:
+            body["cardPassword"] = card_password
+        if customer_identity_number is not None:
+            body["customerIdentityNumber"] = customer_identity_number
+        path = "/v1/billing/authorizations/card"
+        return _billing_key(
+            await self._call("POST", path, body, idempotency_key), unknown_on_error=True
+        )
+
+    async def charge_billing_key(
+        self,
+        billing_key: str,
+        customer_key: str,
+        amount: int,
+        order_id: str,
+        order_name: str,
+        idempotency_key: str,
+    ) -> PgPayment:
+        """카드 자동결제 승인: ``POST /v1/billing/{billingKey}``. Returns the approved payment
+        (a new payment key); a decline is ``PgDeclined``, a lost answer ``PgUnknownResult``.
+
+        If the PG says the order id was already charged (``DUPLICATED_ORDER_ID``: our earlier
+        charge whose answer was lost), the order's payment is read back and returned when it is
+        DONE for this amount; otherwise that stays ``PgDeclined``."""
+        _check_amount(amount)
+        body = {
+            "customerKey": customer_key,
+            "amount": amount,
+            "orderId": order_id,
+            "orderName": order_name,
+        }
+        path = f"/v1/billing/{_seg(billing_key)}"
+        try:
+            data = await self._call("POST", path, body, idempotency_key)
+        except PgDeclined as exc:
+            if exc.code not in DUPLICATE_ORDER_CODES:
+                raise
+            try:
+                payment = await self.get_by_order_id(order_id)
+            except PgNotFound as missing:
+                raise PgUnknownResult(missing.code, missing.message, missing.status) from exc
+            if payment.status is PgStatus.DONE and payment.total_amount == amount:
+                return payment
+            raise
+        return _payment(data, unknown_on_error=True)
+
+    async def get_billing_key(self, billing_key: str) -> PgBillingKey:
+        """The billing key as issued: ``GET /v1/billing/{billingKey}`` (the sandbox's; with Toss
+        SnapShoe would keep the issue answer instead). Unknown: ``PgNotFound``."""
+        data = await self._call("GET", f"/v1/billing/{_seg(billing_key)}")
+        return _billing_key(data, unknown_on_error=False)
 
     # --- plumbing ---
 
