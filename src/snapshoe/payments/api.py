@@ -1,4 +1,7 @@
-"""HTTP routes of the payments service: parse, call a handler, shape the response."""
+"""HTTP routes of the payments service: parse, call a handler, shape the response.
+
+``/internal/...`` is for the products service's draw worker (billing keys): never routed by the
+gateway, and guarded by the shared internal token."""
 
 from __future__ import annotations
 
@@ -9,13 +12,23 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from snapshoe.kernel.auth import Principal, verified_principal
+from snapshoe.kernel.contracts.internal_payments import (
+    BillingKeyOut,
+    BillingKeyVerifyIn,
+    ChargeIn,
+    ChargeOut,
+)
 from snapshoe.kernel.errors import PROBLEM_JSON, not_found
 from snapshoe.kernel.idempotency import require_key
-from snapshoe.payments import handlers
+from snapshoe.kernel.internal import internal_caller
+from snapshoe.payments import billing, handlers
 from snapshoe.payments.deps import Deps
 from snapshoe.payments.schemas import ConfirmRequest, PaymentOut, WebhookAck
 
 router = APIRouter(tags=["payments"])
+internal_router = APIRouter(
+    prefix="/internal", tags=["internal"], dependencies=[Depends(internal_caller)]
+)
 
 _PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 MAX_ID = 64
@@ -74,3 +87,28 @@ async def get_payment(
 async def pg_webhook(request: Request, d: Deps = Depends(deps)) -> WebhookAck:
     """Unauthenticated like Toss webhooks: the body only says which payment to re-read."""
     return WebhookAck.model_validate(await handlers.webhook(d, await request.body()))
+
+
+@internal_router.post(
+    "/billing-keys/verify", response_model=BillingKeyOut, responses=_errors(403, 422, 503)
+)
+async def verify_billing_key(body: BillingKeyVerifyIn, d: Deps = Depends(deps)) -> BillingKeyOut:
+    """The card behind a billing key, if the PG issued it to this customer (422
+    ``billing_key_invalid`` if not; 503 when the PG cannot be reached)."""
+    return await billing.verify(d, body.billing_key, body.customer_key)
+
+
+@internal_router.post(
+    "/charges", response_model=ChargeOut, responses=_errors(403, 404, 409, 422, 503)
+)
+async def charge(body: ChargeIn, d: Deps = Depends(deps)) -> ChargeOut:
+    """Charge the order's total through the billing key, once per order ever (a later call
+    answers the same payment). DONE / FAILED / UNKNOWN / IN_PROGRESS / CANCELED."""
+    p = await billing.charge(
+        d,
+        order_id=body.order_id,
+        billing_key=body.billing_key,
+        customer_key=body.customer_key,
+        order_name=body.order_name,
+    )
+    return billing.charge_out(p)

@@ -22,7 +22,7 @@ from snapshoe.kernel.http import create_service_app
 from snapshoe.kernel.idempotency import IdempotencyStore
 from snapshoe.kernel.redis import create_redis
 from snapshoe.kernel.settings import Settings, settings_for
-from snapshoe.payments.api import router
+from snapshoe.payments.api import internal_router, router
 from snapshoe.payments.consumers import QUEUES
 from snapshoe.payments.deps import Core, Deps
 from snapshoe.payments.pg import TossPaymentsClient
@@ -115,7 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = create_service_app(
         "payments",
         settings=settings,
-        routers=[router],
+        routers=[router, internal_router],
         readiness={"database": check_db, "redis": check_redis, "rabbitmq": check_amqp},
         lifespan=lifespan,
         title="SnapShoe payments",

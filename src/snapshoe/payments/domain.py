@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from snapshoe.kernel.clock import as_utc
+from snapshoe.kernel.contracts.internal_payments import ChargeStatus
 
 
 class Status(StrEnum):
@@ -17,6 +18,26 @@ class Status(StrEnum):
     ABORTED = "ABORTED"  # the PG definitively refused: nothing taken
     UNKNOWN = "UNKNOWN"  # no definitive answer; the reconciler asks the PG
     CANCELED = "CANCELED"  # approved, then fully refunded
+
+
+class Method(StrEnum):
+    """How a payment is charged: ``confirm`` (the buyer authorized at the PG and gave us the
+    payment key) or ``billing`` (we charge a billing key: a draw's winner). A billing payment's
+    payment key is made by the PG with the charge, so it is empty until the PG's answer (or
+    the reconciler's look-up by order id) tells it."""
+
+    CONFIRM = "confirm"
+    BILLING = "billing"
+
+
+# What the internal charge answers for each payment status (the draw worker's view).
+CHARGE_STATUS: dict[Status, ChargeStatus] = {
+    Status.IN_PROGRESS: "IN_PROGRESS",
+    Status.DONE: "DONE",
+    Status.ABORTED: "FAILED",
+    Status.UNKNOWN: "UNKNOWN",
+    Status.CANCELED: "CANCELED",
+}
 
 
 class RefundStatus(StrEnum):
@@ -76,6 +97,12 @@ def confirm_idempotency_key(payment_id: str) -> str:
     return f"snapshoe-confirm-{payment_id}"
 
 
+def billing_idempotency_key(payment_id: str) -> str:
+    """The PG Idempotency-Key of a billing payment's charge: the internal call, its retries
+    and the reconciler's re-send all use it, so the PG charges the billing key at most once."""
+    return f"snapshoe-billing-{payment_id}"
+
+
 def refund_idempotency_key(refund_id: str) -> str:
     return f"snapshoe-refund-{refund_id}"
 
@@ -110,6 +137,23 @@ class Payment:
     created_at: datetime
     updated_at: datetime
     refunded_amount: int = 0
+    method: Method = Method.CONFIRM
+    billing_key: str | None = None
+    order_name: str | None = None
+
+    @property
+    def key_known(self) -> bool:
+        """Whether the PG's payment key is known (a billing payment's is not until answered)."""
+        return bool(self.payment_key)
+
+    def matches(self, payment_key: str, order_id: str, amount: int) -> bool:
+        """Whether a payment the PG shows is this one: the same key; for a billing payment whose
+        key is not known yet, the same order id and amount (order ids are ours and unique)."""
+        if order_id != self.order_id:
+            return False
+        if self.key_known:
+            return payment_key == self.payment_key
+        return self.method is Method.BILLING and amount == self.amount
 
     def view(self) -> dict[str, object]:
         """The public representation (docs/api.md)."""

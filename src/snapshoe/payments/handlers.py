@@ -2,9 +2,9 @@
 across a call to the PG or to another service.
 
 The approve and fail paths (:func:`approve`, :func:`fail`) are shared by the confirm endpoint,
-the reconciler and the webhook: each is one conditional update from an unresolved status plus
-its outbox event, so whichever of them gets there first publishes the one event, and the others
-see a row count of 0 and read what happened.
+the billing charge (``billing.py``), the reconciler and the webhook: each is one conditional
+update from an unresolved status plus its outbox event, so whichever of them gets there first
+publishes the one event, and the others see a row count of 0 and read what happened.
 """
 
 from __future__ import annotations
@@ -32,9 +32,11 @@ from snapshoe.payments.domain import (
     PAYABLE_ORDER_STATUS,
     STALE_IN_PROGRESS_GRACE,
     UNRESOLVED,
+    Method,
     Payment,
     Status,
     backoff,
+    billing_idempotency_key,
     confirm_idempotency_key,
     new_payment_id,
 )
@@ -138,7 +140,7 @@ async def _confirm(
     if existing is not None:
         return _existing(existing, buyer_id, payment_key, amount)
 
-    order = await _payable_order(deps, order_id, buyer_id)
+    order = await payable_order(deps, order_id, buyer_id)
     if amount != order.total_amount:
         # Checked before anything is sent to the PG: nothing is charged, the order stays payable.
         raise Problem(
@@ -184,7 +186,7 @@ def _existing(
     anything else cannot be a second charge."""
     if p.buyer_id != buyer_id:
         raise not_found("order")
-    if p.payment_key != payment_key:
+    if p.method is not Method.CONFIRM or p.payment_key != payment_key:
         raise invalid_state("This order already has a payment")
     if p.amount != amount:
         raise Problem(
@@ -193,7 +195,8 @@ def _existing(
     return answer(p)
 
 
-async def _payable_order(deps: Deps, order_id: str, buyer_id: str) -> InternalOrder:
+async def payable_order(deps: Deps, order_id: str, buyer_id: str) -> InternalOrder:
+    """The order ``buyer_id`` may pay now (orders' internal API), or the Problem to answer."""
     try:
         order = await deps.orders.get_order(order_id)
     except UpstreamProblem as exc:
@@ -242,8 +245,9 @@ async def send_confirm(core: Core, p: Payment) -> Payment:
 
 
 async def settle(core: Core, p: Payment, result: PgPayment) -> Payment:
-    """Apply what the PG says about an unresolved payment."""
-    if result.payment_key != p.payment_key or result.order_id != p.order_id:
+    """Apply what the PG says about an unresolved payment (a billing payment learns its
+    payment key from it)."""
+    if not p.matches(result.payment_key, result.order_id, result.total_amount):
         log.error("PG payment %s does not match payment %s", result.payment_key, p.id)
         return await mark_unknown(core, p, "MISMATCH")
     if result.status in PG_APPROVED:
@@ -259,6 +263,8 @@ async def settle(core: Core, p: Payment, result: PgPayment) -> Payment:
 async def approve(core: Core, p: Payment, result: PgPayment) -> Payment:
     now = utcnow()
     approved_at = as_utc(result.approved_at) if result.approved_at else now
+    # A billing payment's key is known from the PG's answer on.
+    learned = {} if p.key_known else {"payment_key": result.payment_key}
     async with core.sessions.begin() as session:
         if await repo.transition(
             session,
@@ -270,6 +276,7 @@ async def approve(core: Core, p: Payment, result: PgPayment) -> Payment:
             pg_code=None,
             pg_message=None,
             next_check_at=None,
+            **learned,
         ):
             await add_to_outbox(
                 session,
@@ -354,12 +361,10 @@ async def reconcile(core: Core, payment_id: str) -> Payment | None:
         found = await _pg_payment(core, p)
         if found is not None and found.is_final:
             return await settle(core, p, found)
-        # The PG has no final outcome: our confirm never took effect (or is still in flight).
-        # Sending it again under the same Idempotency-Key cannot charge twice.
+        # The PG has no final outcome: our confirm (or billing charge) never took effect, or is
+        # still in flight. Sending it again under the SAME Idempotency-Key cannot charge twice.
         try:
-            result = await core.pg.confirm(
-                p.payment_key, p.order_id, p.amount, confirm_idempotency_key(p.id)
-            )
+            result = await send_to_pg(core, p)
         except (PgDeclined, PgNotFound) as exc:
             return await fail(core, p, exc.code, exc.message)
         return await settle(core, p, result)
@@ -372,15 +377,33 @@ async def reconcile(core: Core, payment_id: str) -> Payment | None:
         return await repo.reread(session, p.id)
 
 
+async def send_to_pg(core: Core, p: Payment) -> PgPayment:
+    """Send ``p``'s charge to the PG under its own Idempotency-Key (derived from its id): the
+    confirm of its payment key, or the charge of its billing key."""
+    if p.method is Method.BILLING:
+        return await core.pg.charge_billing_key(
+            p.billing_key or "",
+            p.buyer_id,
+            p.amount,
+            p.order_id,
+            p.order_name or p.order_id,
+            billing_idempotency_key(p.id),
+        )
+    return await core.pg.confirm(p.payment_key, p.order_id, p.amount, confirm_idempotency_key(p.id))
+
+
 async def _pg_payment(core: Core, p: Payment) -> PgPayment | None:
     """The PG's view of ``p``: by order id (as the design says), by payment key if the order's
-    latest payment at the PG is another one. None if the PG has no such payment."""
+    latest payment at the PG is another one. None if the PG has no such payment. A billing
+    payment whose key is not known yet is only found by order id."""
     try:
         found = await core.pg.get_by_order_id(p.order_id)
-        if found.payment_key == p.payment_key:
+        if p.matches(found.payment_key, found.order_id, found.total_amount):
             return found
     except PgNotFound:
         pass
+    if not p.key_known:
+        return None
     try:
         return await core.pg.get_by_payment_key(p.payment_key)
     except PgNotFound:
@@ -411,12 +434,17 @@ async def webhook(core: Core, raw: bytes) -> dict[str, Any]:
         ) from None
     async with core.sessions.begin() as session:
         p = await repo.by_payment_key(session, hint.payment_key)
+        if p is None and hint.payment_key:
+            # A billing charge's webhook can come before its answer told us the key.
+            p = await repo.by_order(session, hint.order_id)
+            if p is not None and p.key_known:
+                p = None
     if p is None or p.order_id != hint.order_id:
         return {"status": "ignored"}
     if p.status not in UNRESOLVED and p.status is not Status.DONE:
         return {"status": "ok", "payment_status": p.status.value}
     try:
-        found = await core.pg.get_by_payment_key(p.payment_key)
+        found = await core.pg.get_by_payment_key(hint.payment_key)
     except PgError as exc:
         # The reconciler (or the recheck of DONE payments) will ask again; a hint we could not
         # follow is not an error.

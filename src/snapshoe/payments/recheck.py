@@ -135,7 +135,7 @@ async def recheck_recent(core: Core) -> int:
     for payment_id in ids:
         async with core.sessions.begin() as session:
             p = await repo.get(session, payment_id)
-        if p is None or p.status is not Status.DONE:
+        if p is None or p.status is not Status.DONE or not p.key_known:
             continue
         try:
             found = await core.pg.get_by_payment_key(p.payment_key)

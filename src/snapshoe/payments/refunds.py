@@ -77,7 +77,8 @@ async def process_refund(core: Core, refund_id: str) -> RefundStatus | None:
         assert refund is not None
         p = await repo.get(session, refund.payment_id)
     assert p is not None
-    if p.status in UNRESOLVED:  # the approval is not recorded yet: wait for it
+    if p.status in UNRESOLVED or not p.key_known:
+        # The approval (and with it a billing payment's key) is not recorded yet: wait for it.
         return await _retry_refund(core, refund_id, refund.attempts)
     if p.status is Status.ABORTED:
         async with core.sessions.begin() as session:

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from snapshoe.payments.domain import (
+    Method,
     Payment,
     Refund,
     RefundStatus,
@@ -39,6 +40,9 @@ def _payment(row: Row[Any]) -> Payment:
         created_at=row.created_at,
         updated_at=row.updated_at,
         refunded_amount=int(row.refunded_amount or 0),
+        method=Method(row.method),
+        billing_key=row.billing_key,
+        order_name=row.order_name,
     )
 
 
@@ -65,6 +69,8 @@ async def by_order(session: AsyncSession, order_id: str) -> Payment | None:
 
 
 async def by_payment_key(session: AsyncSession, payment_key: str) -> Payment | None:
+    if not payment_key:  # '' is every billing payment whose key is not known yet
+        return None
     row = (
         await session.execute(select(payments).where(payments.c.payment_key == payment_key))
     ).first()
@@ -81,8 +87,12 @@ async def insert_in_progress(
     amount: int,
     now: datetime,
     check_at: datetime,
+    method: Method = Method.CONFIRM,
+    billing_key: str | None = None,
+    order_name: str | None = None,
 ) -> None:
-    """Raises IntegrityError if the order already has a payment (UNIQUE(order_id))."""
+    """Raises IntegrityError if the order already has a payment (UNIQUE(order_id)). A billing
+    payment is inserted with ``payment_key=''``: the PG makes the key with the charge."""
     await session.execute(
         insert(payments).values(
             id=payment_id,
@@ -95,6 +105,9 @@ async def insert_in_progress(
             next_check_at=check_at,
             created_at=now,
             updated_at=now,
+            method=method.value,
+            billing_key=billing_key,
+            order_name=order_name,
         )
     )
 

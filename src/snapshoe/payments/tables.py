@@ -1,8 +1,9 @@
 """Tables of the payments service database (``<namespace>_payments``).
 
-``payments`` has UNIQUE(order_id): one confirm attempt per order, ever. A declined attempt fails
-the order (``PaymentFailed`` -> ``PAYMENT_FAILED``), so there is never a second one to make, and
-two concurrent confirms of one order cannot both reach the PG: at most one charge per order.
+``payments`` has UNIQUE(order_id): one confirm (or billing charge) attempt per order, ever. A
+declined attempt fails the order (``PaymentFailed`` -> ``PAYMENT_FAILED``), so there is never a
+second one to make, and two concurrent attempts for one order cannot both reach the PG: at most
+one charge per order.
 
 ``refunds`` has UNIQUE(payment_id): one full refund per payment, however many events ask for it.
 """
@@ -29,6 +30,7 @@ payments = Table(
     Column("id", String(32), primary_key=True),
     Column("order_id", String(64), nullable=False, unique=True),
     Column("buyer_id", String(32), nullable=False),
+    # A billing payment's key is made by the PG with the charge: '' until its answer is known.
     Column("payment_key", String(200), nullable=False),
     Column("amount", BigInteger, nullable=False),
     # IN_PROGRESS -> DONE | ABORTED | UNKNOWN; UNKNOWN -> DONE | ABORTED; DONE -> CANCELED
@@ -50,6 +52,11 @@ payments = Table(
     # when it last asked orders.
     ts_column("fulfilled_at", nullable=True),
     ts_column("order_checked_at", nullable=True),
+    # 'confirm' (the buyer's payment window, then POST /api/payments/confirm) or 'billing' (a
+    # draw's charge through the buyer's billing key, with the order name sent to the PG).
+    Column("method", String(16), nullable=False, server_default="confirm"),
+    Column("billing_key", String(200), nullable=True),
+    Column("order_name", String(100), nullable=True),
     Index("ix_payments_status_next_check_at", "status", "next_check_at"),
     Index("ix_payments_status_approved_at", "status", "approved_at"),
     Index("ix_payments_status_fulfilled_at", "status", "fulfilled_at"),
