@@ -8,6 +8,8 @@ The users worker drains the queue (:func:`drain`): a job is acknowledged only on
 is handed to the SMTP server, so a failed send is retried every ``mail_retry_seconds`` (a
 pending entry claimed again), by any worker, until the job's deadline (a code's lifetime:
 a code mailed later would be dead on arrival), when it is dropped with an error log.
+Draw result mail (users.draw_mail) goes through the same queue, with a 24 h deadline, queued
+once per event by :meth:`MailQueue.enqueue_once`.
 
 Library: Redis streams with a consumer group (XADD / XREADGROUP / XAUTOCLAIM / XACK), from
 redis-py, already a dependency: at-least-once delivery across worker processes without a new
@@ -112,10 +114,23 @@ def queue_key(settings: Settings) -> str:
     return key(settings, "users", "mail_queue")
 
 
+# Append a job unless its marker is there, then set the marker: atomic, so two concurrent calls
+# cannot both append. Append first: a failure between the two leaves a job without its marker
+# (a redelivery could queue it again), never a marker without its job (a mail lost).
+_ENQUEUE_ONCE = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'job', ARGV[1])
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[3])
+return 1
+"""
+
+
 class MailQueue:
     def __init__(self, settings: Settings, redis: Redis) -> None:
+        self._settings = settings
         self._redis = redis
         self._stream = queue_key(settings)
+        self._enqueue_once = redis.register_script(_ENQUEUE_ONCE)
 
     async def enqueue(self, job: Job, *, ttl_seconds: float) -> None:
         """Queue a job; it is given up ``ttl_seconds`` from now if it could not be done."""
@@ -123,6 +138,19 @@ class MailQueue:
         await self._redis.xadd(
             self._stream, {"job": orjson.dumps(body)}, maxlen=MAX_QUEUED, approximate=True
         )
+
+    async def enqueue_once(
+        self, job: Job, *, ttl_seconds: float, once: str, once_ttl_seconds: float
+    ) -> bool:
+        """Queue a job unless one was queued under ``once`` within ``once_ttl_seconds``
+        (e.g. an event id: a redelivered event queues nothing). True when it was queued."""
+        body = {**job, "deadline": time.time() + ttl_seconds}
+        marker = key(self._settings, "users", "mail_once", once)
+        queued = await self._enqueue_once(
+            keys=[self._stream, marker],
+            args=[orjson.dumps(body), MAX_QUEUED, max(1, int(once_ttl_seconds))],
+        )
+        return bool(queued)
 
 
 async def drain(

@@ -1,5 +1,6 @@
-"""Background loops of the users service: the cart's ``order.placed`` consumer, the account
-mail queue (users.mail.drain: the mail of sign-up, resend and password reset), the inbox
+"""Background loops of the users service: the cart's ``order.placed`` consumer, the draw
+result mail's ``draw.entry_decided`` consumer (users.draw_mail), the account mail queue
+(users.mail.drain: the mail of sign-up, resend, password reset and draw results), the inbox
 retention prune, and the expiry of accounts left unverified
 (``SNAPSHOE_UNVERIFIED_ACCOUNT_TTL_HOURS``).
 
@@ -19,8 +20,15 @@ from snapshoe.kernel.messaging import consume, run_pruner
 from snapshoe.kernel.settings import Settings, settings_for
 from snapshoe.users import handlers
 from snapshoe.users.bootstrap import build_deps, close_deps
-from snapshoe.users.consumers import CART_HANDLERS, CART_QUEUE, not_from_cart
+from snapshoe.users.consumers import (
+    CART_HANDLERS,
+    CART_QUEUE,
+    DRAW_MAIL_QUEUE,
+    draw_mail_handlers,
+    not_from_cart,
+)
 from snapshoe.users.deps import Deps
+from snapshoe.users.draw_mail import DRAW_RESULT, send_draw_result
 from snapshoe.users.mail import drain
 from snapshoe.users.reset import reset_now
 from snapshoe.users.settings import UsersSettings
@@ -64,6 +72,8 @@ async def run_mail_job(deps: Deps, job: dict[str, Any]) -> bool:
         return await resend_now(deps, to)
     if kind == "reset":
         return await reset_now(deps, to)
+    if kind == DRAW_RESULT:
+        return await send_draw_result(deps.mailer, job)
     log.error("unknown mail job %r dropped", kind)
     return True
 
@@ -88,6 +98,15 @@ async def run(shared: Settings, stop: asyncio.Event) -> None:
                 stop=stop,
                 prefetch=POOL_SIZE * 2,
                 ignore=not_from_cart,
+            ),
+            consume(
+                settings,
+                sessions,
+                inbox,
+                queue=DRAW_MAIL_QUEUE,
+                handlers=draw_mail_handlers(settings, deps.mail_queue),
+                stop=stop,
+                prefetch=POOL_SIZE * 2,
             ),
             expire_unverified(settings, sessions, stop),
             run_pruner(settings, sessions, stop, outbox=None, inbox=inbox),
