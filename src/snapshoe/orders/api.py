@@ -1,7 +1,8 @@
 """HTTP routes of the orders service: parse, call a handler, shape the response.
 
-``/internal/...`` is for the payments service: never routed by the gateway, and guarded by
-the shared internal token.
+``/internal/...`` is for the payments service (an order it charges for) and the products
+service (a draw winner's order): never routed by the gateway, and guarded by the shared
+internal token.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from snapshoe.kernel.auth import Principal, verified_principal
+from snapshoe.kernel.contracts.internal_orders import DrawOrderIn
 from snapshoe.kernel.contracts.internal_products import MAX_ADMISSION_TOKEN
 from snapshoe.kernel.errors import PROBLEM_JSON, Problem
 from snapshoe.kernel.idempotency import require_key
 from snapshoe.kernel.internal import internal_caller
-from snapshoe.orders import cancelling, placing, queries, schemas
+from snapshoe.orders import cancelling, draw_orders, placing, queries, schemas
 from snapshoe.orders.answers import Answer
 from snapshoe.orders.deps import Deps
 
@@ -159,3 +161,8 @@ async def cancel_order(deps: DepsDep, buyer: Buyer, order_id: OrderId) -> schema
 @internal_router.get("/orders/{order_id}", response_model=schemas.InternalOrder)
 async def internal_order(deps: DepsDep, order_id: OrderId) -> schemas.InternalOrder:
     return await queries.internal_order(deps, order_id)
+
+
+@internal_router.post("/draw-orders", response_model=schemas.InternalOrder)
+async def internal_draw_order(deps: DepsDep, body: DrawOrderIn) -> schemas.InternalOrder:
+    return await draw_orders.create_draw_order(deps, body)

@@ -92,11 +92,14 @@ async def create_order(
     key: str,
     request: schemas.CreateOrder,
     admission_token: str | None = None,
+    order_id: str | None = None,
 ) -> Answer:
+    """``order_id``: the id to place the order under (a draw's winner, whose id products
+    chose: draw_orders.py); otherwise a new one."""
     fp = fingerprint("POST", "/api/orders", request.model_dump(mode="json"))
     store = deps.idempotency
     refusal = None
-    if request.lines is not None:  # a sold-out refusal orders can give without products
+    if request.lines is not None and order_id is None:  # a refusal without asking products
         refusal = sold_out_refusal(deps.sold_out, [x.item_id for x in request.lines])
     try:
         if refusal is not None:
@@ -112,7 +115,13 @@ async def create_order(
         return Answer(begin.status, begin.body, replayed=True)
     try:
         answer = await _place(
-            deps, buyer_id=buyer_id, key=key, fp=fp, request=request, admission=admission_token
+            deps,
+            buyer_id=buyer_id,
+            key=key,
+            fp=fp,
+            request=request,
+            admission=admission_token,
+            order_id=order_id,
         )
     except Problem as problem:
         if problem.status < 500 and problem.code not in _NOT_STORED:
@@ -146,12 +155,24 @@ async def _place(
     fp: str,
     request: schemas.CreateOrder,
     admission: str | None,
+    order_id: str | None = None,
 ) -> Answer:
     lines = await _lines_of(deps, buyer_id, request)
     now = utcnow()
-    order_id = new_order_id()
+    # A given id is asked for again until its order exists (a draw's winner): its reservation
+    # is kept for that retry rather than given back on a failure here.
+    retried_by_id = order_id is not None
+    order_id = order_id or new_order_id()
     until = expires_at(now, deps.settings.order_payment_ttl_seconds)
-    reservation = await _reserve(deps, order_id, buyer_id, lines, until, admission)
+    reservation = await _reserve(
+        deps, order_id, buyer_id, lines, until, admission, compensate=not retried_by_id
+    )
+    if reservation.state == "RELEASED":
+        # Only a retry by id meets its reservation settled (released by the sweeper, say):
+        # no order is written for a pair that is not held.
+        raise Problem(
+            409, "reservation_released", detail="This order's reservation is no longer held"
+        )
     try:
         snapshot = await snapshot_lines(deps.items, reservation.lines)
         order = _new_order(order_id, buyer_id, key, fp, request, snapshot, now, until)
@@ -159,7 +180,8 @@ async def _place(
         # Group commit: written with the other orders placed meanwhile (write_placements).
         await deps.placements.submit(Placement(order, snapshot, placed, now))
     except IntegrityError as exc:
-        await release(deps, order_id)
+        if not retried_by_id:  # the key's order is another one: this reservation is spare
+            await release(deps, order_id)
         return await _existing_for_key(deps, buyer_id, key, fp, exc)
     except OutcomeUnknown as exc:
         # The order may have landed: releasing now would leave it without its pair. Nothing
@@ -169,7 +191,8 @@ async def _place(
         spawn(deps, _resolve_unknown(deps, buyer_id, key, fp, order_id, answer))
         raise outcome_unknown() from exc
     except BaseException:
-        await release(deps, order_id)
+        if not retried_by_id:
+            await release(deps, order_id)
         raise
     if request.from_cart:
         await _take_from_cart(deps, placed)
@@ -190,8 +213,11 @@ async def _reserve(
     lines: list[Line],
     until: datetime,
     admission: str | None,
+    *,
+    compensate: bool = True,
 ) -> ReservationOut:
-    """The reservation at products (the order id is its id), through admission."""
+    """The reservation at products (the order id is its id), through admission. Unanswered,
+    it is given back (``compensate``) unless the caller asks again by the same id."""
     item_ids = [x.item_id for x in lines]
     # Built, not validated: these values were checked when the buyer's request was (and the
     # id and time are orders' own); validating them again on every admitted reserve is waste.
@@ -210,7 +236,8 @@ async def _reserve(
         raise _from_products(exc) from exc
     except UpstreamUnavailable as exc:
         # It may have been reserved before the answer was lost: give it back.
-        release_in_background(deps, order_id)
+        if compensate:
+            release_in_background(deps, order_id)
         raise unavailable("The stock service") from exc
     deps.sold_out.forget(item_ids)  # products just sold these: a hint on them is stale
     return reservation
