@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 from tests.support.platform import (
-    ROOT,
     SLOT,
     Platform,
     make_test_settings,
     reset_state,
+    second_platform_env,
     start_platform,
     stop_platform_process,
 )
@@ -28,23 +28,8 @@ from snapshoe.bench.drop import DropConfig, run_drop, summary_lines, window_prob
 
 
 def _short_window_env() -> dict[str, str]:
-    base = 26000 + SLOT * 200  # below the ephemeral range, apart from the other platforms
-    ports = {
-        "GATEWAY_PORT": base,
-        "USERS_PORT": base + 101,
-        "PRODUCTS_PORT": base + 102,
-        "ORDERS_PORT": base + 103,
-        "PAYMENTS_PORT": base + 104,
-        "SANDBOX_PG_PORT": base + 105,
-        "PRODUCTS_STREAMS_PORT": base + 106,
-        "MAIL_SINK_SMTP_PORT": base + 26,
-        "SMTP_PORT": base + 26,
-        "MAIL_SINK_HTTP_PORT": base + 25,
-        "GATEWAY_STATS_PORT": base + 150,
-    }
-    return {f"SNAPSHOE_{k}": str(v) for k, v in ports.items()} | {
-        "SNAPSHOE_NAMESPACE": f"snapshoe_ttltest{SLOT}",
-        "SNAPSHOE_DATA_DIR": str(ROOT / ".snapshoe" / f"ttltest{SLOT}"),
+    # Below the ephemeral range, apart from the other platforms.
+    return second_platform_env(26000 + SLOT * 200, "ttltest") | {
         "SNAPSHOE_ORDER_PAYMENT_TTL_SECONDS": "1",
     }
 

@@ -105,6 +105,29 @@ TEST_ENV = {
 CODE_RE = re.compile(r"\b(\d{6})\b")
 
 
+def second_platform_env(base: int, name: str) -> dict[str, str]:
+    """Ports, namespace and data dir of a second platform from ``base`` (below 32768: ports in
+    the kernel's ephemeral range can be taken by outgoing connections), apart from the session's
+    platform and other test runs; ``name`` tells its databases and data dir apart."""
+    offsets = {
+        "GATEWAY_PORT": 0,
+        "USERS_PORT": 101,
+        "PRODUCTS_PORT": 102,
+        "ORDERS_PORT": 103,
+        "PAYMENTS_PORT": 104,
+        "SANDBOX_PG_PORT": 105,
+        "PRODUCTS_STREAMS_PORT": 106,
+        "MAIL_SINK_SMTP_PORT": 26,
+        "SMTP_PORT": 26,
+        "MAIL_SINK_HTTP_PORT": 25,
+        "GATEWAY_STATS_PORT": 150,
+    }
+    return {f"SNAPSHOE_{k}": str(base + v) for k, v in offsets.items()} | {
+        "SNAPSHOE_NAMESPACE": f"snapshoe_{name}{SLOT}",
+        "SNAPSHOE_DATA_DIR": str(ROOT / ".snapshoe" / f"{name}{SLOT}"),
+    }
+
+
 def make_test_settings(**overrides: Any) -> Settings:
     env = {k.removeprefix("SNAPSHOE_").lower(): v for k, v in TEST_ENV.items()}
     return PlatformSettings(**{**env, **overrides})

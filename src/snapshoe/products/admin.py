@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from snapshoe.kernel.clock import as_utc, utcnow
 from snapshoe.kernel.errors import Problem, not_found
+from snapshoe.products import draw_repository as drepo
 from snapshoe.products import queue_repository as qrepo
 from snapshoe.products import repository as repo
 from snapshoe.products import schemas
@@ -23,26 +24,42 @@ from snapshoe.products.rebuild import register_quietly
 log = logging.getLogger("snapshoe.products")
 
 
+_QUEUE_FIELDS = ("queue_opens_at", "admission_seconds")
+_DRAW_FIELDS = ("entry_opens_at", "entry_closes_at", "draw_at")
+
+
+def _invalid(detail: str) -> Problem:
+    return Problem(422, "validation_error", detail=detail)
+
+
 def _sale_fields(values: dict[str, Any]) -> dict[str, Any]:
     """The sale mode's fields as stored: a queue's opening time and admission window get their
-    defaults; other modes keep none (docs/api.md, "Sale modes")."""
-    mode, release_at = values["sale_mode"], values["release_at"]
-    if mode != "queue":
-        if values.get("queue_opens_at") is not None or values.get("admission_seconds"):
-            raise Problem(
-                422,
-                "validation_error",
-                detail="queue_opens_at and admission_seconds apply to sale_mode queue only",
-            )
-        return {"sale_mode": mode, "queue_opens_at": None, "admission_seconds": None}
-    opens = queue_opens_at(release_at, values.get("queue_opens_at"))
-    if opens > as_utc(release_at):
-        raise Problem(422, "validation_error", detail="queue_opens_at must not be after release_at")
-    return {
-        "sale_mode": mode,
-        "queue_opens_at": opens,
-        "admission_seconds": values.get("admission_seconds") or ADMISSION_SECONDS_DEFAULT,
-    }
+    defaults, a draw's times are required; other modes keep none (docs/api.md, "Sale modes")."""
+    mode, release_at = values["sale_mode"], as_utc(values["release_at"])
+    none = dict.fromkeys((*_QUEUE_FIELDS, *_DRAW_FIELDS))
+    if mode != "queue" and (values.get("queue_opens_at") or values.get("admission_seconds")):
+        raise _invalid("queue_opens_at and admission_seconds apply to sale_mode queue only")
+    if mode != "draw" and any(values.get(k) is not None for k in _DRAW_FIELDS):
+        raise _invalid("entry_opens_at, entry_closes_at and draw_at apply to sale_mode draw only")
+    if mode == "queue":
+        opens = queue_opens_at(release_at, values.get("queue_opens_at"))
+        if opens > release_at:
+            raise _invalid("queue_opens_at must not be after release_at")
+        admission = values.get("admission_seconds") or ADMISSION_SECONDS_DEFAULT
+        return {**none, "sale_mode": mode, "queue_opens_at": opens, "admission_seconds": admission}
+    if mode == "draw":
+        given = [values.get(k) for k in _DRAW_FIELDS]
+        if any(t is None for t in given):
+            raise _invalid("sale_mode draw needs entry_opens_at, entry_closes_at and draw_at")
+        opens, closes, draw_at = (as_utc(t) for t in given if t is not None)
+        if not opens < closes <= draw_at:
+            raise _invalid("a draw needs entry_opens_at < entry_closes_at <= draw_at")
+        if release_at > draw_at:
+            # The winners' orders are placed at the draw: the drop must be open by then.
+            raise _invalid("a draw's release_at must not be after draw_at")
+        times = {"entry_opens_at": opens, "entry_closes_at": closes, "draw_at": draw_at}
+        return {**none, "sale_mode": mode, **times}
+    return {**none, "sale_mode": mode}
 
 
 async def create_product(deps: Deps, body: schemas.ProductCreate) -> schemas.ProductDetail:
@@ -58,6 +75,8 @@ async def create_product(deps: Deps, body: schemas.ProductCreate) -> schemas.Pro
         )
         if body.sale_mode == "queue":
             await qrepo.create_queue(session, pid)
+        elif body.sale_mode == "draw":
+            await drepo.create_draw(session, pid)
         row = await repo.get_product(session, pid)
     assert row is not None
     await register_quietly(deps, epoch, row, {})
@@ -95,8 +114,9 @@ async def patch_product(deps: Deps, pid: str, body: schemas.ProductPatch) -> sch
     return product_detail(row, items)
 
 
-# What a waiting room depends on: changed only while it has no ticket (409 invalid_state).
-_SALE_KEYS = frozenset(("sale_mode", "queue_opens_at", "admission_seconds", "release_at"))
+# What a waiting room or a draw depends on: changed only while it has no ticket or entry (409
+# invalid_state).
+_SALE_KEYS = frozenset(("sale_mode", "release_at", *_QUEUE_FIELDS, *_DRAW_FIELDS))
 
 
 async def _patch_sale(
@@ -104,21 +124,31 @@ async def _patch_sale(
 ) -> dict[str, Any]:
     merged = {k: values.get(k, current[k]) for k in ("sale_mode", "release_at")}
     switching = merged["sale_mode"] != current["sale_mode"]
-    for key in ("queue_opens_at", "admission_seconds"):
+    for key in (*_QUEUE_FIELDS, *_DRAW_FIELDS):
         # Switching modes drops the old mode's fields unless new ones are given.
         merged[key] = values[key] if key in values else (None if switching else current[key])
-    was_queue = current["sale_mode"] == "queue"
+    was_queue, was_draw = current["sale_mode"] == "queue", current["sale_mode"] == "draw"
     if was_queue and await qrepo.has_tickets(session, current["id"]):
         raise Problem(
             409,
             "invalid_state",
             detail="Buyers are already queued: the sale mode and its times cannot change",
         )
+    if was_draw and await drepo.has_entries(session, current["id"]):
+        raise Problem(
+            409,
+            "invalid_state",
+            detail="Buyers have already entered: the sale mode and its times cannot change",
+        )
     sale = _sale_fields(merged)
     if sale["sale_mode"] == "queue":
         await qrepo.create_queue(session, current["id"])
     elif was_queue:
         await qrepo.drop_queue(session, current["id"])
+    if sale["sale_mode"] == "draw":
+        await drepo.create_draw(session, current["id"])
+    elif was_draw:
+        await drepo.drop_draw(session, current["id"])
     return {**values, **sale}
 
 

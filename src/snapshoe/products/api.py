@@ -15,6 +15,7 @@ from snapshoe.kernel.internal import internal_caller
 from snapshoe.products import (
     admin,
     catalog,
+    draw_entries,
     queue_stream,
     queue_tickets,
     rebuild,
@@ -88,6 +89,40 @@ async def my_ticket(deps: DepsDep, buyer: Buyer, product_id: IdPath) -> schemas.
 async def my_ticket_events(deps: DepsDep, buyer: Buyer, product_id: IdPath) -> StreamingResponse:
     """The ticket as Server-Sent Events until it is final (docs/waiting-room.md)."""
     return await queue_stream.ticket_events(deps, product_id, buyer.user_id)
+
+
+@public_router.post("/{product_id}/entries", status_code=201, response_model=schemas.Entry)
+async def enter_draw(
+    deps: DepsDep, buyer: Buyer, product_id: IdPath, body: schemas.EntryIn, response: Response
+) -> schemas.Entry:
+    """Enter the product's draw with a size and a billing key (201), or find the same entry
+    (200). docs/draws.md."""
+    entry, created = await draw_entries.enter(deps, product_id, buyer.user_id, body)
+    response.status_code = 201 if created else 200
+    return entry
+
+
+@public_router.get("/{product_id}/entries/me", response_model=schemas.Entry)
+async def my_entry(deps: DepsDep, buyer: Buyer, product_id: IdPath) -> schemas.Entry:
+    return await draw_entries.my_entry(deps, product_id, buyer.user_id)
+
+
+@public_router.delete("/{product_id}/entries/me", status_code=204)
+async def withdraw_entry(deps: DepsDep, buyer: Buyer, product_id: IdPath) -> Response:
+    await draw_entries.withdraw(deps, product_id, buyer.user_id)
+    return Response(status_code=204)
+
+
+@public_router.get("/{product_id}/draw", response_model=schemas.DrawOut)
+async def published_draw(deps: DepsDep, product_id: IdPath) -> schemas.DrawOut:
+    """The draw as published: the commitment, and once drawn the seed and every entry's rank,
+    for anyone to check (``snapshoe draws verify``)."""
+    return await draw_entries.published_draw(deps, product_id)
+
+
+@admin_router.get("/products/{product_id}/draw", response_model=schemas.DrawFigures)
+async def draw_figures(deps: DepsDep, _: Admin, product_id: IdPath) -> schemas.DrawFigures:
+    return await draw_entries.draw_figures(deps, product_id)
 
 
 @admin_router.get("/products/{product_id}/queue", response_model=schemas.QueueFigures)

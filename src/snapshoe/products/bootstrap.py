@@ -13,6 +13,8 @@ from fastapi import FastAPI
 
 from snapshoe.kernel.auth import build_verifier
 from snapshoe.kernel.batching import GroupCommit
+from snapshoe.kernel.clients.orders import OrdersClient
+from snapshoe.kernel.clients.payments import PaymentsClient
 from snapshoe.kernel.clients.users import UsersClient
 from snapshoe.kernel.db import create_engine, create_sessions, ping
 from snapshoe.kernel.http import create_service_app
@@ -50,6 +52,8 @@ async def open_deps(shared: Settings) -> AsyncIterator[Deps]:
         admission_key=signing_key(settings.internal_token),
         queue_hub=QueueHub(redis, settings.namespace),
         users=UsersClient(settings),
+        orders=OrdersClient(settings),
+        payments=PaymentsClient(settings),
     )
 
     deps.queue_hub.reader = functools.partial(product_tickets, deps)
@@ -74,6 +78,8 @@ async def open_deps(shared: Settings) -> AsyncIterator[Deps]:
         await deps.ledger.close()
         await deps.queue_hub.aclose()
         await deps.users.aclose()
+        await deps.orders.aclose()
+        await deps.payments.aclose()
         await redis.aclose()
         await engine.dispose()
 

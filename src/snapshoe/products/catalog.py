@@ -106,6 +106,9 @@ def product_detail(
         sale_mode=row["sale_mode"],
         queue_opens_at=rfc3339(q) if (q := row.get("queue_opens_at")) is not None else None,
         admission_seconds=row.get("admission_seconds"),
+        entry_opens_at=_time(row.get("entry_opens_at")),
+        entry_closes_at=_time(row.get("entry_closes_at")),
+        draw_at=_time(row.get("draw_at")),
         items=[
             schemas.ItemOut(
                 id=i["id"],
@@ -118,6 +121,10 @@ def product_detail(
             for i in items
         ],
     )
+
+
+def _time(value: Any) -> str | None:
+    return rfc3339(value) if value is not None else None
 
 
 async def get_product(deps: Deps, pid: str) -> schemas.ProductDetail:

@@ -10,6 +10,8 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from snapshoe.kernel.batching import GroupCommit
+from snapshoe.kernel.clients.orders import OrdersClient
+from snapshoe.kernel.clients.payments import PaymentsClient
 from snapshoe.kernel.clients.users import UsersClient
 from snapshoe.kernel.db import Sessions
 from snapshoe.products.cache import TTLCache
@@ -41,6 +43,10 @@ class Deps:
     queue_hub: QueueHub
     # The users service: an account's age, when a queue asks for a minimum (queue_tickets.py).
     users: UsersClient
+    # A draw's winners: their orders (orders) and charges through their billing keys
+    # (payments, which also checks a billing key at entry). docs/draws.md.
+    orders: OrdersClient
+    payments: PaymentsClient
     # Group commit of admitted reservations (ledger.write_admitted); started in open_deps.
     ledger: GroupCommit[Admitted, ReservationOut] = field(init=False)
     cache: TTLCache = field(default_factory=TTLCache)

@@ -93,7 +93,7 @@ def group_by_product(lines: Sequence[Line], product_of: dict[str, str]) -> list[
 
 # Sale modes and the waiting room (docs/waiting-room.md)
 
-SaleMode = Literal["fcfs", "queue"]
+SaleMode = Literal["fcfs", "queue", "draw"]
 QUEUE_LEAD = timedelta(minutes=15)  # queue_opens_at when not given: this long before release
 ADMISSION_SECONDS_DEFAULT = 300
 ADMISSION_SECONDS_MIN, ADMISSION_SECONDS_MAX = 30, 3600
@@ -135,3 +135,24 @@ def nothing_can_come_back(available: int, reserved: int, outstanding: int) -> bo
     """The queue ends when no pair is on sale, none is held by an unpaid order (which could
     come back) and no admission is outstanding (which could lapse)."""
     return available == 0 and reserved == 0 and outstanding == 0
+
+
+# Draws (docs/draws.md)
+
+
+class EntryState(StrEnum):
+    ENTERED = "entered"
+    WITHDRAWN = "withdrawn"
+    CHARGING = "charging"  # drawn, its order and charge under way; "entered" to the buyer
+    WON = "won"
+    LOST = "lost"
+    PAYMENT_FAILED = "payment_failed"
+
+
+DECIDED_ENTRY_STATES = frozenset((EntryState.WON, EntryState.LOST, EntryState.PAYMENT_FAILED))
+
+
+def charges_due(available: int, unplaced: int, waiting: int) -> int:
+    """How many entrants of a size to charge now: never more at once than the pairs on sale,
+    minus the charges whose order has not taken its pair yet (the queue's outflow rule)."""
+    return max(0, min(available - unplaced, waiting))

@@ -18,6 +18,7 @@ from snapshoe.products import schemas
 from snapshoe.products.baseline import reserve_db_lock
 from snapshoe.products.deps import Admitted, Deps
 from snapshoe.products.domain import Line, ProductLines, group_by_product, merge_lines
+from snapshoe.products.draw_claims import check_claim, drawn_products
 from snapshoe.products.gate import Verdict
 from snapshoe.products.ledger import StaleEpoch, answer_existing, write_reservation
 from snapshoe.products.problems import gate_unavailable, limit_exceeded, outcome_unknown
@@ -55,8 +56,13 @@ async def reserve(deps: Deps, body: schemas.ReserveIn) -> schemas.ReservationOut
     lines = merge_lines(Line(x.item_id, x.quantity) for x in body.lines)
     product_of = await _products_of(deps, [x.item_id for x in lines])
     groups = group_by_product(lines, product_of)
+    pids = [g.product_id for g in groups]
+    # A draw's pairs go to its drawn entrants only (draw_claims.py).
+    if await drawn_products(deps, pids):
+        await check_claim(deps, body, lines)
+        return await _in_stock_mode(deps, body, lines, groups)
     # The waiting room comes before either stock mode: no way to stock skips the admission.
-    queued = await queued_products(deps, [g.product_id for g in groups])
+    queued = await queued_products(deps, pids)
     if not queued:
         return await _in_stock_mode(deps, body, lines, groups)
     if len(queued) > 1:

@@ -71,6 +71,10 @@ class ProductCreate(_In):
     sale_mode: SaleMode = "fcfs"
     queue_opens_at: AwareDatetime | None = None
     admission_seconds: AdmissionSeconds | None = None
+    # The draw's times (draw mode only; docs/draws.md).
+    entry_opens_at: AwareDatetime | None = None
+    entry_closes_at: AwareDatetime | None = None
+    draw_at: AwareDatetime | None = None
 
 
 class ProductPatch(_In):
@@ -84,6 +88,9 @@ class ProductPatch(_In):
     sale_mode: SaleMode | None = None
     queue_opens_at: AwareDatetime | None = None
     admission_seconds: AdmissionSeconds | None = None
+    entry_opens_at: AwareDatetime | None = None
+    entry_closes_at: AwareDatetime | None = None
+    draw_at: AwareDatetime | None = None
 
 
 class ItemCreate(_In):
@@ -140,6 +147,10 @@ class ProductDetail(BaseModel):
     # Queue mode only (null otherwise).
     queue_opens_at: str | None = None
     admission_seconds: int | None = None
+    # Draw mode only (null otherwise).
+    entry_opens_at: str | None = None
+    entry_closes_at: str | None = None
+    draw_at: str | None = None
 
 
 class AdminItem(BaseModel):
@@ -181,6 +192,85 @@ class QueueFigures(BaseModel):
     admitted_last_minute: int
     state: Literal["pre", "running", "ended"]
     head: int
+
+
+BillingKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_\-=.]+$")
+]
+
+
+class EntryIn(_In):
+    """``POST /api/products/{id}/entries``: one size and the card to charge if drawn."""
+
+    item_id: Id
+    billing_key: BillingKey
+
+
+EntryStateName = Literal["entered", "withdrawn", "won", "lost", "payment_failed"]
+
+
+class Entry(BaseModel):
+    """A buyer's entry in a product's draw (docs/api.md, "Draw")."""
+
+    id: str
+    product_id: str
+    item_id: str
+    state: EntryStateName
+    order_id: str | None
+    card_number: str  # masked, as the PG shows it
+    created_at: str
+
+
+class PublishedEntry(BaseModel):
+    """An entry as the draw publishes it, for anyone's recomputation: no buyer, no card."""
+
+    id: str
+    item_id: str
+    state: EntryStateName
+    rank: int | None
+
+
+class DrawItem(BaseModel):
+    item_id: str
+    size: int
+    pairs: int
+    entries: int
+    won: int
+    payment_failed: int
+    lost: int
+
+
+class DrawOut(BaseModel):
+    """``GET /api/products/{id}/draw``: the commitment from the start, the seed and every
+    entry's rank once drawn (docs/draws.md says how to check them)."""
+
+    product_id: str
+    state: Literal["open", "drawn", "settled"]
+    commitment: str
+    seed: str | None
+    entry_opens_at: str
+    entry_closes_at: str
+    draw_at: str
+    drawn_at: str | None
+    settled_at: str | None
+    algorithm: str
+    items: list[DrawItem]
+    entries: list[PublishedEntry]
+
+
+class DrawFigures(BaseModel):
+    """``GET /api/admin/products/{id}/draw``: entries per size and, after the draw, the
+    charged, declined and unsold pairs."""
+
+    state: Literal["open", "drawn", "settled"]
+    items: list[DrawItem]
+    entered: int
+    withdrawn: int
+    charging: int
+    won: int
+    lost: int
+    payment_failed: int
+    unsold_pairs: int
 
 
 # The internal API (orders and users services): its models are the contract in

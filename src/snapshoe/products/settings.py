@@ -29,3 +29,13 @@ class ProductsSettings(Settings):
     # A queue refuses accounts made less than this long before its queue_opens_at (403
     # account_too_new): accounts made during the pre-queue are a classic bot sign. 0: off.
     queue_min_account_age_seconds: float = Field(default=0, ge=0, le=365 * 86400)
+    # How often the products worker works on the draws: draw what is due, decide charged
+    # entries from the ledger, charge the next entrants (docs/draws.md). A declined charge's
+    # pair goes to the next entrant at most this long after the decline is known.
+    draw_step_seconds: float = Field(default=0.5, gt=0, le=3600)
+    # Drawn entrants' orders and charges one products worker asks for at once (each is an
+    # orders call, then a payments call that waits for the PG).
+    draw_charge_concurrency: int = Field(default=32, ge=1, le=512)
+    # A drawn entrant's order and charge not seen finished this long after they were last
+    # asked for (a worker died, a call failed) are asked for again, under the same ids.
+    draw_resend_seconds: float = Field(default=20.0, gt=0, le=3600)

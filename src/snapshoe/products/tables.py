@@ -21,6 +21,7 @@ from sqlalchemy import (
 )
 
 from snapshoe.kernel.db import ts_column
+from snapshoe.kernel.messaging import messaging_tables
 
 metadata = MetaData(
     naming_convention={
@@ -48,15 +49,19 @@ products = Table(
     # 'gate' (Redis gate in front of the ledger) or 'db_lock': a benchmark/teaching baseline
     # that takes stock with row locks only (docs/products.md). Set at creation, never changed.
     Column("stock_mode", String(8), nullable=False, server_default="gate"),
-    # 'fcfs' (first come, first served) or 'queue' (a waiting room in front of the purchase:
-    # docs/waiting-room.md), with the queue's opening time and admission window.
+    # 'fcfs' (first come, first served), 'queue' (a waiting room in front of the purchase:
+    # docs/waiting-room.md), with the queue's opening time and admission window, or 'draw' (a
+    # raffle: docs/draws.md), with its entry window and draw time.
     Column("sale_mode", String(8), nullable=False, server_default="fcfs"),
     ts_column("queue_opens_at", nullable=True),
     Column("admission_seconds", Integer, nullable=True),
+    ts_column("entry_opens_at", nullable=True),
+    ts_column("entry_closes_at", nullable=True),
+    ts_column("draw_at", nullable=True),
     CheckConstraint("price >= 0", name="price_nonneg"),
     CheckConstraint("per_user_limit >= 0", name="limit_nonneg"),
     CheckConstraint("stock_mode IN ('gate', 'db_lock')", name="stock_mode"),
-    CheckConstraint("sale_mode IN ('fcfs', 'queue')", name="sale_mode"),
+    CheckConstraint("sale_mode IN ('fcfs', 'queue', 'draw')", name="sale_mode"),
     Index(None, "brand", "id"),
 )
 
@@ -177,3 +182,52 @@ queue_tickets = Table(
     UniqueConstraint("product_id", "place"),
     Index(None, "product_id", "state", "place"),  # the outflow: next waiting, outstanding
 )
+
+# Draws (docs/draws.md). One row per draw-mode product: ``seed`` (64 hex) is secret until
+# ``state`` leaves 'open' (then revealed); ``commitment`` = sha256(seed), public from the start.
+# 'open' (entries taken until entry_closes_at) -> 'drawn' (ranked at draw_at; charging in rank
+# order) -> 'settled' (every entry decided).
+draws = Table(
+    "draws",
+    metadata,
+    Column("product_id", String(32), ForeignKey("products.id"), primary_key=True),
+    Column("seed", String(64), nullable=False),
+    Column("commitment", String(64), nullable=False),
+    Column("state", String(8), nullable=False),
+    ts_column("drawn_at", nullable=True),
+    ts_column("settled_at", nullable=True),
+    CheckConstraint("state IN ('open', 'drawn', 'settled')", name="state"),
+)
+# One entry per buyer per product, and one per card (``card_active``: the card's fingerprint
+# while the entry is not withdrawn, else NULL, which a UNIQUE key does not compare). ``rank``:
+# the place in its size's ranking (1 = charged first), set at the draw. ``order_id``: the
+# order (and reservation) of its charge, chosen when the entry is drawn for a charge.
+draw_entries = Table(
+    "draw_entries",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("product_id", String(32), ForeignKey("products.id"), nullable=False),
+    Column("item_id", String(32), ForeignKey("items.id"), nullable=False),
+    Column("buyer_id", String(64), nullable=False),
+    Column("billing_key", String(200), nullable=False),
+    Column("card_number", String(32), nullable=False),  # masked, as the PG shows it
+    Column("card_fingerprint", String(64), nullable=False),
+    Column("card_active", String(64), nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("rank", BigInteger, nullable=True),
+    Column("order_id", String(64), nullable=True, unique=True),
+    ts_column("charge_sent_at", nullable=True),  # the last time its order/charge was asked for
+    ts_column("created_at"),
+    ts_column("updated_at"),
+    ts_column("decided_at", nullable=True),
+    CheckConstraint(
+        "state IN ('entered', 'withdrawn', 'charging', 'won', 'lost', 'payment_failed')",
+        name="state",
+    ),
+    UniqueConstraint("product_id", "buyer_id"),
+    UniqueConstraint("product_id", "card_active"),
+    Index(None, "product_id", "item_id", "state", "rank"),
+)
+
+# A draw's results leave as events (docs/draws.md, "Mails"); the inbox is unused for now.
+outbox, inbox = messaging_tables(metadata)

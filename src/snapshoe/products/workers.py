@@ -1,5 +1,6 @@
 """Processes of the products service outside the app: the reservation sweeper loop, the
-waiting rooms' outflow (queue_outflow.py), and ``snapshoe products reconcile``.
+waiting rooms' outflow (queue_outflow.py), the draws (draw_worker.py) and the outbox relay of
+their events, and ``snapshoe products reconcile``.
 
 The orders service normally releases a reservation when its order expires or fails; the sweeper
 is the safety net for reservations nobody released (a crashed caller, a lost message). It waits
@@ -13,13 +14,16 @@ import contextlib
 import logging
 from datetime import timedelta
 
+from snapshoe.kernel.messaging import Relay, run_pruner
 from snapshoe.kernel.settings import Settings
 from snapshoe.products.bootstrap import open_deps
 from snapshoe.products.deps import Deps
+from snapshoe.products.draw_worker import run_draws
 from snapshoe.products.queue_outflow import run_outflow
 from snapshoe.products.rebuild import ReconcileReport, ensure_gate
 from snapshoe.products.rebuild import reconcile as reconcile_gate
 from snapshoe.products.reservations import sweep_expired
+from snapshoe.products.tables import outbox
 
 log = logging.getLogger("snapshoe.products.sweeper")
 
@@ -29,7 +33,13 @@ SWEEP_GRACE = timedelta(seconds=30)
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     async with open_deps(settings) as deps:
-        await asyncio.gather(sweep(deps, stop), run_outflow(deps, stop))
+        await asyncio.gather(
+            sweep(deps, stop),
+            run_outflow(deps, stop),
+            run_draws(deps, stop),
+            Relay(settings, deps.sessions, outbox).run(stop),
+            run_pruner(settings, deps.sessions, stop, outbox=outbox, inbox=None),
+        )
 
 
 async def sweep(deps: Deps, stop: asyncio.Event) -> None:
