@@ -193,6 +193,7 @@ def _limits(shared: Settings) -> dict[str, object]:
         "signup_rate": settings.signup_rate_per_minute,
         "password_reset_rate": settings.password_reset_rate_per_minute,
         "queue_join_rate": settings.queue_join_rate_per_minute,
+        "draw_entry_rate": settings.draw_entry_rate_per_minute,
     }
 
 

@@ -26,6 +26,9 @@ class GatewaySettings(Settings):
     # POST /api/products/{id}/queue: each join is one account's ticket, so many from one
     # address is an account farm; a carrier's shared address holds many buyers, hence not 1.
     queue_join_rate_per_minute: int = Field(default=60, ge=1)
+    # POST /api/products/{id}/entries: each entry is one account's and one card's, so the same
+    # reasoning (an account or card farm behind one address).
+    draw_entry_rate_per_minute: int = Field(default=60, ge=1)
 
     # Gateway request bounds. The headers must arrive within this many seconds, then the body
     # within as many again (HAProxy buffers it before any service sees it); beyond, 408.

@@ -36,6 +36,7 @@ VERIFICATION_RATE = 4
 SIGNUP_RATE = 3
 PASSWORD_RESET_RATE = 4
 QUEUE_JOIN_RATE = 3
+DRAW_ENTRY_RATE = 3
 
 
 async def echo(request: Request) -> JSONResponse:
@@ -115,6 +116,7 @@ def gateway_test_settings(data_dir: Path, upstream: int, **overrides: Any) -> Se
         signup_rate_per_minute=SIGNUP_RATE,
         password_reset_rate_per_minute=PASSWORD_RESET_RATE,
         queue_join_rate_per_minute=QUEUE_JOIN_RATE,
+        draw_entry_rate_per_minute=DRAW_ENTRY_RATE,
         jwt_private_key_file=data_dir / "keys" / "private.pem",
         jwt_public_key_file=data_dir / "keys" / "public.pem",
         **overrides,

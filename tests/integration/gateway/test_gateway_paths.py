@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.integration.gateway.conftest import (
+    DRAW_ENTRY_RATE,
     LOGIN_RATE,
     PASSWORD_RESET_RATE,
     QUEUE_JOIN_RATE,
@@ -257,6 +258,30 @@ async def test_queue_joins_from_one_ip_are_limited_and_need_a_token(gateway: Gat
     # Reading a ticket is not joining; another address joins freely.
     assert (await burst.request("GET", "/api/products/P1/queue/me", b"", **auth)).status_code == 200
     assert (await other.post("/api/products/P1/queue", **auth)).status_code == 200
+
+
+async def test_draw_entries_from_one_ip_are_limited_and_need_a_token(gateway: Gateway) -> None:
+    burst, other = RawClient(gateway.settings), RawClient(gateway.settings)
+    assert_problem(await burst.post("/api/products/P1/entries"), 401, "unauthorized")
+    for method in ("GET", "DELETE"):
+        assert_problem(
+            await burst.request(method, "/api/products/P1/entries/me", b""), 401, "unauthorized"
+        )
+    # The published draw is public.
+    assert (await burst.request("GET", "/api/products/P1/draw", b"")).status_code == 200
+    auth = {"Authorization": f"Bearer {gateway.token()}"}
+    codes = [
+        (await burst.post(f"/api/products/P{n}/entries", **auth)).status_code
+        for n in range(DRAW_ENTRY_RATE - 1)  # the refused entry above counted too
+    ]
+    assert codes == [200] * (DRAW_ENTRY_RATE - 1)  # (the echo upstream answers 200)
+    for spelled in ["/api/products/P9/entrie%73", "/api/products/./P9/entries/"]:
+        assert_problem(await burst.post(spelled, **auth), 429, "too_many_requests")
+    # Reading or withdrawing one's entry is not entering; another address enters freely.
+    assert (
+        await burst.request("GET", "/api/products/P1/entries/me", b"", **auth)
+    ).status_code == 200
+    assert (await other.post("/api/products/P1/entries", **auth)).status_code == 200
 
 
 @pytest.mark.parametrize(("path", "upstream_path"), PG_BUYER)
