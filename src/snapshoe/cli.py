@@ -30,6 +30,9 @@ users_app = typer.Typer(help="Accounts.", no_args_is_help=True)
 products_app = typer.Typer(help="Catalog and stock.", no_args_is_help=True)
 orders_app = typer.Typer(help="Orders.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks against the running platform.", no_args_is_help=True)
+draws_app = typer.Typer(
+    help="Draws (raffles): check one from what it published.", no_args_is_help=True
+)
 events_app = typer.Typer(help="Events: dead-letter queues.", no_args_is_help=True)
 dlq_app = typer.Typer(
     help="Dead-lettered events: list them (nothing consumed) or replay them to their queue.",
@@ -41,6 +44,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(products_app, name="products")
 app.add_typer(orders_app, name="orders")
 app.add_typer(bench_app, name="bench")
+app.add_typer(draws_app, name="draws")
 
 HTTP_APPS = ("users", "products", "orders", "payments", "sandbox_pg", "mail_sink")
 # Processes of a service's app with a job of their own, on a port of their own: name -> app.
@@ -349,6 +353,22 @@ def reconcile() -> None:
     typer.echo(str(report))
 
 
+@draws_app.command("verify")
+def draws_verify(
+    product_id: str,
+    gateway: Annotated[str | None, typer.Option(help="the gateway's URL")] = None,
+) -> None:
+    """Recompute a published draw: do the seed and the winners check out? (exit 1 if not)"""
+    from snapshoe.products.draw_verify import check, fetch, report
+
+    base = gateway or get_settings().gateway_url
+    published = _run(fetch(base, product_id))
+    verdict = check(published)
+    typer.echo(report(product_id, published, verdict))
+    if not verdict.ok:
+        raise typer.Exit(1)
+
+
 @orders_app.command("lifecycle")
 def orders_lifecycle(
     status: Annotated[
@@ -540,6 +560,34 @@ def bench_queue(
     result = _run(run_queue(get_settings(), cfg))
     shown = {k: v for k, v in result.items() if k not in ("check", "samples", "seen")}
     typer.echo(json.dumps(shown, indent=2, default=str))
+    if not result["ok"]:
+        raise typer.Exit(1)
+
+
+@bench_app.command("draw")
+def bench_draw(
+    entries: Annotated[int, typer.Option("--entries", "-n", help="entries")] = 50_000,
+    sizes: Annotated[int, typer.Option(help="sizes")] = 5,
+    pairs_per_size: Annotated[int, typer.Option(help="pairs of each size")] = 200,
+    decline_share: Annotated[float, typer.Option(help="share of cards that decline")] = 0.1,
+    max_seconds: Annotated[float, typer.Option(help="time cap after the close")] = 600.0,
+    seed: Annotated[int | None, typer.Option(help="random seed")] = None,
+    out: Annotated[Path | None, typer.Option(help="result JSON (and .html beside it)")] = None,
+) -> None:
+    """A draw through a running platform: entries in bulk, then the draw timed (docs/draws.md)."""
+    from snapshoe.bench.draw import DrawConfig, run_draw
+
+    cfg = DrawConfig(
+        entries=entries,
+        sizes=sizes,
+        pairs_per_size=pairs_per_size,
+        decline_share=decline_share,
+        max_seconds=max_seconds,
+        seed=seed,
+        out=out,
+    )
+    result = _run(run_draw(get_settings(), cfg))
+    typer.echo(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=2))
     if not result["ok"]:
         raise typer.Exit(1)
 
