@@ -226,7 +226,8 @@ draw_entries = Table(
     ),
     UniqueConstraint("product_id", "buyer_id"),
     UniqueConstraint("product_id", "card_active"),
-    Index(None, "product_id", "item_id", "state", "rank"),
+    Index(None, "product_id", "item_id", "state", "rank"),  # the next entrants of a size
+    Index(None, "product_id", "state", "charge_sent_at"),  # charges to ask for again
 )
 
 # A draw's results leave as events (docs/draws.md, "Mails"); the inbox is unused for now.

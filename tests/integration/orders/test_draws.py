@@ -321,3 +321,55 @@ async def test_a_draw_charges_in_rank_order_passes_declines_on_and_settles_every
                 charged = found.json()
                 assert charged["charges"] == (1 if r["state"] == "won" else 0), (r, charged)
                 assert charged["refunds"] == 0
+
+
+async def test_real_entrants_are_told_by_mail_and_operators_see_the_figures(
+    orders_env: OrdersEnv,
+) -> None:
+    """Through the products outbox, the broker and the users service: a winner's mail names the
+    order, a loser's says nothing was charged; the admin figures count what happened."""
+    platform = orders_env.platform
+    async with orders_env.client() as client:
+        product = await draw_drop(orders_env, client, [1, 0], closes_in=timedelta(seconds=6))
+        pid = product["id"]
+        winner, loser = await platform.verified_user(client), await platform.verified_user(client)
+        for user, item, n in ((winner, product["items"][0], 1), (loser, product["items"][1], 2)):
+            buyer = Buyer(user.id, user.auth)
+            key = await billing_key(client, buyer, f"43307777{n:04d}0000")
+            r = await enter(client, pid, buyer, item["id"], key)
+            assert r.status_code == 201, r.text
+        admin = admin_headers(orders_env.settings)
+        r = await client.get(f"/api/admin/products/{pid}/draw", headers=admin)
+        assert r.status_code == 200, r.text
+        assert r.json()["entered"] == 2
+        assert r.json()["state"] == "open"
+        buyer_view = await client.get(f"/api/admin/products/{pid}/draw", headers=winner.auth)
+        assert buyer_view.status_code == 403
+
+        await eventually(
+            lambda: published(client, pid), lambda d: d["state"] == "settled", timeout=90
+        )
+        figures = (await client.get(f"/api/admin/products/{pid}/draw", headers=admin)).json()
+        assert (figures["won"], figures["lost"], figures["payment_failed"]) == (1, 1, 0)
+        assert figures["unsold_pairs"] == 0
+        assert [(i["pairs"], i["won"], i["lost"]) for i in figures["items"]] == [
+            (1, 1, 0),
+            (0, 0, 1),
+        ]
+
+        won_entry = await my_entry(client, pid, Buyer(winner.id, winner.auth))
+        mails = await eventually(
+            lambda: platform.messages(winner.email),
+            lambda m: any("드로우 당첨" in x["subject"] for x in m),
+            timeout=60,
+        )
+        won_mail = next(x for x in mails if "드로우 당첨" in x["subject"])
+        assert won_entry["order_id"] in won_mail["body"]
+        seed = (await published(client, pid))["seed"]
+        assert seed in won_mail["body"]
+        lost_mails = await eventually(
+            lambda: platform.messages(loser.email),
+            lambda m: any("드로우 미당첨" in x["subject"] for x in m),
+            timeout=60,
+        )
+        assert sum("드로우" in x["subject"] for x in lost_mails) == 1  # told once
