@@ -33,7 +33,10 @@ from snapshoe.bench.queue_result import evaluate, write_html
 from snapshoe.bench.usage import Sampler
 from snapshoe.kernel.settings import Settings
 
-START_SECONDS = 5.0  # from the drop's creation to the first join: the workers' start-up
+# From the drop's creation to the first join: the load workers' start-up (spawned processes
+# importing the bench), which took over 9 s on a loaded 2-core machine, so that a small run's
+# joins all came after its release and there was no pre-queue to measure.
+START_SECONDS = 15.0
 
 
 @dataclass
