@@ -27,6 +27,8 @@ import orjson
 from snapshoe.bench.drop_model import APPROVE_CARD, DECLINE_CARD
 
 FINAL = frozenset({"used", "expired", "sold_out"})
+PAY_ATTEMPTS = 4
+PAY_RETRY_SECONDS = 2.0
 # Set in each worker by init_worker: this process's open streams, which the parent sums across
 # processes while they run (the streams held at once, not the sum of each process's maximum).
 OPEN_STREAMS: Any = None
@@ -246,24 +248,33 @@ class Shopper:
         decline = self.rng.random() < self.s.decline_share
         card = DECLINE_CARD if decline else APPROVE_CARD
         amount = self.s.price
-        status, auth = await self.call(
-            "POST",
-            "/pg/v1/sandbox/authorizations",
-            "pg",
-            json={"order_id": order_id, "amount": amount, "card_number": card},
-        )
-        if status != 200:
-            self.seen.paid[f"authorization {status}"] += 1
-            return
-        status, _ = await self.call(
-            "POST",
-            "/api/payments/confirm",
-            "confirm",
-            b,
-            json={"order_id": order_id, "payment_key": auth["payment_key"], "amount": amount},
-            headers={"Idempotency-Key": f"bp-{self.s.run_id}-{order_id}"},
-        )
-        self.seen.paid[f"{'declined' if decline else 'approved'}:{status}"] += 1
+        # A buyer whose pay button got no answer presses it again, a moment later, as long as
+        # the order waits for payment (the confirm under the same Idempotency-Key).
+        for attempt in range(PAY_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(PAY_RETRY_SECONDS * self.rng.uniform(1.0, 2.0))
+            status, auth = await self.call(
+                "POST",
+                "/pg/v1/sandbox/authorizations",
+                "pg",
+                json={"order_id": order_id, "amount": amount, "card_number": card},
+            )
+            if status != 200:
+                if status and status < 500:
+                    break
+                continue
+            status, _ = await self.call(
+                "POST",
+                "/api/payments/confirm",
+                "confirm",
+                b,
+                json={"order_id": order_id, "payment_key": auth["payment_key"], "amount": amount},
+                headers={"Idempotency-Key": f"bp-{self.s.run_id}-{order_id}-{attempt}"},
+            )
+            if status and status < 500:
+                self.seen.paid[f"{'declined' if decline else 'approved'}:{status}"] += 1
+                return
+        self.seen.paid[f"gave up after {PAY_ATTEMPTS}: {status}"] += 1
 
 
 def _epoch(rfc3339: str) -> float:
