@@ -5,7 +5,9 @@ answer resolved by the reconciler, winners' orders, and the ledger (docs/draws.m
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,6 +17,7 @@ from tests.integration.orders.helpers import Buyer, OrdersEnv, admin_headers
 from tests.support.waiting import eventually
 
 from snapshoe.kernel.draw_ranking import commitment_of, rank, verify
+from snapshoe.products import draw_verify
 
 APPROVE, DECLINE, LOST = "4330123412340000", "4330123412340002", "4330123412340009"
 
@@ -274,6 +277,26 @@ async def test_a_draw_charges_in_rank_order_passes_declines_on_and_settles_every
         )
         assert verdict.ok, verdict.problems
         assert verdict.winners == 4
+        # The command anyone can run says the same, from the public endpoint alone; and a
+        # published draw with one winner moved is refused.
+        cli = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "snapshoe.cli",
+            "draws",
+            "verify",
+            pid,
+            "--gateway",
+            orders_env.platform.gateway,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await cli.communicate()
+        assert cli.returncode == 0, out
+        assert b"OK: the seed matches" in out
+        moved = {**settled, "entries": [dict(e) for e in settled["entries"]]}
+        lost = next(e for e in moved["entries"] if e["state"] == "lost")
+        lost["state"] = "won"
+        assert not draw_verify.check(moved).ok
 
         rows = await _entries_db(orders_env, pid)
         ranking = rank(seed, [(r["id"], r["item_id"]) for r in rows])
