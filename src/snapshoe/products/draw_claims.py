@@ -9,10 +9,10 @@ from collections.abc import Sequence
 
 from snapshoe.kernel.errors import Problem
 from snapshoe.products import draw_repository as drepo
-from snapshoe.products import queue_repository as qrepo
 from snapshoe.products import schemas
 from snapshoe.products.deps import Deps
 from snapshoe.products.domain import Line
+from snapshoe.products.queue_claims import products_sold_by
 
 
 def not_on_sale() -> Problem:
@@ -22,18 +22,8 @@ def not_on_sale() -> Problem:
 
 
 async def drawn_products(deps: Deps, pids: Sequence[str]) -> list[str]:
-    """The products among ``pids`` sold by a draw (the sale mode read at most once a second
-    per process, as the waiting room's; a mode changes only before anyone entered)."""
-    out = []
-    for pid in pids:
-
-        async def load(pid: str = pid) -> str | None:
-            async with deps.sessions() as session:
-                return await qrepo.sale_mode(session, pid)
-
-        if await deps.cache.get(("sale_mode", pid), load) == "draw":
-            out.append(pid)
-    return out
+    """The products among ``pids`` sold by a draw."""
+    return await products_sold_by(deps, pids, "draw")
 
 
 async def check_claim(deps: Deps, body: schemas.ReserveIn, lines: Sequence[Line]) -> None:

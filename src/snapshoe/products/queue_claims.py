@@ -23,9 +23,9 @@ def admission_required(detail: str = "This drop sells through its waiting room")
     return Problem(403, "admission_required", detail=f"{detail}: order with your admission")
 
 
-async def queued_products(deps: Deps, pids: Sequence[str]) -> list[str]:
-    """The products among ``pids`` sold in queue mode (each read at most once a second per
-    process: a mode can change only before its queue has tickets, docs/waiting-room.md)."""
+async def products_sold_by(deps: Deps, pids: Sequence[str], mode: str) -> list[str]:
+    """The products among ``pids`` sold in sale mode ``mode`` (each read at most once a second
+    per process: a mode can change only before its queue or draw has a buyer in it)."""
     out = []
     for pid in pids:
 
@@ -33,9 +33,14 @@ async def queued_products(deps: Deps, pids: Sequence[str]) -> list[str]:
             async with deps.sessions() as session:
                 return await qrepo.sale_mode(session, pid)
 
-        if await deps.cache.get(("sale_mode", pid), load) == "queue":
+        if await deps.cache.get(("sale_mode", pid), load) == mode:
             out.append(pid)
     return out
+
+
+async def queued_products(deps: Deps, pids: Sequence[str]) -> list[str]:
+    """The products among ``pids`` sold in queue mode (docs/waiting-room.md)."""
+    return await products_sold_by(deps, pids, "queue")
 
 
 async def use_admission(deps: Deps, body: schemas.ReserveIn, pid: str) -> str:
