@@ -32,12 +32,9 @@ from snapshoe.payments.domain import (
     new_payment_id,
 )
 from snapshoe.payments.handlers import (
-    fail,
     invalid_state,
-    mark_unknown,
     payable_order,
-    send_to_pg,
-    settle,
+    send_confirm,
 )
 from snapshoe.payments.pg import PgAuthError, PgDeclined, PgError, PgNotFound
 
@@ -129,7 +126,7 @@ async def charge(
         return _existing(existing, billing_key, customer_key)
     async with deps.sessions.begin() as session:
         payment = await repo.reread(session, payment_id)
-    return await send_charge(deps, payment)
+    return await send_confirm(deps, payment)
 
 
 def _existing(p: Payment, billing_key: str, customer_key: str) -> Payment:
@@ -140,21 +137,3 @@ def _existing(p: Payment, billing_key: str, customer_key: str) -> Payment:
     if p.method is not Method.BILLING or p.billing_key != billing_key:
         raise invalid_state("This order already has a payment")
     return p
-
-
-async def send_charge(core: Core, p: Payment) -> Payment:
-    """Charge ``p``'s billing key at the PG (Idempotency-Key derived from its id) and record the
-    outcome through the shared paths."""
-    try:
-        result = await send_to_pg(core, p)
-    except (PgDeclined, PgNotFound) as exc:
-        return await fail(core, p, exc.code, exc.message)
-    except PgAuthError:
-        log.error("the PG refused our secret key; check SNAPSHOE_PG_SECRET_KEY")
-        async with core.sessions.begin() as session:
-            await repo.delete_in_progress(session, p.id)
-        raise service_unavailable("Payments are unavailable", retry_after=None) from None
-    except PgError as exc:  # PgUnknownResult and anything we cannot read: never a failure
-        log.warning("billing charge of %s has no definitive result: %s", p.id, exc)
-        return await mark_unknown(core, p, exc.code)
-    return await settle(core, p, result)

@@ -226,11 +226,10 @@ def _parse_time(value: object) -> datetime | None:
 
 
 async def send_confirm(core: Core, p: Payment) -> Payment:
-    """Confirm ``p`` at the PG (Idempotency-Key derived from its id) and record the outcome."""
+    """Send ``p`` to the PG (its confirm, or its billing key's charge: send_to_pg, under an
+    Idempotency-Key derived from its id) and record the outcome."""
     try:
-        result = await core.pg.confirm(
-            p.payment_key, p.order_id, p.amount, confirm_idempotency_key(p.id)
-        )
+        result = await send_to_pg(core, p)
     except (PgDeclined, PgNotFound) as exc:
         return await fail(core, p, exc.code, exc.message)
     except PgAuthError:
@@ -239,7 +238,7 @@ async def send_confirm(core: Core, p: Payment) -> Payment:
             await repo.delete_in_progress(session, p.id)
         raise service_unavailable("Payments are unavailable", retry_after=None) from None
     except PgError as exc:  # PgUnknownResult and anything we cannot read: never a failure
-        log.warning("confirm of %s has no definitive result: %s", p.id, exc)
+        log.warning("payment %s (%s) has no definitive result: %s", p.id, p.method, exc)
         return await mark_unknown(core, p, exc.code)
     return await settle(core, p, result)
 
