@@ -68,8 +68,7 @@ async def step(deps: Deps, pid: str, admission_seconds: int | None, now: datetim
             return out
         out.head = int(queue["head"])
         out.expired = await qrepo.expire_lapsed(session, pid, now)
-        available, reserved = await qrepo.stock_of(session, pid)
-        outstanding = await qrepo.outstanding(session, pid, now)
+        available, reserved, outstanding = await qrepo.stock_and_outstanding(session, pid, now)
         due = admissions_due(available, outstanding, await qrepo.waiting_ranked(session, pid))
         if due:
             rows = await qrepo.next_waiting(session, pid, due)

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from snapshoe.kernel.clock import to_db
 from snapshoe.products.domain import TicketState
-from snapshoe.products.tables import items, products, queue_tickets, queues
+from snapshoe.products.tables import products, queue_tickets, queues
 
 T = queue_tickets.c
 
@@ -111,13 +111,32 @@ async def queues_due(session: AsyncSession, now: datetime) -> list[RowMapping]:
     return list((await session.execute(stmt)).mappings().all())
 
 
-async def stock_of(session: AsyncSession, pid: str) -> tuple[int, int]:
-    """The ledger's pairs on sale and pairs held by unpaid orders, over the product's sizes."""
-    stmt = select(
-        func.coalesce(func.sum(items.c.available), 0), func.coalesce(func.sum(items.c.reserved), 0)
-    ).where(items.c.product_id == pid)
-    available, reserved = (await session.execute(stmt)).one()
-    return int(available), int(reserved)
+async def stock_and_outstanding(
+    session: AsyncSession, pid: str, now: datetime
+) -> tuple[int, int, int]:
+    """The ledger's pairs on sale and held by unpaid orders, over the product's sizes, and the
+    admissions that may still take a pair: admitted and unused, or used moments ago by an order
+    whose reservation the ledger does not have yet. One statement, so one snapshot: under READ
+    COMMITTED, separate reads let an order that lands between them count as neither a used
+    admission nor a pair gone, and the outflow admitted one buyer too many."""
+    row = (
+        await session.execute(
+            text(
+                "SELECT"
+                " (SELECT COALESCE(SUM(available), 0) FROM items WHERE product_id = :pid),"
+                " (SELECT COALESCE(SUM(reserved), 0) FROM items WHERE product_id = :pid),"
+                " (SELECT COUNT(*) FROM queue_tickets"
+                "   WHERE product_id = :pid AND state = 'admitted'),"
+                " (SELECT COUNT(*) FROM queue_tickets t"
+                "   LEFT JOIN reservations r ON r.id = t.order_id"
+                "   WHERE t.product_id = :pid AND t.state = 'used' AND r.id IS NULL"
+                "   AND t.ended_at > :since)"
+            ),
+            {"pid": pid, "since": to_db(now - timedelta(seconds=CLAIM_GRACE_SECONDS))},
+        )
+    ).one()
+    available, reserved, admitted, in_flight = (int(x) for x in row)
+    return available, reserved, admitted + in_flight
 
 
 async def count_states(session: AsyncSession, pid: str) -> dict[str, int]:
@@ -219,22 +238,6 @@ async def give_back_admission(
 # A used admission whose reservation is not (yet) in the ledger still holds its pair's place in
 # the outflow for this long: the order is on its way (or failed and gives the admission back).
 CLAIM_GRACE_SECONDS = 30
-
-
-async def outstanding(session: AsyncSession, pid: str, now: datetime) -> int:
-    """Admissions that may still take a pair: admitted and unused, or used moments ago by an
-    order whose reservation the ledger does not have yet."""
-    admitted = select(func.count()).where(T.product_id == pid, T.state == TicketState.ADMITTED)
-    n = int((await session.execute(admitted)).scalar_one())
-    in_flight = await session.execute(
-        text(
-            "SELECT COUNT(*) FROM queue_tickets t LEFT JOIN reservations r ON r.id = t.order_id"
-            " WHERE t.product_id = :pid AND t.state = 'used' AND r.id IS NULL"
-            " AND t.ended_at > :since"
-        ),
-        {"pid": pid, "since": to_db(now - timedelta(seconds=CLAIM_GRACE_SECONDS))},
-    )
-    return n + int(in_flight.scalar_one())
 
 
 async def waiting_ranked(session: AsyncSession, pid: str) -> int:
