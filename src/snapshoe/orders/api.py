@@ -1,8 +1,9 @@
 """HTTP routes of the orders service: parse, call a handler, shape the response.
 
-``/internal/...`` is for the payments service (an order it charges for) and the products
-service (a draw winner's order): never routed by the gateway, and guarded by the shared
-internal token.
+``/api/admin/orders`` is the operator's (role ``admin``; the gateway routes it here, the rest
+of ``/api/admin/`` to products). ``/internal/...`` is for the payments service (an order it
+charges for) and the products service (a draw winner's order): never routed by the gateway,
+and guarded by the shared internal token.
 """
 
 from __future__ import annotations
@@ -15,23 +16,26 @@ from pydantic import ValidationError
 from starlette.responses import Response
 from starlette.types import Scope
 
-from snapshoe.kernel.auth import Principal, verified_principal
+from snapshoe.kernel.auth import Principal, admin_principal, verified_principal
 from snapshoe.kernel.contracts.internal_orders import DrawOrderIn
 from snapshoe.kernel.contracts.internal_products import MAX_ADMISSION_TOKEN
 from snapshoe.kernel.errors import PROBLEM_JSON, Problem
 from snapshoe.kernel.idempotency import require_key
 from snapshoe.kernel.internal import internal_caller
-from snapshoe.orders import cancelling, draw_orders, placing, queries, schemas
+from snapshoe.orders import admin_orders, cancelling, draw_orders, placing, queries, schemas
 from snapshoe.orders.answers import Answer
 from snapshoe.orders.deps import Deps
+from snapshoe.orders.domain import Status
 
 router = APIRouter(prefix="/api/orders", tags=["orders"])
+admin_router = APIRouter(prefix="/api/admin/orders", tags=["admin"])
 internal_router = APIRouter(
     prefix="/internal", tags=["internal"], dependencies=[Depends(internal_caller)]
 )
 
 OrderId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
 Buyer = Annotated[Principal, Depends(verified_principal)]
+Admin = Annotated[Principal, Depends(admin_principal)]
 
 _PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 
@@ -156,6 +160,46 @@ async def get_order(deps: DepsDep, buyer: Buyer, order_id: OrderId) -> schemas.O
 )
 async def cancel_order(deps: DepsDep, buyer: Buyer, order_id: OrderId) -> schemas.OrderOut:
     return await cancelling.cancel_order(deps, buyer_id=buyer.user_id, order_id=order_id)
+
+
+@admin_router.get("", response_model=schemas.AdminOrderPage, responses=_errors(401, 403, 422, 503))
+async def admin_list_orders(
+    deps: DepsDep,
+    _: Admin,
+    status: schemas.StatusName | None = None,
+    product_id: Annotated[
+        str | None, Query(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")
+    ] = None,
+    buyer_email: Annotated[str | None, Query(min_length=1, max_length=254)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> schemas.AdminOrderPage:
+    """Every buyer's orders, newest first; each filter given narrows the page."""
+    return await admin_orders.list_orders(
+        deps,
+        limit=limit,
+        cursor=cursor,
+        status=None if status is None else Status(status),
+        product_id=product_id,
+        buyer_email=buyer_email,
+    )
+
+
+@admin_router.get(
+    "/{order_id}", response_model=schemas.AdminOrderOut, responses=_errors(401, 403, 404)
+)
+async def admin_get_order(deps: DepsDep, _: Admin, order_id: OrderId) -> schemas.AdminOrderOut:
+    return await admin_orders.get_order(deps, order_id)
+
+
+@admin_router.post(
+    "/{order_id}/refund",
+    response_model=schemas.AdminOrderOut,
+    responses=_errors(401, 403, 404, 409),
+)
+async def admin_refund_order(deps: DepsDep, _: Admin, order_id: OrderId) -> schemas.AdminOrderOut:
+    """A paid order (PREPARING) cancelled and its payment refunded; else 409 invalid_state."""
+    return await cancelling.refund_order(deps, order_id=order_id)
 
 
 @internal_router.get("/orders/{order_id}", response_model=schemas.InternalOrder)

@@ -26,7 +26,7 @@ from snapshoe.kernel.idempotency import IdempotencyStore
 from snapshoe.kernel.redis import create_redis
 from snapshoe.kernel.settings import Settings, settings_for
 from snapshoe.orders.admission import ItemSnapshots, SoldOutHints
-from snapshoe.orders.api import fast_create_order, internal_router, router
+from snapshoe.orders.api import admin_router, fast_create_order, internal_router, router
 from snapshoe.orders.baseline import floor_router
 from snapshoe.orders.consumers import QUEUES
 from snapshoe.orders.deps import Deps, Placement
@@ -124,7 +124,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _routers(settings: Settings) -> list[APIRouter]:
-    """The buyer's and the internal routes; the benchmark's floor route only behind
-    ``settings.bench_baselines`` (first: the orders router's ``/{order_id}`` would take it)."""
-    routers = [router, internal_router]
+    """The buyer's, the operator's and the internal routes; the benchmark's floor route only
+    behind ``settings.bench_baselines`` (first: the orders router's ``/{order_id}`` would take
+    it)."""
+    routers = [router, admin_router, internal_router]
     return [floor_router, *routers] if settings.bench_baselines else routers

@@ -1,5 +1,7 @@
-"""The buyer's cancel: before payment (the stock is released) or while preparing (a refund
-too, by the ``order.cancelled`` event)."""
+"""Cancelling an order: the buyer's cancel, before payment (the stock is released) or while
+preparing (a refund too, by the ``order.cancelled`` event), and the operator's refund, the same
+path for a paid order of any buyer (``POST /api/admin/orders/{id}/refund``): only while
+preparing, the one state where cancelling refunds."""
 
 from __future__ import annotations
 
@@ -9,9 +11,9 @@ from snapshoe.kernel.clock import utcnow
 from snapshoe.kernel.contracts.orders import OrderCancelled
 from snapshoe.kernel.errors import Problem, not_found
 from snapshoe.kernel.messaging import add_to_outbox
+from snapshoe.orders import admin_orders, schemas
 from snapshoe.orders import repository as repo
-from snapshoe.orders import schemas
-from snapshoe.orders.domain import CANCELLABLE, Status, StockState
+from snapshoe.orders.domain import CANCELLABLE, REFUNDABLE, Status, StockState
 from snapshoe.orders.queries import get_order
 from snapshoe.orders.stock import settle_one
 from snapshoe.orders.tables import outbox
@@ -21,6 +23,27 @@ if TYPE_CHECKING:
 
 
 async def cancel_order(deps: Deps, *, buyer_id: str, order_id: str) -> schemas.OrderOut:
+    await _cancel(deps, order_id, buyer_id=buyer_id, allowed=CANCELLABLE, reason="buyer")
+    return await get_order(deps, buyer_id=buyer_id, order_id=order_id)
+
+
+async def refund_order(deps: Deps, *, order_id: str) -> schemas.AdminOrderOut:
+    """PREPARING -> CANCELLED with the payment refunded (payments refunds on the event, so
+    ``refunded_at`` is set once the PG has refunded); any other state is 409 ``invalid_state``."""
+    await _cancel(deps, order_id, buyer_id=None, allowed=REFUNDABLE, reason="admin_refund")
+    return await admin_orders.get_order(deps, order_id)
+
+
+async def _cancel(
+    deps: Deps,
+    order_id: str,
+    *,
+    buyer_id: str | None,
+    allowed: tuple[Status, ...],
+    reason: str,
+) -> None:
+    """``order_id`` -> CANCELLED from one of ``allowed`` (a buyer's own order when
+    ``buyer_id`` is given), announced by ``order.cancelled`` in the same transaction."""
     for _ in range(5):
         now = utcnow()
         async with deps.sessions.begin() as session:
@@ -28,11 +51,12 @@ async def cancel_order(deps: Deps, *, buyer_id: str, order_id: str) -> schemas.O
             if row is None:
                 raise not_found("order")
             current = Status(row["status"])
-            if current not in CANCELLABLE:
+            if current not in allowed:
+                verb = "cancelled" if buyer_id is not None else "refunded"
                 raise Problem(
                     409,
                     "invalid_state",
-                    detail=f"An order in {current} cannot be cancelled",
+                    detail=f"An order in {current} cannot be {verb}",
                     status_now=current.value,
                 )
             moved = await repo.transition(
@@ -43,7 +67,7 @@ async def cancel_order(deps: Deps, *, buyer_id: str, order_id: str) -> schemas.O
                 now=now,
                 stock_state=StockState.RELEASING,
                 next_transition_at=None,
-                reason="buyer",
+                reason=reason,
             )
             if not moved:
                 continue  # moved by a payment event meanwhile: decide again on the new state
@@ -52,13 +76,13 @@ async def cancel_order(deps: Deps, *, buyer_id: str, order_id: str) -> schemas.O
                 outbox,
                 OrderCancelled(
                     order_id=order_id,
-                    buyer_id=buyer_id,
+                    buyer_id=row["buyer_id"],
                     previous_status=current.value,
                     refund_required=current is Status.PREPARING,
                 ),
             )
-        # Release now so the stock is back when the buyer sees CANCELLED; the worker retries
+        # Release now so the stock is back when the caller sees CANCELLED; the worker retries
         # the intent if products cannot answer right now.
         await settle_one(deps, order_id, StockState.RELEASING)
-        return await get_order(deps, buyer_id=buyer_id, order_id=order_id)
+        return
     raise Problem(409, "invalid_state", detail="The order is changing; retry")

@@ -35,6 +35,9 @@ PENDING_STOCK = (StockState.COMMITTING, StockState.RELEASING)
 
 # The buyer may cancel before payment (stock released) and while preparing (refund too).
 CANCELLABLE = (Status.PENDING_PAYMENT, Status.PREPARING)
+# An admin refund is the buyer's cancel of a paid order, so only while preparing: a shipped or
+# delivered pair is refunded after its return, outside this API (docs/api-additions.md).
+REFUNDABLE = (Status.PREPARING,)
 
 
 # Lines are kept in the buyer's order (first seen), as stored and shown; products sorts a

@@ -1,5 +1,6 @@
 """Queries of the orders service: an order as the buyer sees it, a buyer's orders page by
-page, and an order as the payments service reads it (``/internal``)."""
+page, and an order as the payments service reads it (``/internal``). The page cursor and the
+order's shape are shared with the operator's reads (``admin_orders``)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,21 @@ def optional_rfc3339(value: datetime | None) -> str | None:
     return None if value is None else rfc3339(value)
 
 
+def lines_out(lines: Sequence[RowMapping | dict[str, Any]]) -> list[schemas.OrderLineOut]:
+    return [
+        schemas.OrderLineOut(
+            item_id=x["item_id"],
+            product_id=x["product_id"],
+            product_name=x["product_name"],
+            size=x["size"],
+            color=x["color"],
+            quantity=x["quantity"],
+            unit_price=x["unit_price"],
+        )
+        for x in lines
+    ]
+
+
 def order_out(
     order: RowMapping | dict[str, Any],
     lines: Sequence[RowMapping | dict[str, Any]],
@@ -35,18 +51,7 @@ def order_out(
     return schemas.OrderOut(
         id=order["id"],
         status=order["status"],
-        lines=[
-            schemas.OrderLineOut(
-                item_id=x["item_id"],
-                product_id=x["product_id"],
-                product_name=x["product_name"],
-                size=x["size"],
-                color=x["color"],
-                quantity=x["quantity"],
-                unit_price=x["unit_price"],
-            )
-            for x in lines
-        ],
+        lines=lines_out(lines),
         total_amount=order["total_amount"],
         created_at=rfc3339(order["created_at"]),
         updated_at=rfc3339(order["updated_at"]),
@@ -74,13 +79,26 @@ async def get_order(deps: Deps, *, buyer_id: str, order_id: str) -> schemas.Orde
         return await load_out(session, row)
 
 
+def page_after(cursor: str | None) -> tuple[datetime, str] | None:
+    """Where a page of orders starts (None: the newest); 422 ``invalid_cursor`` for a cursor
+    we did not issue."""
+    try:
+        return decode_cursor(cursor) if cursor is not None else None
+    except InvalidCursor as exc:
+        raise Problem(422, "invalid_cursor", detail=str(exc)) from exc
+
+
+def next_cursor(rows: Sequence[RowMapping], limit: int) -> str | None:
+    """The cursor after a page read with ``limit + 1`` rows: None when there is no more."""
+    if len(rows) <= limit:
+        return None
+    return encode_cursor(rows[limit - 1]["created_at"], rows[limit - 1]["id"])
+
+
 async def list_orders(
     deps: Deps, *, buyer_id: str, limit: int, cursor: str | None
 ) -> schemas.OrderPage:
-    try:
-        after = decode_cursor(cursor) if cursor is not None else None
-    except InvalidCursor as exc:
-        raise Problem(422, "invalid_cursor", detail=str(exc)) from exc
+    after = page_after(cursor)
     async with deps.sessions() as session:
         rows = await repo.page_of_buyer(session, buyer_id, limit=limit + 1, after=after)
     page = rows[:limit]
@@ -97,9 +115,7 @@ async def list_orders(
             )
             for r in page
         ],
-        next_cursor=(
-            encode_cursor(page[-1]["created_at"], page[-1]["id"]) if len(rows) > limit else None
-        ),
+        next_cursor=next_cursor(rows, limit),
     )
 
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import Select, and_, insert, or_, select, update
 from sqlalchemy.engine import CursorResult, RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -181,11 +181,10 @@ async def history_of(session: AsyncSession, order_id: str) -> Sequence[RowMappin
     )
 
 
-async def page_of_buyer(
-    session: AsyncSession, buyer_id: str, *, limit: int, after: tuple[datetime, str] | None
-) -> Sequence[RowMapping]:
+def _newest_first(
+    query: Select[*tuple[Any, ...]], *, limit: int, after: tuple[datetime, str] | None
+) -> Select[*tuple[Any, ...]]:
     """Newest first, keyset on (created_at, id): inserts between pages never shift a page."""
-    query = select(orders).where(orders.c.buyer_id == buyer_id)
     if after is not None:
         at, order_id = after
         query = query.where(
@@ -194,8 +193,53 @@ async def page_of_buyer(
                 and_(orders.c.created_at == at, orders.c.id < order_id),
             )
         )
-    query = query.order_by(orders.c.created_at.desc(), orders.c.id.desc()).limit(limit)
-    return (await session.execute(query)).mappings().all()
+    return query.order_by(orders.c.created_at.desc(), orders.c.id.desc()).limit(limit)
+
+
+async def page_of_buyer(
+    session: AsyncSession, buyer_id: str, *, limit: int, after: tuple[datetime, str] | None
+) -> Sequence[RowMapping]:
+    query = select(orders).where(orders.c.buyer_id == buyer_id)
+    return (await session.execute(_newest_first(query, limit=limit, after=after))).mappings().all()
+
+
+async def page_of_all(
+    session: AsyncSession,
+    *,
+    limit: int,
+    after: tuple[datetime, str] | None,
+    status: Status | None = None,
+    product_id: str | None = None,
+    buyer_id: str | None = None,
+) -> Sequence[RowMapping]:
+    """Any buyer's orders (the admin list) on the same keyset as :func:`page_of_buyer`; each
+    filter given narrows it (``product_id``: orders with a line of that product)."""
+    query = select(orders)
+    if status is not None:
+        query = query.where(orders.c.status == status)
+    if buyer_id is not None:
+        query = query.where(orders.c.buyer_id == buyer_id)
+    if product_id is not None:
+        holding = select(order_lines.c.order_id).where(order_lines.c.product_id == product_id)
+        query = query.where(orders.c.id.in_(holding))
+    return (await session.execute(_newest_first(query, limit=limit, after=after))).mappings().all()
+
+
+async def lines_of_orders(
+    session: AsyncSession, order_ids: Sequence[str]
+) -> dict[str, list[RowMapping]]:
+    """The lines of many orders in one query, by order id (in line order)."""
+    found: dict[str, list[RowMapping]] = {order_id: [] for order_id in order_ids}
+    if not order_ids:
+        return found
+    rows = await session.execute(
+        select(order_lines)
+        .where(order_lines.c.order_id.in_(list(order_ids)))
+        .order_by(order_lines.c.order_id, order_lines.c.line_no)
+    )
+    for row in rows.mappings():
+        found[row["order_id"]].append(row)
+    return found
 
 
 async def pending_stock(session: AsyncSession, limit: int) -> Sequence[RowMapping]:

@@ -80,5 +80,34 @@ class OrderPage(BaseModel):
     next_cursor: str | None
 
 
+class AdminOrderOut(OrderOut):
+    """An order as an operator sees it (``GET /api/admin/orders/{id}``, the refund's answer):
+    the buyer's view plus whose it is and its payment."""
+
+    buyer_id: str
+    payment_id: str | None
+
+
+class AdminOrderSummary(BaseModel):
+    """A listed order as an operator sees it: whose, where it stands, and what it holds."""
+
+    id: str
+    buyer_id: str
+    status: StatusName
+    lines: list[OrderLineOut]
+    total_amount: int
+    created_at: str
+    updated_at: str
+    expires_at: str
+    paid_at: str | None
+    refunded_at: str | None
+    payment_id: str | None
+
+
+class AdminOrderPage(BaseModel):
+    items: list[AdminOrderSummary]
+    next_cursor: str | None
+
+
 # The internal answer to payments (GET /internal/orders/{id}) is the contract
 # ``kernel.contracts.internal_orders.InternalOrder``, imported above.

@@ -60,6 +60,8 @@ orders = Table(
     UniqueConstraint("buyer_id", "idempotency_key", name="uq_orders_buyer_id_idempotency_key"),
     # "My orders, newest first" with a (created_at, id) keyset cursor.
     Index("ix_orders_buyer_id_created_at_id", "buyer_id", "created_at", "id"),
+    # Every buyer's orders, newest first (the admin list), on the same keyset.
+    Index("ix_orders_created_at_id", "created_at", "id"),
     Index("ix_orders_status_next_transition_at", "status", "next_transition_at"),
     Index("ix_orders_stock_state", "stock_state"),
 )
@@ -76,6 +78,8 @@ order_lines = Table(
     Column("color", String(50), nullable=False),
     Column("quantity", Integer, nullable=False),
     Column("unit_price", BigInteger, nullable=False),
+    # The admin list's product filter: the orders holding a line of a product.
+    Index("ix_order_lines_product_id", "product_id"),
 )
 
 order_history = Table(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from snapshoe.kernel.auth import Principal, current_principal, verified_principal
-from snapshoe.kernel.contracts.internal_users import AccountFacts
+from snapshoe.kernel.contracts.internal_users import AccountFacts, UserRef
 from snapshoe.kernel.contracts.orders import OrderPlaced
 from snapshoe.kernel.errors import Problem
 from snapshoe.kernel.forwarded import client_address
@@ -15,7 +15,7 @@ from snapshoe.kernel.internal import internal_caller
 from snapshoe.users import cart, handlers, reset, sessions, verification
 from snapshoe.users.consumers import CART_QUEUE
 from snapshoe.users.deps import Deps
-from snapshoe.users.domain import ITEM_ID_PATTERN, CartView
+from snapshoe.users.domain import EMAIL_MAX_LENGTH, ITEM_ID_PATTERN, CartView
 from snapshoe.users.schemas import (
     Accepted,
     Cart,
@@ -222,6 +222,16 @@ async def internal_account(
 ) -> AccountFacts:
     """When an account was made (products' waiting room checks a minimum account age)."""
     return await handlers.account_facts(d, user_id)
+
+
+@internal_router.get("/users", response_model=UserRef, responses=_errors(403, 404, 422))
+async def internal_user_of_email(
+    email: Annotated[str, Query(min_length=1, max_length=EMAIL_MAX_LENGTH)],
+    d: Deps = Depends(deps),
+) -> UserRef:
+    """The account an address belongs to (orders' admin list filters by buyer email); 404 for
+    an unknown or malformed address."""
+    return await handlers.user_of_email(d, email)
 
 
 @internal_router.get("/carts/{user_id}", responses=_errors(403, 422))

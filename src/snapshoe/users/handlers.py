@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from pwdlib import PasswordHash
 
 from snapshoe.kernel.clock import utcnow
-from snapshoe.kernel.contracts.internal_users import AccountFacts
+from snapshoe.kernel.contracts.internal_users import AccountFacts, UserRef
 from snapshoe.kernel.db import Sessions, create_engine, create_sessions
 from snapshoe.kernel.errors import Problem, not_found
 from snapshoe.kernel.settings import Settings
@@ -24,6 +24,7 @@ from snapshoe.users.domain import (
     check_name,
     check_password,
     format_roles,
+    loose_email_key,
     new_user_id,
     normalize_email,
     promotion_refusal,
@@ -51,6 +52,16 @@ async def account_facts(deps: Deps, user_id: str) -> AccountFacts:
     if found is None:
         raise not_found("account")
     return AccountFacts(user_id=user_id, created_at=found[0], email_verified=found[1])
+
+
+async def user_of_email(deps: Deps, email: str) -> UserRef:
+    """The account of an address, for another service (orders' admin list by buyer email).
+    A malformed address answers like an unknown one: 404."""
+    async with deps.sessions() as session:
+        user = await repo.user_by_email(session, loose_email_key(email))
+    if user is None:
+        raise not_found("account")
+    return UserRef(user_id=user.id)
 
 
 # Operations

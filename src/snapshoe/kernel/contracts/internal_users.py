@@ -1,5 +1,6 @@
-"""The users service's internal account answer (``GET /internal/users/{id}/account``), used by
-the users service (``response_model``) and by ``kernel.clients.users`` (parsed into it).
+"""The users service's internal account answers (``GET /internal/users/{id}/account``,
+``GET /internal/users?email=``), used by the users service (``response_model``) and by
+``kernel.clients.users`` (parsed into them).
 
 Imports nothing of its own package (see ``kernel/contracts/__init__.py``)."""
 
@@ -16,3 +17,10 @@ class AccountFacts(BaseModel):
     user_id: str
     created_at: datetime
     email_verified: bool
+
+
+class UserRef(BaseModel):
+    """The account an address belongs to (``GET /internal/users?email=``): orders' admin list
+    filters by a buyer's email, but orders stores only the buyer's id."""
+
+    user_id: str

@@ -48,7 +48,8 @@ class OrderPaymentFailed(Event):
 
 
 class OrderCancelled(Event):
-    """Cancelled by the buyer. ``refund_required``: it had been paid, so payments refunds it."""
+    """Cancelled by the buyer, or refunded by an operator (``POST /api/admin/orders/{id}/refund``).
+    ``refund_required``: it had been paid, so payments refunds it."""
 
     TYPE: ClassVar[str] = "order.cancelled"
     order_id: str
