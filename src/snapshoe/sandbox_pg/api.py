@@ -8,6 +8,8 @@
 - The sandbox's own endpoints (``/v1/sandbox/...``): the buyer's authorization step (no auth,
   like a browser checkout) and, behind the secret key, the knobs and per-order charge counts.
   These answer problem+json, like every SnapShoe service.
+- The payment window (``/v1/sandbox/checkout``, 결제창): an HTML page and its form, the same
+  authorization behind a browser redirect (``checkout.py``, ``pages.py``).
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ from typing import Annotated, Any, TypeVar
 import orjson
 from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, ValidationError
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from snapshoe.kernel.errors import Problem
-from snapshoe.sandbox_pg import domain, handlers
+from snapshoe.sandbox_pg import checkout, domain, handlers, pages
 from snapshoe.sandbox_pg.deps import Deps
 from snapshoe.sandbox_pg.domain import TossError
 from snapshoe.sandbox_pg.handlers import Reply
@@ -294,16 +296,42 @@ async def authorize(body: AuthorizationRequest, deps: DepsDep) -> AuthorizationR
     """The buyer's step at the PG (in production: Toss's payment window). Gives the
     ``payment_key`` the client then confirms through SnapShoe. Card numbers: ending 0000
     approves, 0002 declines, 0009 approves but the confirm response is lost."""
-    card = domain.normalize_card_number(body.card_number)
-    if card is None:
-        raise Problem(422, "invalid_card_number", detail="card_number must be 12 to 19 digits")
-    payment = await handlers.authorize(deps, body.order_id, body.amount, card, body.order_name)
+    payment = await handlers.authorize(
+        deps, body.order_id, body.amount, body.card_number, body.order_name
+    )
     return AuthorizationResponse(
         payment_key=payment.payment_key,
         order_id=payment.order_id,
         amount=payment.amount,
         status=payment.status.value,
     )
+
+
+@sandbox.get("/checkout", response_class=HTMLResponse, summary="결제창 (the payment window)")
+async def checkout_page(request: Request, deps: DepsDep) -> Response:
+    """The page a store sends its buyer to (Toss's 결제창): query ``orderId``, ``amount``,
+    ``orderName``, ``successUrl``, ``failUrl``. Bad parameters are a 400 page."""
+    try:
+        values = checkout.single_values(request.query_params.multi_items())
+        window = checkout.read_window(values)
+    except checkout.WindowError as exc:
+        return pages.error_page(exc)
+    return pages.window_page(window, checkout.sign(deps.settings.pg_secret_key, window))
+
+
+@sandbox.post("/checkout", response_class=HTMLResponse, summary="결제창의 결제 (the window's form)")
+async def checkout_pay(request: Request, deps: DepsDep) -> Response:
+    """The window's form: authorizes as ``POST /v1/sandbox/authorizations`` does, then 303 to
+    successUrl (``paymentKey``, ``orderId``, ``amount``) or failUrl (``code``, ``message``,
+    ``orderId``). A form whose signed fields were changed is a 400 page."""
+    try:
+        values = checkout.decode_form(await request.body())
+        window = checkout.read_form(deps.settings.pg_secret_key, values)
+    except checkout.WindowError as exc:
+        return pages.error_page(exc)
+    if values.get("action") == "cancel":
+        return pages.redirect(checkout.cancel(window))
+    return pages.redirect(await checkout.pay(deps, window, values.get("cardNumber", "")))
 
 
 @sandbox.get(

@@ -58,6 +58,12 @@ def _notify(deps: Deps, payment: Payment) -> None:
 async def authorize(
     deps: Deps, order_id: str, amount: int, card_number: str, order_name: str
 ) -> Payment:
+    """The buyer's step, for ``POST /v1/sandbox/authorizations`` and the payment window alike:
+    ``card_number`` as the buyer typed it (spaces and dashes allowed). Refusals are problems:
+    422 ``invalid_card_number``, 409 ``order_already_paid``."""
+    card = domain.normalize_card_number(card_number)
+    if card is None:
+        raise Problem(422, "invalid_card_number", detail="card_number must be 12 to 19 digits")
     async with deps.store.lock(order_id):
         current = await deps.store.order_payment_key(order_id)
         if current:
@@ -68,7 +74,7 @@ async def authorize(
                     "order_already_paid",
                     detail="This order id already has a confirmed payment at the PG",
                 )
-        payment = domain.authorize(order_id, amount, card_number, order_name, deps.clock())
+        payment = domain.authorize(order_id, amount, card, order_name, deps.clock())
         await deps.store.put(payment)
         await deps.store.set_order_payment(order_id, payment.payment_key)
     return payment

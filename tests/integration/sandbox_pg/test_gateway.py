@@ -8,6 +8,13 @@ import secrets
 import uuid
 
 import pytest
+from tests.integration.sandbox_pg.window import (
+    STORE_OK,
+    open_window,
+    redirected,
+    submit,
+    window_params,
+)
 from tests.support.platform import Platform
 
 from snapshoe.payments.pg import PgStatus, PgUnknownResult, TossPaymentsClient
@@ -55,3 +62,24 @@ async def test_lost_response_through_the_platform_sandbox(platform: Platform) ->
         with pytest.raises(PgUnknownResult):
             await pg.confirm(key, oid, 1000, str(uuid.uuid4()))
         assert (await pg.get_by_order_id(oid)).status is PgStatus.DONE
+
+
+async def test_a_buyer_pays_in_the_payment_window_through_the_gateway(platform: Platform) -> None:
+    oid = "ord_" + secrets.token_urlsafe(12)
+    async with platform.client() as browser:
+        page = await browser.get("/pg/v1/sandbox/checkout", params=window_params(oid, 99000))
+        assert page.status_code == 200, page.text
+        assert page.headers["content-type"] == "text/html; charset=utf-8"
+        assert "99,000원" in page.text
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        # The form's relative action resolves to the gateway's /pg path, which is routed too.
+        form = await open_window(browser, "/pg/v1/sandbox/checkout", window_params(oid, 99000))
+        assert form.action == f"{platform.gateway}/pg/v1/sandbox/checkout"
+        params = redirected(await submit(browser, form), STORE_OK)
+        assert params["orderId"] == oid
+        # Other methods on the window are not routed.
+        denied = await browser.put("/pg/v1/sandbox/checkout")
+        assert denied.status_code == 404, denied.text
+    async with TossPaymentsClient.from_settings(platform.settings) as pg:
+        p = await pg.confirm(params["paymentKey"], oid, 99000, str(uuid.uuid4()))
+        assert p.status is PgStatus.DONE
