@@ -24,6 +24,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "payments": 8104,
     "sandbox_pg": 8105,
     "mail_sink": 8025,
+    "web": 8107,
 }
 
 

@@ -46,7 +46,7 @@ app.add_typer(orders_app, name="orders")
 app.add_typer(bench_app, name="bench")
 app.add_typer(draws_app, name="draws")
 
-HTTP_APPS = ("users", "products", "orders", "payments", "sandbox_pg", "mail_sink")
+HTTP_APPS = ("users", "products", "orders", "payments", "sandbox_pg", "mail_sink", "web")
 # Processes of a service's app with a job of their own, on a port of their own: name -> app.
 ROLE_APPS = {"products_streams": "products"}
 # Dev stand-ins with one listening SMTP socket or per-process knobs: never forked.
@@ -201,7 +201,7 @@ def _process_stages(settings: Settings, config_path: Path) -> list[list[Any]]:
     from snapshoe.supervisor import ProcessSpec
 
     me = [sys.executable, "-m", "snapshoe.cli"]
-    order = [("mail_sink", "sandbox_pg"), ("users", "products"), ("orders", "payments")]
+    order = [("mail_sink", "sandbox_pg"), ("users", "products"), ("orders", "payments", "web")]
     stages: list[list[Any]] = []
     for group in order:
         stage = []

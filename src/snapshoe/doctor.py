@@ -118,6 +118,7 @@ def busy_ports(settings: Settings) -> list[tuple[str, int]]:
         "orders": settings.orders_port,
         "payments": settings.payments_port,
         "sandbox_pg": settings.sandbox_pg_port,
+        "web": settings.web_port,
         "mail_sink_smtp": settings.mail_sink_smtp_port,
         "mail_sink_http": settings.mail_sink_http_port,
     }

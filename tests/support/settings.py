@@ -11,9 +11,10 @@ from snapshoe.orders.settings import OrdersSettings
 from snapshoe.payments.settings import PaymentsSettings
 from snapshoe.products.settings import ProductsSettings
 from snapshoe.users.settings import UsersSettings
+from snapshoe.web.settings import WebSettings
 
 
 class PlatformSettings(
-    UsersSettings, ProductsSettings, OrdersSettings, PaymentsSettings, GatewaySettings
+    UsersSettings, ProductsSettings, OrdersSettings, PaymentsSettings, GatewaySettings, WebSettings
 ):
     """The shared settings and every service's own knobs."""

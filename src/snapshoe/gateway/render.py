@@ -18,6 +18,7 @@ import jinja2
 
 from snapshoe.gateway.settings import GatewaySettings
 from snapshoe.kernel.auth import load_public_key, public_jwk
+from snapshoe.kernel.internal import web_edge_token
 from snapshoe.kernel.settings import Settings, settings_for
 
 Target = Literal["local", "compose", "k8s"]
@@ -107,6 +108,7 @@ _SERVICES: tuple[tuple[str, str, str], ...] = (
     ("orders", "orders", "orders"),
     ("payments", "payments", "payments"),
     ("sandbox_pg", "sandbox_pg", "sandbox-pg"),
+    ("web", "web", "web"),
 )
 
 
@@ -238,6 +240,7 @@ def render_config(
             audience=settings.jwt_audience,
             leeway=settings.jwt_leeway_seconds,
             stripped_headers=STRIPPED_HEADERS,
+            edge_token=web_edge_token(settings),
             gateway_errors=GATEWAY_ERRORS,
             backends=[
                 b

@@ -12,6 +12,18 @@ from snapshoe.kernel.errors import Problem
 from snapshoe.kernel.settings import Settings
 
 INTERNAL_TOKEN_HEADER = "X-Internal-Token"  # noqa: S105 (a header name)
+# The store (snapshoe.web) calls the public API through the gateway for its buyers and names
+# each buyer's address in CLIENT_IP_HEADER; the gateway believes it only beside EDGE_HEADER
+# carrying web_edge_token, so per-address limits count the buyer, never the web tier, and
+# nobody else can choose the address they are counted as (docs/web.md).
+EDGE_HEADER = "X-SnapShoe-Edge"
+CLIENT_IP_HEADER = "X-SnapShoe-Client-Ip"
+
+
+def web_edge_token(settings: Settings) -> str:
+    """The web tier's proof to the gateway, derived from the services' shared secret (so a
+    deployment sets no new one, and a production start already refuses the dev default)."""
+    return hmac.new(settings.internal_token.encode(), b"snapshoe web edge", "sha256").hexdigest()
 
 
 def internal_headers(settings: Settings) -> dict[str, str]:

@@ -25,9 +25,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 SERVICES: tuple[str, ...] = ("users", "products", "orders", "payments")
 """Services that own a database. The sandbox PG and mail sink own nothing persistent."""
 
-ServiceName = Literal["users", "products", "orders", "payments", "sandbox_pg", "mail_sink"]
+ServiceName = Literal["users", "products", "orders", "payments", "sandbox_pg", "mail_sink", "web"]
 Environment = Literal["dev", "test", "production"]
-_URL_SERVICES = frozenset(("users", "products", "orders", "payments", "sandbox_pg", "mail_sink"))
+_URL_SERVICES = frozenset(
+    ("users", "products", "orders", "payments", "sandbox_pg", "mail_sink", "web")
+)
 
 
 class Settings(BaseSettings):
@@ -63,6 +65,8 @@ class Settings(BaseSettings):
     payments_port: int = 8104
     sandbox_pg_port: int = 8105
     products_streams_port: int = 8106
+    # The store and the operator console (snapshoe.web), behind the gateway at / and /admin.
+    web_port: int = 8107
     mail_sink_smtp_port: int = 1025
     mail_sink_http_port: int = 8025
     gateway_stats_port: int = 8404
@@ -76,6 +80,7 @@ class Settings(BaseSettings):
     payments_url: str = ""
     sandbox_pg_url: str = ""
     mail_sink_url: str = ""
+    web_url: str = ""
 
     # Shared secret of service-to-service calls (header ``X-Internal-Token``) on ``/internal/...``
     # routes, which the gateway never routes. The default is for development only: set

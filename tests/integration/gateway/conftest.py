@@ -111,6 +111,7 @@ def gateway_test_settings(data_dir: Path, upstream: int, **overrides: Any) -> Se
         orders_port=upstream,
         payments_port=upstream,
         sandbox_pg_port=upstream,
+        web_port=upstream,
         login_rate_per_minute=LOGIN_RATE,
         verification_rate_per_minute=VERIFICATION_RATE,
         signup_rate_per_minute=SIGNUP_RATE,

@@ -14,6 +14,8 @@ import pytest
 from tests.integration.gateway.conftest import LOGIN_RATE, VERIFICATION_RATE, Gateway, fresh_address
 from tests.support.tokens import ATTACK_NAMES, bearer, token_attacks, valid_token
 
+from snapshoe.kernel.internal import CLIENT_IP_HEADER, EDGE_HEADER, web_edge_token
+
 PROTECTED = [
     ("GET", "/api/users/me"),
     ("GET", "/api/users/%6De"),  # percent-encoded "me": fail closed, not public
@@ -120,11 +122,57 @@ async def test_public_routes_reach_their_service(
     assert r.json()["path"] == upstream_path
 
 
-@pytest.mark.parametrize("path", ["/", "/api", "/api/usersx", "/API/orders", "/pg", "/healthz"])
+@pytest.mark.parametrize(
+    "path", ["/api", "/api/usersx", "/pg", "/healthz", "/metrics", "/internal/x", "/openapi.json"]
+)
 async def test_unknown_routes_are_a_gateway_404(gateway: Gateway, path: str) -> None:
     async with gateway.client() as client:
         r = await client.get(path)
     assert_problem(r, 404, "not_found")
+
+
+@pytest.mark.parametrize("path", ["/", "/admin", "/products/p-1", "/static/app.js", "/API/x"])
+async def test_paths_outside_the_api_go_to_the_store_unchanged(gateway: Gateway, path: str) -> None:
+    async with gateway.client() as client:
+        r = await client.get(path)
+    assert r.status_code == 200, r.text
+    assert r.json()["path"] == path
+
+
+async def test_the_web_tiers_named_buyer_address_counts_only_with_its_edge_token(
+    gateway: Gateway,
+) -> None:
+    """The store calls the API for many buyers from one address: with the edge token the
+    gateway counts each buyer's own address; without it the named address is ignored, so no
+    client can spread its attempts over made-up addresses (docs/web.md)."""
+    edge = web_edge_token(gateway.settings)
+    buyer_a, buyer_b = fresh_address(), fresh_address()
+
+    def named(ip: str, token: str = edge) -> dict[str, str]:
+        return {EDGE_HEADER: token, CLIENT_IP_HEADER: ip}
+
+    async with gateway.client() as web:
+        codes = [
+            (await web.post("/api/auth/login", json={}, headers=named(buyer_a))).status_code
+            for _ in range(LOGIN_RATE + 2)
+        ]
+        assert codes == [200] * LOGIN_RATE + [429] * 2
+        r = await web.post("/api/auth/login", json={}, headers=named(buyer_b))
+        assert r.status_code == 200
+        seen = {k.lower(): v for k, v in r.json()["headers"]}
+        assert seen["x-forwarded-for"] == buyer_b
+        assert EDGE_HEADER.lower() not in seen
+        assert CLIENT_IP_HEADER.lower() not in seen
+    async with gateway.client() as forger:
+        # A made-up address per attempt, with no token or a wrong one: counted as itself.
+        codes = [
+            (
+                await forger.post("/api/auth/login", json={}, headers=named(fresh_address(), token))
+            ).status_code
+            for token in ["", "x" * 64] * LOGIN_RATE
+        ]
+        assert codes[:LOGIN_RATE] == [200] * LOGIN_RATE
+        assert set(codes[LOGIN_RATE:]) == {429}
 
 
 async def test_client_identity_headers_never_reach_the_service(gateway: Gateway) -> None:

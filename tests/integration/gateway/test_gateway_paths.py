@@ -25,6 +25,7 @@ from tests.integration.gateway.conftest import (
     gateway_test_settings,
     run_haproxy,
 )
+from tests.integration.gateway.test_gateway_bounds import log_line
 
 from snapshoe.kernel.settings import Settings
 
@@ -66,12 +67,34 @@ AMBIGUOUS = [
     "/api/auth\\login",  # a raw backslash
 ]
 
+# The admin orders API is the orders service's, every spelling of it; the rest of /api/admin/
+# stays products' (a path that only starts like it, too).
+ADMIN_ORDERS = [
+    ("GET", "/api/admin/orders"),
+    ("GET", "/api/admin/orders?status=PREPARING&buyer_email=a%40b.example&limit=5"),
+    ("GET", "/api/admin/orders/o-1"),
+    ("POST", "/api/admin/orders/o-1/refund"),
+    ("GET", "/api/admin/./orders"),
+    ("GET", "//api/admin/orders/o-1"),
+    ("GET", "/api/admin/order%73/o-1"),
+    ("POST", "/api/admin/x/../orders/o-1/refund"),
+]
+ADMIN_PRODUCTS = [
+    ("POST", "/api/admin/products"),
+    ("GET", "/api/admin/products/p-1/queue"),
+    ("PATCH", "/api/admin/items/i-1"),
+    ("GET", "/api/admin/ordersx"),
+]
+
 # Broken percent sequences: HAProxy's strict decoder refuses them (its own 400).
 BROKEN = ["/api/products/%zz", "/api/products/%%36%36", "/api/products/%4"]
 
 PG_BUYER = [
-    ("/pg/v1/sandbox/authorizations", "/v1/sandbox/authorizations"),
-    ("/pg/v1/billing/authorizations/card", "/v1/billing/authorizations/card"),
+    ("POST", "/pg/v1/sandbox/authorizations", "/v1/sandbox/authorizations"),
+    ("POST", "/pg/v1/billing/authorizations/card", "/v1/billing/authorizations/card"),
+    # The payment window (결제창): its page and the form on it.
+    ("GET", "/pg/v1/sandbox/checkout", "/v1/sandbox/checkout"),
+    ("POST", "/pg/v1/sandbox/checkout", "/v1/sandbox/checkout"),
 ]
 
 # The sandbox's private API (knobs, reads, the Toss API its secret key guards) and every
@@ -91,6 +114,11 @@ PG_PRIVATE = [
     ("POST", "/pg/v1/sandbox/%63onfig"),
     ("PUT", "/pg/v1/sandbox/authorizations/../config"),
     ("POST", "/pg/v1/billing/authorizations"),
+    ("PUT", "/pg/v1/sandbox/checkout"),
+    ("DELETE", "/pg/v1/sandbox/checkout"),
+    ("GET", "/pg/v1/sandbox/checkout/x"),
+    ("POST", "/pg/v1/sandbox/checkouts"),
+    ("GET", "/pg/v1/sandbox/checkout/../config"),
     ("GET", "/pg/healthz"),
     ("GET", "/pg/metrics"),
 ]
@@ -214,6 +242,23 @@ async def test_an_ambiguous_path_is_refused(gateway: Gateway, path: str) -> None
     assert_problem(r, 400, "ambiguous_path")
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "backend"),
+    [(m, p, "orders") for m, p in ADMIN_ORDERS] + [(m, p, "products") for m, p in ADMIN_PRODUCTS],
+)
+async def test_admin_orders_go_to_orders_and_the_rest_of_admin_to_products(
+    gateway: Gateway, method: str, path: str, backend: str
+) -> None:
+    client = RawClient(gateway.settings)
+    # Protected like the rest of /api/admin/: no token, no backend.
+    assert_problem(await client.request(method, path, b""), 401, "unauthorized")
+    r = await client.request(method, path, b"", Authorization=f"Bearer {gateway.token()}")
+    assert r.status_code == 200, r.text
+    assert r.json()["method"] == method
+    line = await asyncio.to_thread(log_line, gateway.log_path, r.headers["x-request-id"])
+    assert f" {backend}/{backend} " in line, line
+
+
 @pytest.mark.parametrize("path", BROKEN)
 async def test_a_broken_percent_sequence_is_a_problem_400(gateway: Gateway, path: str) -> None:
     assert_problem(await RawClient(gateway.settings).request("GET", path, b""), 400, "bad_request")
@@ -284,14 +329,30 @@ async def test_draw_entries_from_one_ip_are_limited_and_need_a_token(gateway: Ga
     assert (await other.post("/api/products/P1/entries", **auth)).status_code == 200
 
 
-@pytest.mark.parametrize(("path", "upstream_path"), PG_BUYER)
+@pytest.mark.parametrize(("method", "path", "upstream_path"), PG_BUYER)
 async def test_the_buyer_side_pg_endpoints_are_routed_in_dev(
-    gateway: Gateway, path: str, upstream_path: str
+    gateway: Gateway, method: str, path: str, upstream_path: str
 ) -> None:
     assert gateway.settings.environment == "dev"
-    r = await RawClient(gateway.settings).post(path)
+    r = await RawClient(gateway.settings).request(method, path)
     assert r.status_code == 200, r.text
+    assert r.json()["method"] == method
     assert r.json()["raw_path"] == upstream_path
+    line = await asyncio.to_thread(log_line, gateway.log_path, r.headers["x-request-id"])
+    assert " sandbox_pg/sandbox_pg " in line, line
+
+
+async def test_the_payment_window_gets_its_query_as_the_store_encoded_it(
+    gateway: Gateway,
+) -> None:
+    query = (
+        "orderId=ord_8f3a9c2e1b&amount=189000&orderName=%EC%97%90%EC%96%B4%20%EB%A7%A5%EC%8A%A4"
+        "&successUrl=https%3A%2F%2Fshop.example%2Fpay%2Fok%3Fcart%3D7&failUrl=https%3A%2F%2Fx%2Ff"
+    )
+    r = await RawClient(gateway.settings).request("GET", f"/pg/v1/sandbox/checkout?{query}", b"")
+    assert r.status_code == 200, r.text
+    assert r.json()["raw_path"] == "/v1/sandbox/checkout"
+    assert r.json()["query"] == query
 
 
 @pytest.mark.parametrize(("method", "path"), PG_PRIVATE)
@@ -312,8 +373,8 @@ async def test_pg_routing_follows_the_environment(
     settings = gateway_test_settings(tmp_path, gateway_settings.users_port, environment=environment)
     with run_haproxy(settings):
         client = RawClient(settings)
-        for path, upstream_path in PG_BUYER:
-            r = await client.post(path)
+        for method, path, upstream_path in PG_BUYER:
+            r = await client.request(method, path)
             if routed:
                 assert r.status_code == 200, r.text
                 assert r.json()["raw_path"] == upstream_path

@@ -45,8 +45,10 @@ K8S = DEPLOY / "k8s"
 COMPOSE = ROOT / "compose.yml"
 DOCKERFILE = DEPLOY / "Dockerfile"
 
-HTTP_SERVICES = ("users", "products", "orders", "payments", "sandbox_pg", "mail_sink")
+HTTP_SERVICES = ("users", "products", "orders", "payments", "sandbox_pg", "mail_sink", "web")
 SCALABLE = ("users", "products", "orders", "payments")
+# Scalable too, but with no database: started after setup, not migrate; Redis is its only store.
+STATELESS = ("web",)
 # Gateway backends: (settings service name, DNS label), as render.py names them.
 GATEWAY_BACKENDS = {
     "users": "users",
@@ -54,6 +56,7 @@ GATEWAY_BACKENDS = {
     "orders": "orders",
     "payments": "payments",
     "sandbox_pg": "sandbox-pg",
+    "web": "web",
 }
 # Backends of their own on a service's servers: the waiting room's streams on products'.
 SHARED_BACKENDS = {"products_streams": "products"}
@@ -214,7 +217,7 @@ def test_scalable_services_can_be_scaled(compose: dict[str, Any]) -> None:
     """`docker compose up -d --scale orders=3` needs no fixed name and no fixed host port."""
     for (_verb, service), name in by_role(compose).items():
         svc = compose["services"][name]
-        if service in SCALABLE:
+        if service in (*SCALABLE, *STATELESS):
             assert "container_name" not in svc, name
             assert "ports" not in svc, name
 
@@ -241,6 +244,28 @@ def test_compose_dns_names_and_ports_match_the_gateway_config(
         assert app_env[f"SNAPSHOE_{backend.upper()}_URL"] == f"http://{host}:{port}"
     assert app_env["SNAPSHOE_MAIL_SINK_URL"] == f"http://{roles[('serve', 'mail_sink')]}:8025"
     assert app_env["SNAPSHOE_SMTP_HOST"] == roles[("serve", "mail_sink")]
+
+
+def test_the_gateway_waits_for_the_backends_it_routes_to(compose: dict[str, Any]) -> None:
+    """Every always-on backend (not the dev-only sandbox PG) is healthy before the gateway
+    takes traffic, the web tier included: it serves every path outside the API."""
+    roles = by_role(compose)
+    deps = compose["services"]["gateway"]["depends_on"]
+    for service in (*SCALABLE, *STATELESS):
+        assert deps[roles[("serve", service)]]["condition"] == "service_healthy", service
+
+
+def test_the_web_tier_calls_the_api_through_the_gateway(compose: dict[str, Any]) -> None:
+    """No database, no broker: it starts on setup's secrets and Redis, and reaches the API at
+    the gateway's service name and internal port (never a service directly)."""
+    services = compose["services"]
+    web = services[by_role(compose)[("serve", "web")]]
+    assert set(web["depends_on"]) == {"setup", "redis"}
+    assert web["depends_on"]["setup"]["condition"] == "service_completed_successfully"
+    assert "gateway" not in web["depends_on"]  # the gateway waits for web: no cycle
+    port = Settings.model_fields["gateway_port"].default
+    assert f"{port}:{port}" in services["gateway"]["ports"]
+    assert compose["x-snapshoe-env"]["SNAPSHOE_WEB_API_URL"] == f"http://gateway:{port}"
 
 
 def test_secrets_come_from_files_not_from_the_compose_file(compose: dict[str, Any]) -> None:
@@ -767,7 +792,8 @@ def test_services_workers_and_probes(
             workers.add(args[2])
         pod = dep["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True, name
-    expected = set(SCALABLE) | ({"sandbox_pg", "mail_sink"} if overlay == "dev" else set())
+    dev_peers = {"sandbox_pg", "mail_sink"} if overlay == "dev" else set()
+    expected = {*SCALABLE, *STATELESS} | dev_peers
     assert set(served) == expected
     assert workers == set(services_with_workers())
     assert "gateway" in deployments
@@ -839,6 +865,27 @@ def test_the_gateway_finds_pods_through_headless_services(
     assert render[:4] == ["python", "-m", "snapshoe.gateway", "render"]
     assert render[render.index("--target") + 1] == "k8s"
     assert gw["containers"][0]["image"].startswith("haproxy:2.")
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_the_web_tier_gets_only_the_internal_token_and_the_gateway_address(
+    overlays: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    docs = overlays[overlay]
+    pod = _named(docs, "Deployment")["web"]["spec"]["template"]["spec"]
+    secrets = [v["secret"] for v in pod["volumes"] if "secret" in v]
+    assert [[i["key"] for i in s["items"]] for s in secrets] == [["internal-token"]]
+    container = pod["containers"][0]
+    settings = _pod_settings(docs, container, pod)
+    assert settings.internal_token == "operator-internal-token-0123456789"
+    # The ConfigMap's other secret files are not mounted: blanked, so the entrypoint skips them.
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    assert env["SNAPSHOE_DB_PASSWORD_FILE"] == ""
+    assert env["SNAPSHOE_AMQP_URL_FILE"] == ""
+    config = _named(docs, "ConfigMap")[container["envFrom"][0]["configMapRef"]["name"]]
+    gateway = _named(docs, "Service")["gateway"]["spec"]["ports"][0]["port"]
+    assert config["data"]["SNAPSHOE_WEB_API_URL"] == f"http://gateway:{gateway}"
+    assert config["data"]["SNAPSHOE_WEB_URL"] == f"http://web:{Settings().service_port('web')}"
 
 
 def test_dev_runs_the_infrastructure_and_prod_points_outside(

@@ -84,14 +84,14 @@ def test_compose_uses_docker_dns(settings: Settings) -> None:
     assert "bind 0.0.0.0:18500" in cfg
     assert "server-template users 1-8 users:18501 " in cfg
     assert "server-template sandbox_pg 1-8 sandbox-pg:18505 " in cfg
-    assert cfg.count("init-addr none") == 6  # products twice: streams
+    assert cfg.count("init-addr none") == 7  # products twice (streams), and web
 
 
 def test_k8s_uses_headless_services(settings: Settings) -> None:
     cfg = render_config(settings, "k8s", k8s_namespace="drops")
     assert "parse-resolv-conf" in cfg
     assert "orders-headless.drops.svc.cluster.local:18503" in cfg
-    assert cfg.count("init-addr none") == 6  # products twice: streams
+    assert cfg.count("init-addr none") == 7  # products twice (streams), and web
 
 
 def test_settings_values_cannot_inject_directives(settings: Settings, tmp_path: Path) -> None:
@@ -205,17 +205,23 @@ def test_dev_and_test_route_only_the_buyer_side_pg_endpoints(
     settings: Settings, target: Target, environment: str
 ) -> None:
     cfg = render_config(settings.model_copy(update={"environment": environment}), target)
-    pg_lines = [line.strip() for line in cfg.splitlines() if "/pg" in line and "acl" in line]
+    pg_lines = [line.strip() for line in cfg.splitlines() if "/pg/" in line and "acl" in line]
     assert pg_lines == [
-        "acl r_pg        path /pg/v1/sandbox/authorizations /pg/v1/billing/authorizations/card"
+        "acl r_pg        path /pg/v1/sandbox/authorizations /pg/v1/billing/authorizations/card",
+        "acl r_pg_window path /pg/v1/sandbox/checkout",
     ]
-    assert "use_backend sandbox_pg if METH_POST r_pg" in cfg
+    assert "use_backend sandbox_pg if METH_POST r_pg\n" in cfg
+    assert "use_backend sandbox_pg if METH_GET r_pg_window or METH_POST r_pg_window\n" in cfg
 
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_production_routes_no_pg_at_all(settings: Settings, tmp_path: Path, target: Target) -> None:
     cfg = render_config(settings.model_copy(update={"environment": "production"}), target)
-    assert "/pg" not in cfg
+    # /pg is named only to keep it from the store (a gateway 404, as any unrouted path).
+    assert [line.strip() for line in cfg.splitlines() if "/pg" in line] == [
+        "acl r_not_web path_beg /api /internal /pg"
+    ]
+    assert "r_pg" not in cfg
     assert "sandbox_pg" not in cfg
     assert "sandbox-pg" not in cfg
     path = tmp_path / f"{target}.cfg"
