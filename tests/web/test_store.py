@@ -157,6 +157,11 @@ async def test_tokens_stay_out_of_scripts_reach_and_forms_need_their_csrf_token(
     # Still signed in: neither forged request did anything.
     await page.goto("/orders")
     await expect(page.get_by_role("heading", level=1)).to_have_text("주문 내역")
+    # An unknown page is the store's page in words, not an API problem.
+    missing = await page.goto("/no-such-page")
+    assert missing is not None
+    assert missing.status == 404
+    await expect(page.locator("p.error")).to_have_text("찾을 수 없습니다.")
     # A buyer is no admin: the console says so, server-side.
     denied = await page.goto("/admin")
     assert denied is not None

@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from snapshoe.kernel.http import create_service_app
 from snapshoe.kernel.redis import create_redis
@@ -38,6 +39,14 @@ async def need_sign_in(request: Request, _: Exception) -> Response:
     page.session.next_path = local_path(request.url.path + query)
     page.flash("need_login")
     return await page.redirect("/login")
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """An unknown page or a wrong method: the store's error page in the buyer's words (the
+    services' problem+json is for API clients; these are people)."""
+    assert isinstance(exc, StarletteHTTPException)
+    code = "not_found" if exc.status_code == 404 else "validation_error"
+    return await page_problem(request, PageProblem(exc.status_code, code))
 
 
 async def page_problem(request: Request, exc: Exception) -> Response:
@@ -84,5 +93,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.add_exception_handler(NeedSignIn, need_sign_in)
     app.add_exception_handler(PageProblem, page_problem)
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_middleware(SecurityHeaders, hsts=web.cookie_secure)
     return app
