@@ -110,6 +110,7 @@ async def test_the_console_is_for_admins_only_and_refunds_a_paid_order(shop: Sho
     await expect(page.locator(".order-row")).to_have_count(1)
     await page.locator(".order-row a").first.click()
     await expect(page.locator("#order-status")).to_have_attribute("data-status", "PREPARING")
+    await expect(page.locator("#order-payment")).not_to_have_text("–")
     await page.get_by_role("button", name="환불").click()
     await expect(page.locator("#order-status")).to_have_attribute("data-status", "CANCELLED")
     await expect(page.get_by_role("status")).to_contain_text("환불")
