@@ -129,6 +129,7 @@ def _second_platform() -> tuple[dict[str, int], dict[str, str]]:
         "SNAPSHOE_PAYMENTS_PORT": base + 104,
         "SNAPSHOE_SANDBOX_PG_PORT": base + 105,
         "SNAPSHOE_PRODUCTS_STREAMS_PORT": base + 106,
+        "SNAPSHOE_WEB_PORT": base + 107,
         "SNAPSHOE_MAIL_SINK_SMTP_PORT": base + 26,
         "SNAPSHOE_SMTP_PORT": base + 26,
         "SNAPSHOE_MAIL_SINK_HTTP_PORT": base + 25,

@@ -43,6 +43,7 @@ def short_platform() -> Iterator[Platform]:
         "SNAPSHOE_PAYMENTS_PORT": base + 104,
         "SNAPSHOE_SANDBOX_PG_PORT": base + 105,
         "SNAPSHOE_PRODUCTS_STREAMS_PORT": base + 106,
+        "SNAPSHOE_WEB_PORT": base + 107,
         "SNAPSHOE_MAIL_SINK_SMTP_PORT": base + 26,
         "SNAPSHOE_SMTP_PORT": base + 26,
         "SNAPSHOE_MAIL_SINK_HTTP_PORT": base + 25,

@@ -143,7 +143,9 @@ async def test_tokens_stay_out_of_scripts_reach_and_forms_need_their_csrf_token(
     assert await page.evaluate("document.cookie") == ""
     assert await page.evaluate("window.localStorage.length + window.sessionStorage.length") == 0
     html = await page.content()
-    assert "eyJ" not in html  # no JWT anywhere in the page
+    # No JWT anywhere in the page (three base64url parts, a JSON header first).
+    assert re.search(r"eyJ[\w-]+\.eyJ[\w-]+\.[\w-]+", html) is None
+    assert "refresh_token" not in html
     # A form posted from elsewhere (no CSRF token, or another site's origin) is refused.
     jar = {c["name"]: c["value"] for c in cookies}
     async with httpx.AsyncClient(base_url=shop.url, cookies=jar) as client:

@@ -7,6 +7,7 @@ for three pairs, seen once in the waiting-room test). docs/waiting-room.md.
 
 from __future__ import annotations
 
+import contextvars
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,7 @@ from tests.integration.products.conftest import ProductsEnv
 from snapshoe.kernel.clock import epoch_ms, to_db
 from snapshoe.products import admission_tokens
 from snapshoe.products.bootstrap import open_deps
+from snapshoe.products.deps import Deps
 from snapshoe.products.queue_outflow import step
 
 PAIRS = 3
@@ -90,9 +92,12 @@ async def counts(env: ProductsEnv, pid: str) -> dict[str, int]:
         return {str(s): int(n) for s, n in rows.all()}
 
 
-async def step_with(
-    env: ProductsEnv, pid: str, after: int, inject: Callable[[], Awaitable[None]]
-) -> int:
+# Only the step's own statements are counted: the session's event loop may run other tests'
+# leftover tasks, whose sessions must neither be counted nor paused.
+_IN_STEP: contextvars.ContextVar[bool] = contextvars.ContextVar("in_step", default=False)
+
+
+async def step_with(deps: Deps, pid: str, after: int, inject: Callable[[], Awaitable[None]]) -> int:
     """Run one outflow step, running ``inject`` to its end right after the step's statement
     number ``after`` (1-based); returns how many statements the step ran."""
     executed = 0
@@ -101,15 +106,19 @@ async def step_with(
     async def execute(self: AsyncSession, *args: Any, **kw: Any) -> Any:
         nonlocal executed
         result = await original(self, *args, **kw)
-        executed += 1
-        if executed == after:
-            await inject()
+        if _IN_STEP.get():
+            executed += 1
+            if executed == after:
+                await inject()
         return result
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(AsyncSession, "execute", execute)
-        async with open_deps(env.settings) as deps:
+        token = _IN_STEP.set(True)
+        try:
             await step(deps, pid, 600, datetime.now(UTC))
+        finally:
+            _IN_STEP.reset(token)
     return executed
 
 
@@ -121,8 +130,18 @@ async def test_an_order_landing_between_any_two_reads_of_a_step_admits_nobody_ex
     async def nothing() -> None:
         return None
 
+    async with open_deps(env.settings) as deps:
+        await check_every_statement(env, client, deps, nothing)
+
+
+async def check_every_statement(
+    env: ProductsEnv,
+    client: httpx.AsyncClient,
+    deps: Deps,
+    nothing: Callable[[], Awaitable[None]],
+) -> None:
     probe = await running_queue(env, client)
-    statements = await step_with(env, probe["pid"], 0, nothing)
+    statements = await step_with(deps, probe["pid"], 0, nothing)
     assert statements >= 3
     assert await counts(env, probe["pid"]) == {"admitted": PAIRS, "waiting": WAITING}
     for after in range(1, statements + 1):
@@ -144,7 +163,7 @@ async def test_an_order_landing_between_any_two_reads_of_a_step_admits_nobody_ex
             )
             assert r.status_code == 201, r.text
 
-        await step_with(env, q["pid"], after, order)
+        await step_with(deps, q["pid"], after, order)
         assert (await env.ledger(q["item"]))["available"] == PAIRS - 1
         got = await counts(env, q["pid"])
         # Two buyers still hold an admission for the two pairs left; nobody else is in.
