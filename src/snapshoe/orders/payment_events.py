@@ -51,11 +51,16 @@ async def on_payment_approved(
         payment_id=event.payment_id,
     )
     if moved:
+        lines = await repo.lines_of(session, event.order_id)  # the buyer's mail names the pair
         await add_to_outbox(
             session,
             outbox,
             OrderPaid(
-                order_id=event.order_id, buyer_id=event.buyer_id, payment_id=event.payment_id
+                order_id=event.order_id,
+                buyer_id=event.buyer_id,
+                payment_id=event.payment_id,
+                total_amount=event.amount,
+                product_name=str(lines[0]["product_name"]) if lines else None,
             ),
         )
         return

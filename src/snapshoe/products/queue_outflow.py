@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from snapshoe.kernel.clock import utcnow
+from snapshoe.kernel.contracts.waiting_room import QueueAdmitted
+from snapshoe.kernel.messaging import add_many_to_outbox
+from snapshoe.products import draw_repository as drepo
 from snapshoe.products import queue_repository as qrepo
 from snapshoe.products.deps import Deps
 from snapshoe.products.domain import (
@@ -23,6 +28,7 @@ from snapshoe.products.domain import (
     nothing_can_come_back,
 )
 from snapshoe.products.queue_hub import publish
+from snapshoe.products.tables import outbox
 
 log = logging.getLogger("snapshoe.products.queue")
 
@@ -74,6 +80,7 @@ async def step(deps: Deps, pid: str, admission_seconds: int | None, now: datetim
             rows = await qrepo.next_waiting(session, pid, due)
             out.admitted = [r["id"] for r in rows]
             await qrepo.admit(session, out.admitted, now, now + window)
+            await announce_admitted(session, pid, rows, now + window)
             out.head = max(out.head, max(int(r["place"]) for r in rows))
             await qrepo.set_queue(session, pid, head=out.head)
         elif nothing_can_come_back(available, reserved, outstanding):
@@ -83,6 +90,26 @@ async def step(deps: Deps, pid: str, admission_seconds: int | None, now: datetim
     if out.ended_now:
         log.info("queue %s ended: %d waiting tickets sold out", pid, out.ended)
     return out
+
+
+async def announce_admitted(
+    session: AsyncSession, pid: str, rows: list[Any], until: datetime
+) -> None:
+    """``queue.admitted`` per admitted ticket, in the step's transaction (the users service
+    mails the buyer, who may have closed the page): none lost, none told twice."""
+    name = await drepo.product_name(session, pid)
+    events = [
+        QueueAdmitted(
+            ticket_id=r["id"],
+            product_id=pid,
+            product_name=name,
+            buyer_id=r["buyer_id"],
+            admitted_until=until,
+        )
+        for r in rows
+    ]
+    for start in range(0, len(events), 2000):
+        await add_many_to_outbox(session, outbox, events[start : start + 2000])
 
 
 async def tick(deps: Deps) -> list[Step]:

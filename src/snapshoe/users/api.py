@@ -16,6 +16,7 @@ from snapshoe.users import cart, handlers, reset, sessions, verification
 from snapshoe.users.consumers import CART_QUEUE
 from snapshoe.users.deps import Deps
 from snapshoe.users.domain import EMAIL_MAX_LENGTH, ITEM_ID_PATTERN, CartView
+from snapshoe.users.repository import UserRow
 from snapshoe.users.schemas import (
     Accepted,
     Cart,
@@ -25,6 +26,7 @@ from snapshoe.users.schemas import (
     InternalCartLine,
     LoginRequest,
     Me,
+    MeUpdate,
     PasswordResetConfirm,
     PasswordResetRequest,
     RefreshRequest,
@@ -59,7 +61,9 @@ def _tokens(pair: sessions.TokenPair) -> TokenResponse:
     "/api/users", status_code=202, tags=["accounts"], responses=_errors(400, 413, 422, 429)
 )
 async def sign_up(body: SignupRequest, d: Deps = Depends(deps)) -> Accepted:
-    await verification.sign_up(d, email=body.email, password=body.password, name=body.name)
+    await verification.sign_up(
+        d, email=body.email, password=body.password, name=body.name, lang=body.lang
+    )
     return Accepted()
 
 
@@ -86,13 +90,25 @@ async def resend(body: ResendRequest, d: Deps = Depends(deps)) -> Accepted:
 
 @router.get("/api/users/me", tags=["accounts"], responses=_errors(401))
 async def me(principal: Principal = Depends(current_principal), d: Deps = Depends(deps)) -> Me:
-    user = await handlers.me(d, user_id=principal.user_id)
+    return _me(await handlers.me(d, user_id=principal.user_id))
+
+
+@router.patch("/api/users/me", tags=["accounts"], responses=_errors(400, 401, 422))
+async def update_me(
+    body: MeUpdate, principal: Principal = Depends(current_principal), d: Deps = Depends(deps)
+) -> Me:
+    """Change the account's own settings: today its mail's language (``ko`` or ``en``)."""
+    return _me(await handlers.set_lang(d, user_id=principal.user_id, lang=body.lang))
+
+
+def _me(user: UserRow) -> Me:
     return Me(
         id=user.id,
         email=user.email,
         name=user.name,
         email_verified=user.email_verified,
         roles=list(user.roles),
+        lang="en" if user.lang == "en" else "ko",
     )
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from importlib import resources
+from typing import Literal
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -41,6 +42,10 @@ EMAIL_MAX_LENGTH = 254
 NAME_MAX_LENGTH = 100
 CODE_DIGITS = 6
 ADMIN_ROLE = "admin"
+# The languages of an account's mail (``users.lang``); Korean unless the buyer chose English.
+Lang = Literal["ko", "en"]
+LANGS: tuple[Lang, ...] = ("ko", "en")
+DEFAULT_LANG: Lang = "ko"
 
 
 class PolicyError(ValueError):

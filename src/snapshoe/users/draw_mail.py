@@ -5,6 +5,8 @@ The consumer (consumers.draw_mail_handlers, queue ``users.draw_mail``) never sen
 buyer up and queues a ``draw_result`` job on the account mail queue (users.mail); the users
 worker sends it (:func:`send_draw_result`), retried until the SMTP server takes it or the job's
 deadline (:data:`DEADLINE_SECONDS`, 24 h: a result is not time-critical) passes.
+The mail is in the buyer's language only (``users.lang``, Korean or English, read when the
+event is consumed).
 
 Neither lost nor doubled across a crash. The job is queued inside the consumer's inbox
 transaction, before it commits, and the queueing is keyed by the event id
@@ -32,6 +34,7 @@ from pydantic import ValidationError
 
 from snapshoe.kernel.contracts.draws import DrawEntryDecided
 from snapshoe.users import repository as repo
+from snapshoe.users.domain import DEFAULT_LANG, Lang
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -44,9 +47,16 @@ DRAW_RESULT = "draw_result"  # the mail job's kind (workers.run_mail_job)
 DEADLINE_SECONDS = 24 * 3600
 
 SUBJECTS = {
-    "won": "[SnapShoe] 드로우 당첨: {name} / Draw result: you won",
-    "lost": "[SnapShoe] 드로우 미당첨: {name} / Draw result: not drawn",
-    "payment_failed": "[SnapShoe] 드로우 결제 실패: {name} / Draw result: payment declined",
+    "ko": {
+        "won": "[SnapShoe] 드로우 당첨: {name}",
+        "lost": "[SnapShoe] 드로우 미당첨: {name}",
+        "payment_failed": "[SnapShoe] 드로우 결제 실패: {name}",
+    },
+    "en": {
+        "won": "[SnapShoe] Draw result: you won {name}",
+        "lost": "[SnapShoe] Draw result: not drawn for {name}",
+        "payment_failed": "[SnapShoe] Draw result: payment declined for {name}",
+    },
 }
 
 
@@ -107,7 +117,7 @@ def _english(e: DrawEntryDecided, name: str, product: str) -> list[str]:
             f"- Size: {e.size}",
             "- Your card has been charged.",
             f"- Order: {e.order_id or '-'}",
-            "- Order status: PREPARING (준비중)",
+            "- Order status: PREPARING",
         ]
     elif e.state == "lost":
         result = [
@@ -138,21 +148,15 @@ def _english(e: DrawEntryDecided, name: str, product: str) -> list[str]:
     ]
 
 
-def draw_result_mail(event: DrawEntryDecided, name: str = "") -> tuple[str, str]:
-    """The subject and plain-text body of the result mail: Korean first, English below."""
+def draw_result_mail(
+    event: DrawEntryDecided, name: str = "", lang: Lang = DEFAULT_LANG
+) -> tuple[str, str]:
+    """The subject and plain-text body of the result mail, in the buyer's language only."""
     product = _one_line(event.product_name)
     who = _one_line(name)
-    subject = SUBJECTS[event.state].format(name=product)
-    lines = [
-        *_korean(event, who, product),
-        "",
-        "-" * 40,
-        "",
-        *_english(event, who, product),
-        "",
-        "SnapShoe",
-    ]
-    return subject, "\n".join(lines) + "\n"
+    subject = SUBJECTS[lang][event.state].format(name=product)
+    text = _korean(event, who, product) if lang == "ko" else _english(event, who, product)
+    return subject, "\n".join([*text, "", "SnapShoe"]) + "\n"
 
 
 # The consumer's job: queue the mail, once per event
@@ -180,6 +184,7 @@ async def queue_draw_mail(
         "kind": DRAW_RESULT,
         "to": user.email,
         "name": user.name,
+        "lang": user.lang,
         "draw": event.model_dump(mode="json"),
     }
     queued = await queue.enqueue_once(
@@ -207,5 +212,6 @@ async def send_draw_result(mailer: Mailer, job: dict[str, Any]) -> bool:
     except (KeyError, TypeError, ValidationError):
         log.error("undecodable draw result job dropped", exc_info=True)
         return True
-    subject, body = draw_result_mail(event, str(job.get("name") or ""))
+    lang: Lang = "en" if job.get("lang") == "en" else "ko"  # a job queued before: Korean
+    subject, body = draw_result_mail(event, str(job.get("name") or ""), lang)
     return await mailer.send(to, subject, body)

@@ -46,6 +46,16 @@ async def me(deps: Deps, *, user_id: str) -> repo.UserRow:
     return user
 
 
+async def set_lang(deps: Deps, *, user_id: str, lang: str) -> repo.UserRow:
+    """The account's mail language (domain.LANGS; the schema checked it)."""
+    async with deps.sessions.begin() as session:
+        await repo.update_user(session, user_id, utcnow(), lang=lang)
+        user = await repo.user_by_id(session, user_id)
+    if user is None:
+        raise Problem(401, "unauthorized", detail="Unknown user")
+    return user
+
+
 async def account_facts(deps: Deps, user_id: str) -> AccountFacts:
     async with deps.sessions() as session:
         found = await repo.created_at_of(session, user_id)

@@ -10,7 +10,7 @@ from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from snapshoe.users.domain import CartEntry, StoredCode, parse_roles
+from snapshoe.users.domain import DEFAULT_LANG, CartEntry, StoredCode, parse_roles
 from snapshoe.users.tables import (
     cart_lines,
     password_reset_codes,
@@ -29,6 +29,7 @@ class UserRow:
     name: str
     email_verified: bool
     roles: tuple[str, ...]
+    lang: str = DEFAULT_LANG
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,7 @@ _USER_COLS = (
     users.c.name,
     users.c.email_verified,
     users.c.roles,
+    users.c.lang,
 )
 
 
@@ -60,6 +62,7 @@ def _user(row: object) -> UserRow:
         name=r["name"],
         email_verified=bool(r["email_verified"]),
         roles=parse_roles(r["roles"]),
+        lang=r["lang"],
     )
 
 
@@ -105,6 +108,7 @@ async def insert_user(
     email_verified: bool,
     roles: str,
     now: datetime,
+    lang: str = DEFAULT_LANG,
 ) -> None:
     await session.execute(
         insert(users).values(
@@ -114,6 +118,7 @@ async def insert_user(
             name=name,
             email_verified=email_verified,
             roles=roles,
+            lang=lang,
             created_at=now,
             updated_at=now,
         )

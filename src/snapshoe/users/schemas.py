@@ -22,8 +22,10 @@ from pydantic import (
 
 from snapshoe.users.domain import (
     CART_MAX_QUANTITY,
+    DEFAULT_LANG,
     EMAIL_MAX_LENGTH,
     PASSWORD_MAX_LENGTH,
+    Lang,
     check_name,
     check_password,
     normalize_email,
@@ -49,6 +51,8 @@ class SignupRequest(_Request):
     email: Email
     password: NewPassword
     name: Name
+    # The language of the account's mail (an addition: optional, Korean when absent).
+    lang: Lang = DEFAULT_LANG
 
     @field_validator("password")
     @classmethod
@@ -111,6 +115,13 @@ class Me(BaseModel):
     name: str
     email_verified: bool
     roles: list[str]
+    lang: Lang
+
+
+class MeUpdate(_Request):
+    """``PATCH /api/users/me``: what an account may change of itself (its mail's language)."""
+
+    lang: Lang
 
 
 class CartLineRequest(_Request):

@@ -43,6 +43,8 @@ users = Table(
     Column("name", String(100), nullable=False),
     Column("email_verified", Boolean, nullable=False, default=False),
     Column("roles", String(255), nullable=False, default=""),  # comma-separated
+    # The language of the account's mail: 'ko' (the default) or 'en' (domain.LANGS).
+    Column("lang", String(2), nullable=False, default="ko", server_default="ko"),
     ts_column("created_at"),
     ts_column("updated_at"),
     # The users worker's search for unverified accounts past their TTL.

@@ -14,6 +14,7 @@ from snapshoe.kernel.clock import utcnow
 from snapshoe.kernel.errors import Problem
 from snapshoe.users import repository as repo
 from snapshoe.users.domain import (
+    DEFAULT_LANG,
     CodeOutcome,
     check_code,
     issue_code,
@@ -43,8 +44,11 @@ log = logging.getLogger("snapshoe.users")
 # branch costs one queue append at most, and never an SMTP round trip.
 
 
-async def sign_up(deps: Deps, *, email: str, password: str, name: str) -> None:
-    """``email``, ``password`` and ``name`` are already validated by the schema. An account
+async def sign_up(
+    deps: Deps, *, email: str, password: str, name: str, lang: str = DEFAULT_LANG
+) -> None:
+    """``email``, ``password``, ``name`` and ``lang`` are already validated by the schema
+    (``lang`` is set on a new account only: an existing one keeps its own). An account
     of this address left unverified past its TTL is deleted first (as the worker would), so
     this sign-up is a fresh one."""
     # Before the argon2 hash: a refused sign-up costs a Redis round trip, not a hash.
@@ -75,6 +79,7 @@ async def sign_up(deps: Deps, *, email: str, password: str, name: str) -> None:
                 email_verified=False,
                 roles="",
                 now=now,
+                lang=lang,
             )
             await repo.put_code(
                 session,

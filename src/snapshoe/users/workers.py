@@ -1,7 +1,8 @@
 """Background loops of the users service: the cart's ``order.placed`` consumer, the draw
-result mail's ``draw.entry_decided`` consumer (users.draw_mail), the account mail queue
-(users.mail.drain: the mail of sign-up, resend, password reset and draw results), the inbox
-retention prune, and the expiry of accounts left unverified
+result mail's ``draw.entry_decided`` consumer (users.draw_mail), the buyer's order mail
+consumer (users.order_mail: order events and ``queue.admitted``), the account mail queue
+(users.mail.drain: the mail of sign-up, resend, password reset, draw results and orders), the
+inbox retention prune, and the expiry of accounts left unverified
 (``SNAPSHOE_UNVERIFIED_ACCOUNT_TTL_HOURS``).
 
 ``snapshoe worker users`` runs :func:`run` (``snapshoe up`` starts it).
@@ -24,12 +25,16 @@ from snapshoe.users.consumers import (
     CART_HANDLERS,
     CART_QUEUE,
     DRAW_MAIL_QUEUE,
+    ORDER_MAIL_QUEUE,
     draw_mail_handlers,
+    draw_order_placed,
     not_from_cart,
+    order_mail_handlers,
 )
 from snapshoe.users.deps import Deps
 from snapshoe.users.draw_mail import DRAW_RESULT, send_draw_result
 from snapshoe.users.mail import drain
+from snapshoe.users.order_mail import ORDER_MAIL, send_order_mail
 from snapshoe.users.reset import reset_now
 from snapshoe.users.settings import UsersSettings
 from snapshoe.users.tables import inbox
@@ -74,6 +79,8 @@ async def run_mail_job(deps: Deps, job: dict[str, Any]) -> bool:
         return await reset_now(deps, to)
     if kind == DRAW_RESULT:
         return await send_draw_result(deps.mailer, job)
+    if kind == ORDER_MAIL:
+        return await send_order_mail(deps.mailer, job)
     log.error("unknown mail job %r dropped", kind)
     return True
 
@@ -107,6 +114,16 @@ async def run(shared: Settings, stop: asyncio.Event) -> None:
                 handlers=draw_mail_handlers(settings, deps.mail_queue),
                 stop=stop,
                 prefetch=POOL_SIZE * 2,
+            ),
+            consume(
+                settings,
+                sessions,
+                inbox,
+                queue=ORDER_MAIL_QUEUE,
+                handlers=order_mail_handlers(settings, deps.mail_queue),
+                stop=stop,
+                prefetch=POOL_SIZE * 2,
+                ignore=draw_order_placed,
             ),
             expire_unverified(settings, sessions, stop),
             run_pruner(settings, sessions, stop, outbox=None, inbox=inbox),

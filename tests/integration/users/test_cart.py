@@ -484,10 +484,13 @@ async def publish(platform: Platform, *events: OrderPlaced) -> None:
 
 
 async def processed(db: AsyncEngine, event_id: str) -> bool:
+    """Whether the cart's consumer applied the event (the order mail's consumer of the same
+    events keeps its own inbox rows)."""
     async with db.connect() as conn:
         n = (
             await conn.execute(
-                text("SELECT COUNT(*) FROM inbox WHERE event_id = :e"), {"e": event_id}
+                text("SELECT COUNT(*) FROM inbox WHERE event_id = :e AND consumer LIKE :c"),
+                {"e": event_id, "c": f"%.{CART_QUEUE}"},
             )
         ).scalar_one()
     return bool(n)

@@ -1,9 +1,10 @@
 """The draw result mail against the real platform (``snapshoe up``): ``draw.entry_decided``
 events published on the real exchange the way products' relay publishes them (same encoding
 and properties, ``mandatory``), consumed by the users worker's ``users.draw_mail`` queue, queued
-on the account mail queue, sent by the worker to the mail sink. One mail per event, also across
-a redelivery and a crash between the queueing and the inbox commit; an event for a buyer
-without a (verified) account is acked, not retried or dead-lettered."""
+on the account mail queue, sent by the worker to the mail sink, in the buyer's language only.
+One mail per event, also across a redelivery and a crash between the queueing and the inbox
+commit; an event for a buyer without a (verified) account is acked, not retried or
+dead-lettered."""
 
 from __future__ import annotations
 
@@ -133,16 +134,11 @@ async def dead_letters(platform: Platform) -> int:
     return int(count or 0)
 
 
-def halves(body: str) -> tuple[str, str]:
-    korean, english = body.split(SEPARATOR)
-    return korean, english
-
-
 # The mail of each result
 
 
-async def test_each_result_is_mailed_korean_first_with_how_to_check_the_draw(
-    platform: Platform, buyer: User
+async def test_each_result_is_mailed_in_the_buyers_language_with_how_to_check_the_draw(
+    platform: Platform, gw: httpx.AsyncClient, buyer: User
 ) -> None:
     won = decided(buyer.id, "won", size=265)
     lost = decided(buyer.id, "lost", size=270)
@@ -154,44 +150,50 @@ async def test_each_result_is_mailed_korean_first_with_how_to_check_the_draw(
     for event in (won, lost, failed):
         (mail,) = [m for m in mails if event.product_name in m["subject"]]
         by_product[event.state] = mail
-        korean, english = halves(mail["body"])
-        assert "Test Buyer님, 안녕하세요." in korean  # Korean first
-        assert "Hello Test Buyer," in english
-        for half in (korean, english):
-            assert event.product_name in half
-            assert str(event.size) in half
-            assert event.entry_id in half
-            assert event.seed in half
-            assert event.commitment in half
-            assert f"GET /api/products/{event.product_id}/draw" in half
-            assert f"snapshoe draws verify {event.product_id}" in half
+        korean = mail["body"]
+        assert korean.startswith("Test Buyer님, 안녕하세요.")  # Korean: the default
+        assert "Hello" not in korean
+        assert SEPARATOR not in korean
+        assert event.product_name in korean
+        assert str(event.size) in korean
+        assert event.entry_id in korean
+        assert event.seed in korean
+        assert event.commitment in korean
+        assert f"GET /api/products/{event.product_id}/draw" in korean
+        assert f"snapshoe draws verify {event.product_id}" in korean
 
     mail = by_product["won"]
-    assert mail["subject"] == f"[SnapShoe] 드로우 당첨: {won.product_name} / Draw result: you won"
-    korean, english = halves(mail["body"])
-    assert f"주문 번호: {won.order_id}" in korean
-    assert "준비중 (PREPARING)" in korean
-    assert "결제되었습니다" in korean
-    assert "Your card has been charged." in english
-    assert f"Order: {won.order_id}" in english
+    assert mail["subject"] == f"[SnapShoe] 드로우 당첨: {won.product_name}"
+    assert f"주문 번호: {won.order_id}" in mail["body"]
+    assert "준비중 (PREPARING)" in mail["body"]
+    assert "결제되었습니다" in mail["body"]
 
     mail = by_product["lost"]
-    assert mail["subject"].startswith(f"[SnapShoe] 드로우 미당첨: {lost.product_name}")
-    korean, english = halves(mail["body"])
-    assert "당첨되지 않으셨습니다" in korean
-    assert "결제된 금액은 없습니다" in korean
-    assert "You were not drawn this time" in english
-    assert "Nothing was charged." in english
+    assert mail["subject"] == f"[SnapShoe] 드로우 미당첨: {lost.product_name}"
+    assert "당첨되지 않으셨습니다" in mail["body"]
+    assert "결제된 금액은 없습니다" in mail["body"]
     assert "PREPARING" not in mail["body"]
 
     mail = by_product["payment_failed"]
-    assert mail["subject"].startswith(f"[SnapShoe] 드로우 결제 실패: {failed.product_name}")
-    korean, english = halves(mail["body"])
-    assert "결제가 거절되었습니다" in korean
-    assert "다음 순번의 응모자" in korean
-    assert "declined" in english
-    assert "Nothing was charged." in english
-    assert "The pair went to the next entrant." in english
+    assert mail["subject"] == f"[SnapShoe] 드로우 결제 실패: {failed.product_name}"
+    assert "결제가 거절되었습니다" in mail["body"]
+    assert "다음 순번의 응모자" in mail["body"]
+
+    # An English account is mailed in English only.
+    r = await gw.patch("/api/users/me", json={"lang": "en"}, headers=buyer.auth)
+    assert r.status_code == 200, r.text
+    english = decided(buyer.id, "won")
+    await publish(platform, english)
+
+    async def mail_of_english() -> list[dict[str, Any]]:
+        return [m for m in await platform.messages(buyer.email) if english.entry_id in m["body"]]
+
+    (mail,) = await eventually(mail_of_english, lambda ms: len(ms) >= 1, timeout=20)
+    assert mail["subject"] == f"[SnapShoe] Draw result: you won {english.product_name}"
+    assert mail["body"].startswith("Hello Test Buyer,")
+    assert "Your card has been charged." in mail["body"]
+    assert f"Order: {english.order_id}" in mail["body"]
+    assert "님" not in mail["body"]
 
 
 # Once per event
@@ -244,7 +246,7 @@ async def test_a_crash_between_queueing_and_the_inbox_commit_neither_loses_nor_d
 
     await wait_until(done, what="the redelivered event to be consumed")
     (mail,) = await wait_for_mails(platform, buyer.email, 1)
-    assert mail["subject"] == f"[SnapShoe] 드로우 당첨: {event.product_name} / Draw result: you won"
+    assert mail["subject"] == f"[SnapShoe] 드로우 당첨: {event.product_name}"
     await asyncio.sleep(2.0)
     assert len(await draw_mails(platform, buyer.email)) == 1
 

@@ -91,6 +91,7 @@ async def test_signup_verify_login_me(users_platform: Platform, gw: httpx.AsyncC
         "name": "Test User",
         "email_verified": True,
         "roles": [],
+        "lang": "ko",  # an addition (docs/api-additions.md): the default
     }
 
     # The session taken before the mailbox was proven ended with the verification (issue 12,

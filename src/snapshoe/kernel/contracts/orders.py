@@ -15,6 +15,9 @@ class OrderLine(BaseModel):
     product_id: str
     quantity: int
     unit_price: int
+    # The product's name as the order's snapshot has it (added for the buyer's mail; absent in
+    # events written before it).
+    product_name: str | None = None
 
 
 class OrderPlaced(Event):
@@ -27,16 +30,22 @@ class OrderPlaced(Event):
     lines: list[OrderLine]
     expires_at: datetime
     from_cart: bool = False
+    # A draw winner's order (placed for the entrant by products' draw worker and charged at
+    # once): its buyer is told by the draw result mail, not asked to pay by ``expires_at``.
+    from_draw: bool = False
 
 
 class OrderPaid(Event):
-    """Payment approved and stock committed: the order is ``PREPARING``."""
+    """Payment approved and stock committed: the order is ``PREPARING``. The users service
+    mails the buyer (``total_amount``: what was paid; ``product_name``: the first line's
+    product; both absent in events written before they were added)."""
 
     TYPE: ClassVar[str] = "order.paid"
-    MUST_ROUTE: ClassVar[bool] = False  # an announcement: no service consumes it yet
     order_id: str
     buyer_id: str
     payment_id: str
+    total_amount: int | None = None
+    product_name: str | None = None
 
 
 class OrderPaymentFailed(Event):
@@ -49,7 +58,9 @@ class OrderPaymentFailed(Event):
 
 class OrderCancelled(Event):
     """Cancelled by the buyer, or refunded by an operator (``POST /api/admin/orders/{id}/refund``).
-    ``refund_required``: it had been paid, so payments refunds it."""
+    ``refund_required``: it had been paid, so payments refunds it. The users service mails the
+    buyer ("cancelled and refunded" when money goes back: ``refund_required``, or a paid
+    ``PREPARING`` order refunded at the PG first)."""
 
     TYPE: ClassVar[str] = "order.cancelled"
     order_id: str
@@ -77,14 +88,16 @@ class OrderRefundRequired(Event):
 
 
 class OrderShipped(Event):
+    """The users service mails the buyer."""
+
     TYPE: ClassVar[str] = "order.shipped"
-    MUST_ROUTE: ClassVar[bool] = False  # an announcement: no service consumes it yet
     order_id: str
     buyer_id: str
 
 
 class OrderDelivered(Event):
+    """The users service mails the buyer."""
+
     TYPE: ClassVar[str] = "order.delivered"
-    MUST_ROUTE: ClassVar[bool] = False  # an announcement: no service consumes it yet
     order_id: str
     buyer_id: str

@@ -3,7 +3,12 @@ registers the types first."""
 
 from __future__ import annotations
 
-from snapshoe.kernel.contracts import draws, orders, payments  # noqa: F401 (registers the types)
+from snapshoe.kernel.contracts import (  # noqa: F401 (registers the types)
+    draws,
+    orders,
+    payments,
+    waiting_room,
+)
 from snapshoe.kernel.contracts.events import is_announcement
 
 
