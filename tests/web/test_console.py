@@ -1,6 +1,7 @@
 """The operator console in real Chromium: an admin creates a drop and its sizes through the
-forms, opens the live view and watches the pairs left fall while a scripted crowd buys through
-the API; finds the orders and refunds one."""
+forms, opens the live view and watches the pairs left fall (and the orders and refusals
+counted) while a scripted crowd buys through the API; finds the orders and refunds one; reads
+the operations panel on the console's home, each figure with the command that fixes it."""
 
 from __future__ import annotations
 
@@ -58,6 +59,16 @@ async def test_an_admin_creates_a_drop_and_watches_its_pairs_left_fall_live(shop
     await expect(page.locator("#live-sold")).to_have_text("12", timeout=15_000)
     points = await page.locator("#live-chart polyline").count()
     assert points == 2
+    # The sales figures: 12 orders, the 18 others turned away as sold out, nothing else.
+    await expect(page.locator("#live-orders")).to_have_text("12", timeout=15_000)
+    await expect(page.locator("#live-refused-sold_out")).to_have_text("18", timeout=15_000)
+    await expect(page.locator("#live-refused-purchase_limit_exceeded")).to_have_text("0")
+    await expect(page.locator("#live-approved")).to_have_text("0")
+    await expect(page.locator("#live-declined")).to_have_text("0")
+    await expect(page.locator("#live-5xx")).to_have_text("0")
+    rate = await page.locator("#live-orders-rate").text_content()
+    assert rate is not None
+    assert float(rate) >= 0
 
     # Restock one size by 3 from the product page: the shop shows 3 again.
     await page.goto(f"/admin/products/{pid}")
@@ -118,3 +129,27 @@ async def test_the_console_is_for_admins_only_and_refunds_a_paid_order(shop: Sho
         r = await client.get(f"/api/orders/{order['id']}", headers=buyer.auth)
     assert r.json()["status"] == "CANCELLED"
     assert (await shop.env.ledger(items[0]["id"]))["available"] == 2
+
+
+async def test_the_console_home_shows_the_operations_panel_with_each_fix(shop: Shop) -> None:
+    page = await shop.page()
+    await shop.admin(page)
+    await page.goto("/admin")
+    panel = page.locator("#operations")
+    await expect(panel.locator("caption")).to_have_text("운영 현황")
+    for service in ("orders", "products", "payments"):
+        row = panel.locator(f"#ops-outbox-{service}")
+        await expect(row.locator("th")).to_contain_text("아웃박스 적체")
+        await expect(row.locator(".value")).to_have_text(re.compile(r"^\d+"))
+        await expect(row.locator("code.fix")).to_have_text(f"snapshoe worker {service}")
+    dead = panel.locator("#ops-dead-letters")
+    await expect(dead.locator(".value")).to_have_text(re.compile(r"^\d+$"))
+    await expect(dead.locator("code.look")).to_have_text("snapshoe events dlq list")
+    await expect(dead.locator("code.fix")).to_have_text("snapshoe events dlq replay --all")
+    drift = panel.locator("#ops-gate-drift")
+    await expect(drift.locator(".value")).to_have_text(re.compile(r"^\d+$"))
+    await expect(drift.locator("code.fix")).to_have_text("snapshoe products reconcile")
+    # In English too.
+    await page.goto("/lang/en?next=/admin")
+    await page.wait_for_url("**/admin")
+    await expect(panel.locator("caption")).to_have_text("Operations at a glance")

@@ -49,6 +49,16 @@ OUTBOX_UNROUTABLE = Gauge(
     ["service"],
 )
 BODY_HEAD_BYTES = 200
+# Every service's consumer queues (the union of their ``consumers.QUEUES``), for the operator's
+# DLQ figure (GET /api/admin/operations): the kernel imports no service, so the names are
+# written here too, and tests/unit/kernel/test_platform_queues.py keeps the two the same.
+PLATFORM_QUEUES = (
+    "orders.payments",
+    "payments.refunds",
+    "users.cart",
+    "users.draw_mail",
+    "users.order_mail",
+)
 
 
 @dataclass

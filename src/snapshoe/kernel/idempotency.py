@@ -8,6 +8,11 @@ kept in Redis so that a replayed or duplicate request is answered without touchi
 - same key and body after completion: the stored response (status and body) is replayed;
 - keys are scoped per user and per endpoint and kept ``ttl`` (>= 24 h) after completion.
 
+A caller may name counter keys (``count``) with an answer, a completion or an abandon: each is
+INCRed (and kept :data:`COUNT_SECONDS`) in the same script, so counting what a service answers
+(orders' refusals per product and reason) costs no round trip of its own. An answer counts only
+when it was stored (a replay or a conflict is not this request's answer).
+
 Redis is not the only guard: a service whose effect must never happen twice also stores the key
 with a unique constraint next to the effect (orders does), so a lost Redis key cannot create a
 second order.
@@ -16,6 +21,7 @@ second order.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -31,6 +37,17 @@ from snapshoe.kernel.settings import Settings
 HEADER = "Idempotency-Key"
 KEEP_SECONDS = 26 * 3600  # >= 24 h, with margin for clock skew between client and us
 PENDING_LEASE_SECONDS = 60  # a crashed request frees its key after this
+COUNT_SECONDS = 24 * 3600  # how long a counter named with ``count`` lives after its last INCR
+
+# Every KEYS entry from ``first`` on is a counter: INCR it and keep it ARGV[ttl] seconds.
+_COUNT = """
+local function count(first, ttl)
+  for i = first, #KEYS do
+    redis.call('INCR', KEYS[i])
+    redis.call('EXPIRE', KEYS[i], ttl)
+  end
+end
+"""
 
 # A key already known: the same request (replay, or still in progress) or another one.
 _KNOWN = """
@@ -52,33 +69,43 @@ end
     + _KNOWN
 )
 
-_COMPLETE = """
+_COMPLETE = (
+    _COUNT
+    + """
+count(2, ARGV[5])
 if redis.call('HGET', KEYS[1], 'fp') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'state', 'done', 'status', ARGV[2], 'body', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
 """
+)
 
 # Begin and complete in one round trip, for an answer known before any work (a refusal the
 # service can give on its own): stored like any completed request, or, if the key is already
 # known, the same outcomes as _BEGIN.
 _ANSWER = (
-    """
+    _COUNT
+    + """
 local fp = redis.call('HGET', KEYS[1], 'fp')
 if not fp then
   redis.call('HSET', KEYS[1], 'fp', ARGV[1], 'state', 'done', 'status', ARGV[2], 'body', ARGV[3])
   redis.call('EXPIRE', KEYS[1], ARGV[4])
+  count(2, ARGV[5])
   return {'stored'}
 end
 """
     + _KNOWN
 )
 
-_ABANDON = """
+_ABANDON = (
+    _COUNT
+    + """
+count(2, ARGV[2])
 local r = redis.call('HMGET', KEYS[1], 'fp', 'state')
 if r[1] == ARGV[1] and r[2] == 'pending' then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,11 +157,23 @@ class IdempotencyStore:
         )
         return self._outcome(result)
 
-    async def answer(self, user_id: str, key: str, fp: str, status: int, body: Any) -> Begin:
+    async def answer(
+        self,
+        user_id: str,
+        key: str,
+        fp: str,
+        status: int,
+        body: Any,
+        *,
+        count: Sequence[str] = (),
+    ) -> Begin:
         """Record ``status``/``body`` as this key's response unless the key is known: one round
-        trip. ``proceed`` means it was stored (send it); otherwise as :meth:`begin`."""
+        trip. ``proceed`` means it was stored (send it; the ``count`` keys were INCRed);
+        otherwise as :meth:`begin`."""
         result = await self._run(
-            self._answer, [self._key(user_id, key)], [fp, status, orjson.dumps(body), KEEP_SECONDS]
+            self._answer,
+            [self._key(user_id, key), *count],
+            [fp, status, orjson.dumps(body), KEEP_SECONDS, COUNT_SECONDS],
         )
         if result[0] == "stored":
             return Begin("proceed")
@@ -160,13 +199,22 @@ class IdempotencyStore:
             )
         return Begin("replay", int(result[1]), orjson.loads(result[2]))
 
-    async def complete(self, user_id: str, key: str, fp: str, status: int, body: Any) -> None:
+    async def complete(
+        self,
+        user_id: str,
+        key: str,
+        fp: str,
+        status: int,
+        body: Any,
+        *,
+        count: Sequence[str] = (),
+    ) -> None:
         await self._run(
             self._complete,
-            [self._key(user_id, key)],
-            [fp, status, orjson.dumps(body), KEEP_SECONDS],
+            [self._key(user_id, key), *count],
+            [fp, status, orjson.dumps(body), KEEP_SECONDS, COUNT_SECONDS],
         )
 
-    async def abandon(self, user_id: str, key: str, fp: str) -> None:
+    async def abandon(self, user_id: str, key: str, fp: str, *, count: Sequence[str] = ()) -> None:
         """Free the key after an unexpected failure, so the client's retry can proceed."""
-        await self._run(self._abandon, [self._key(user_id, key)], [fp])
+        await self._run(self._abandon, [self._key(user_id, key), *count], [fp, COUNT_SECONDS])

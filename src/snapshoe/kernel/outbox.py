@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from snapshoe.kernel.contracts.events import Event
+from snapshoe.kernel.contracts.internal_operations import OutboxFigures
 from snapshoe.kernel.db import Sessions
 from snapshoe.kernel.settings import Settings
 from snapshoe.kernel.transient import sleep_or_stop
@@ -166,3 +167,15 @@ async def unroutable_count(sessions: Sessions, outbox: Table) -> int:
             .where(o.c.published_at.is_(None), o.c.last_error == UNROUTABLE)
         )
         return int((await session.execute(q)).scalar_one())
+
+
+async def backlog(sessions: Sessions, outbox: Table) -> OutboxFigures:
+    """Unpublished outbox rows and how long the oldest has waited: the operator's "outbox
+    backlog" (GET /api/admin/operations). ``ix_outbox_unpublished`` holds exactly these rows,
+    so this reads the backlog, not the table."""
+    o = outbox
+    async with sessions() as session:
+        q = select(func.count(), func.min(o.c.created_at)).where(o.c.published_at.is_(None))
+        count, oldest = (await session.execute(q)).one()
+    age = None if oldest is None else max(0.0, (_now() - oldest).total_seconds())
+    return OutboxFigures(backlog=int(count), oldest_age_seconds=age)

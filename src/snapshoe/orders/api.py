@@ -1,7 +1,8 @@
 """HTTP routes of the orders service: parse, call a handler, shape the response.
 
-``/api/admin/orders`` is the operator's (role ``admin``; the gateway routes it here, the rest
-of ``/api/admin/`` to products). ``/internal/...`` is for the payments service (an order it
+``/api/admin/orders``, ``/api/admin/products/{id}/sales`` and ``/api/admin/operations`` are
+the operator's (role ``admin``; the gateway routes them here, the rest of ``/api/admin/`` to
+products). ``/internal/...`` is for the payments service (an order it
 charges for) and the products service (a draw winner's order): never routed by the gateway,
 and guarded by the shared internal token.
 """
@@ -22,13 +23,23 @@ from snapshoe.kernel.contracts.internal_products import MAX_ADMISSION_TOKEN
 from snapshoe.kernel.errors import PROBLEM_JSON, Problem
 from snapshoe.kernel.idempotency import require_key
 from snapshoe.kernel.internal import internal_caller
-from snapshoe.orders import admin_orders, cancelling, draw_orders, placing, queries, schemas
+from snapshoe.orders import (
+    admin_orders,
+    cancelling,
+    draw_orders,
+    operations,
+    placing,
+    queries,
+    sales,
+    schemas,
+)
 from snapshoe.orders.answers import Answer
 from snapshoe.orders.deps import Deps
 from snapshoe.orders.domain import Status
 
 router = APIRouter(prefix="/api/orders", tags=["orders"])
 admin_router = APIRouter(prefix="/api/admin/orders", tags=["admin"])
+figures_router = APIRouter(prefix="/api/admin", tags=["admin"])
 internal_router = APIRouter(
     prefix="/internal", tags=["internal"], dependencies=[Depends(internal_caller)]
 )
@@ -200,6 +211,24 @@ async def admin_get_order(deps: DepsDep, _: Admin, order_id: OrderId) -> schemas
 async def admin_refund_order(deps: DepsDep, _: Admin, order_id: OrderId) -> schemas.AdminOrderOut:
     """A paid order (PREPARING) cancelled and its payment refunded; else 409 invalid_state."""
     return await cancelling.refund_order(deps, order_id=order_id)
+
+
+@figures_router.get(
+    "/products/{product_id}/sales",
+    response_model=schemas.ProductSales,
+    responses=_errors(401, 403, 422, 503),
+)
+async def admin_product_sales(deps: DepsDep, _: Admin, product_id: OrderId) -> schemas.ProductSales:
+    """The live drop view's figures of a product: orders by status and per second, refusals by
+    reason, payments approved and declined, 5xx answers (docs/api-additions.md)."""
+    return await sales.product_sales(deps, product_id)
+
+
+@figures_router.get("/operations", response_model=schemas.Operations, responses=_errors(401, 403))
+async def admin_operations(deps: DepsDep, _: Admin) -> schemas.Operations:
+    """Outbox backlogs, dead letters and the gate's drift, each with the command that fixes
+    it; a service that cannot be asked shows ``unavailable`` for its figures."""
+    return await operations.operations(deps)
 
 
 @internal_router.get("/orders/{order_id}", response_model=schemas.InternalOrder)

@@ -17,6 +17,7 @@ from fastapi import APIRouter, FastAPI
 
 from snapshoe.kernel.auth import build_verifier
 from snapshoe.kernel.batching import GroupCommit
+from snapshoe.kernel.clients.payments import PaymentsClient
 from snapshoe.kernel.clients.products import ProductsClient
 from snapshoe.kernel.clients.users import UsersClient
 from snapshoe.kernel.db import create_engine, create_sessions, ping
@@ -26,11 +27,18 @@ from snapshoe.kernel.idempotency import IdempotencyStore
 from snapshoe.kernel.redis import create_redis
 from snapshoe.kernel.settings import Settings, settings_for
 from snapshoe.orders.admission import ItemSnapshots, SoldOutHints
-from snapshoe.orders.api import admin_router, fast_create_order, internal_router, router
+from snapshoe.orders.api import (
+    admin_router,
+    fast_create_order,
+    figures_router,
+    internal_router,
+    router,
+)
 from snapshoe.orders.baseline import floor_router
 from snapshoe.orders.consumers import QUEUES
 from snapshoe.orders.deps import Deps, Placement
 from snapshoe.orders.placing import PLACEMENT_BATCH_MAX, write_placements
+from snapshoe.orders.refusals import ItemProducts
 from snapshoe.orders.settings import OrdersSettings
 from snapshoe.orders.tables import outbox
 
@@ -48,7 +56,9 @@ def build_deps(shared: Settings) -> Deps:
         idempotency=IdempotencyStore(redis, settings, "orders"),
         products=products,
         users=UsersClient(settings),
+        payments=PaymentsClient(settings, timeout=2.0, retries=0),
         items=ItemSnapshots(products),
+        item_products=ItemProducts(products),
         sold_out=SoldOutHints(settings.sold_out_hint_seconds),
         reserve_slots=asyncio.Semaphore(settings.reserve_concurrency),
     )
@@ -71,6 +81,7 @@ async def close_deps(deps: Deps) -> None:
     await deps.placements.close()
     await deps.products.aclose()
     await deps.users.aclose()
+    await deps.payments.aclose()
     await deps.idempotency.aclose()
     await deps.redis.aclose()
     await deps.engine.dispose()
@@ -127,5 +138,5 @@ def _routers(settings: Settings) -> list[APIRouter]:
     """The buyer's, the operator's and the internal routes; the benchmark's floor route only
     behind ``settings.bench_baselines`` (first: the orders router's ``/{order_id}`` would take
     it)."""
-    routers = [router, admin_router, internal_router]
+    routers = [router, admin_router, figures_router, internal_router]
     return [floor_router, *routers] if settings.bench_baselines else routers

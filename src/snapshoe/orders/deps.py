@@ -13,12 +13,14 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from snapshoe.kernel.batching import GroupCommit
+from snapshoe.kernel.clients.payments import PaymentsClient
 from snapshoe.kernel.clients.products import ProductsClient
 from snapshoe.kernel.clients.users import UsersClient
 from snapshoe.kernel.contracts.orders import OrderPlaced
 from snapshoe.kernel.db import Sessions
 from snapshoe.kernel.idempotency import IdempotencyStore
 from snapshoe.orders.admission import ItemSnapshots, SoldOutHints
+from snapshoe.orders.refusals import ItemProducts
 from snapshoe.orders.settings import OrdersSettings
 
 
@@ -41,7 +43,11 @@ class Deps:
     idempotency: IdempotencyStore
     products: ProductsClient
     users: UsersClient
+    # The operator's figures only (GET /api/admin/operations): its outbox.
+    payments: PaymentsClient
     items: ItemSnapshots
+    # Which product an item is, for counting refusals per product (refusals.py).
+    item_products: ItemProducts
     sold_out: SoldOutHints
     reserve_slots: asyncio.Semaphore
     # Group commit of new orders (placing.write_placements); started by the app's lifespan.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +36,8 @@ from snapshoe.kernel.contracts.orders import OrderLine, OrderPlaced
 from snapshoe.kernel.errors import Problem
 from snapshoe.kernel.idempotency import fingerprint
 from snapshoe.kernel.messaging import add_many_to_outbox, add_to_outbox
+from snapshoe.orders import refusals, schemas
 from snapshoe.orders import repository as repo
-from snapshoe.orders import schemas
 from snapshoe.orders.admission import (
     learn_from_refusal,
     reserve_slot,
@@ -95,7 +96,8 @@ async def create_order(
     order_id: str | None = None,
 ) -> Answer:
     """``order_id``: the id to place the order under (a draw's winner, whose id products
-    chose: draw_orders.py); otherwise a new one."""
+    chose: draw_orders.py); otherwise a new one. A buyer's answer (no ``order_id``) is counted
+    for the operator's figures (``refusals.py``)."""
     fp = fingerprint("POST", "/api/orders", request.model_dump(mode="json"))
     store = deps.idempotency
     refusal = None
@@ -104,7 +106,10 @@ async def create_order(
     try:
         if refusal is not None:
             # Most of a stampede: one Redis round trip, no products call, no database.
-            begin = await store.answer(buyer_id, key, fp, refusal.status, refusal.body())
+            lines = [Line(x.item_id, x.quantity) for x in request.lines or []]
+            count = await _counters(deps, lines, refusal.status, refusal.code)
+            body = refusal.body()
+            begin = await store.answer(buyer_id, key, fp, refusal.status, body, count=count)
             if begin.outcome == "proceed":
                 raise refusal
         else:
@@ -113,31 +118,78 @@ async def create_order(
         raise unavailable("Idempotency storage") from exc
     if begin.outcome == "replay":
         return Answer(begin.status, begin.body, replayed=True)
-    try:
-        answer = await _place(
-            deps,
-            buyer_id=buyer_id,
-            key=key,
-            fp=fp,
-            request=request,
-            admission=admission_token,
-            order_id=order_id,
-        )
-    except Problem as problem:
-        if problem.status < 500 and problem.code not in _NOT_STORED:
-            # A business answer: stored, so a replay gets the same refusal.
-            await _quietly(store.complete(buyer_id, key, fp, problem.status, problem.body()))
-        elif problem.code == "outcome_unknown":
-            pass  # the key stays pending: _resolve_unknown answers or frees it
-        else:
+    attempt = _Attempt(deps, buyer_id, key, fp, counted=order_id is None)
+    return await attempt.run(request, admission_token, order_id)
+
+
+@dataclass
+class _Attempt:
+    """One request that holds its Idempotency-Key as pending: placed, or refused, and its
+    answer stored (or the key freed) and counted."""
+
+    deps: Deps
+    buyer_id: str
+    key: str
+    fp: str
+    counted: bool
+    lines: list[Line] = field(default_factory=list)
+
+    async def run(
+        self, request: schemas.CreateOrder, admission: str | None, order_id: str | None
+    ) -> Answer:
+        deps, store = self.deps, self.deps.idempotency
+        buyer_id, key, fp = self.buyer_id, self.key, self.fp
+        try:
+            self.lines = await _lines_of(deps, buyer_id, request)
+            answer = await _place(
+                deps,
+                buyer_id=buyer_id,
+                key=key,
+                fp=fp,
+                request=request,
+                lines=self.lines,
+                admission=admission,
+                order_id=order_id,
+            )
+        except Problem as problem:
+            count = await self._counters(problem.status, problem.code)
+            if problem.status < 500 and problem.code not in _NOT_STORED:
+                # A business answer: stored, so a replay gets the same refusal.
+                await _quietly(
+                    store.complete(buyer_id, key, fp, problem.status, problem.body(), count=count)
+                )
+            elif problem.code == "outcome_unknown":
+                # The key stays pending: _resolve_unknown answers or frees it.
+                await refusals.count_alone(deps.redis, count)
+            else:
+                await _quietly(store.abandon(buyer_id, key, fp, count=count))
+            raise
+        except Exception:
+            count = await self._counters(500, None)
+            await _quietly(store.abandon(buyer_id, key, fp, count=count))
+            raise
+        except BaseException:
             await _quietly(store.abandon(buyer_id, key, fp))
-        raise
-    except BaseException:
-        await _quietly(store.abandon(buyer_id, key, fp))
-        raise
-    # If this write is lost, UNIQUE(buyer_id, idempotency_key) still answers the retry.
-    await _quietly(store.complete(buyer_id, key, fp, answer.status, answer.body))
-    return answer
+            raise
+        # If this write is lost, UNIQUE(buyer_id, idempotency_key) still answers the retry.
+        await _quietly(store.complete(buyer_id, key, fp, answer.status, answer.body))
+        return answer
+
+    async def _counters(self, status: int, code: str | None) -> list[str]:
+        if not self.counted:
+            return []
+        return await _counters(self.deps, self.lines, status, code)
+
+
+async def _counters(deps: Deps, lines: Sequence[Line], status: int, code: str | None) -> list[str]:
+    """The figures an answer counts under (refusals.py). A 5xx is counted only under products
+    already known: asking products then would hold the answer to an outage."""
+    item_ids = [x.item_id for x in lines]
+    if status >= 500:
+        known = deps.item_products.known(item_ids) or []
+        figure = refusals.figure_of(status, code)
+        return [refusals.counter_key(deps.settings, p, figure) for p in known if figure]
+    return await refusals.counters(deps.settings, deps.item_products, item_ids, status, code)
 
 
 async def _quietly(op: Any) -> None:
@@ -154,10 +206,10 @@ async def _place(
     key: str,
     fp: str,
     request: schemas.CreateOrder,
+    lines: list[Line],
     admission: str | None,
     order_id: str | None = None,
 ) -> Answer:
-    lines = await _lines_of(deps, buyer_id, request)
     now = utcnow()
     # A given id is asked for again until its order exists (a draw's winner): its reservation
     # is kept for that retry rather than given back on a failure here.
@@ -176,7 +228,7 @@ async def _place(
     try:
         snapshot = await snapshot_lines(deps.items, reservation.lines)
         order = _new_order(order_id, buyer_id, key, fp, request, snapshot, now, until)
-        placed = _placed_event(order, snapshot, until, request.from_cart)
+        placed = _placed_event(order, snapshot, until, request.from_cart, retried_by_id)
         # Group commit: written with the other orders placed meanwhile (write_placements).
         await deps.placements.submit(Placement(order, snapshot, placed, now))
     except IntegrityError as exc:
@@ -240,6 +292,7 @@ async def _reserve(
             release_in_background(deps, order_id)
         raise unavailable("The stock service") from exc
     deps.sold_out.forget(item_ids)  # products just sold these: a hint on them is stale
+    deps.item_products.learn(reservation.lines)
     return reservation
 
 
@@ -271,7 +324,11 @@ def _new_order(
 
 
 def _placed_event(
-    order: dict[str, Any], snapshot: list[dict[str, Any]], until: datetime, from_cart: bool
+    order: dict[str, Any],
+    snapshot: list[dict[str, Any]],
+    until: datetime,
+    from_cart: bool,
+    from_draw: bool = False,
 ) -> OrderPlaced:
     return OrderPlaced(
         order_id=order["id"],
@@ -283,11 +340,13 @@ def _placed_event(
                 product_id=x["product_id"],
                 quantity=x["quantity"],
                 unit_price=x["unit_price"],
+                product_name=x["product_name"],
             )
             for x in snapshot
         ],
         expires_at=until,
         from_cart=from_cart,
+        from_draw=from_draw,
     )
 
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, and_, insert, or_, select, update
+from sqlalchemy import Select, and_, case, func, insert, or_, select, update
 from sqlalchemy.engine import CursorResult, RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -255,3 +255,23 @@ async def pending_stock(session: AsyncSession, limit: int) -> Sequence[RowMappin
         .mappings()
         .all()
     )
+
+
+async def product_sales(
+    session: AsyncSession, product_id: str, *, since: Sequence[datetime]
+) -> Sequence[RowMapping]:
+    """Per status, the orders holding ``product_id``: how many, how many were created at or
+    after each of ``since`` (``created_0``, ``created_1``...), and how many were paid (reached
+    PREPARING: ``paid``). Through ``ix_order_lines_product_id``."""
+    holding = select(order_lines.c.order_id).where(order_lines.c.product_id == product_id)
+    columns = [
+        orders.c.status,
+        func.count().label("orders"),
+        func.sum(case((orders.c.paid_at.is_not(None), 1), else_=0)).label("paid"),
+    ]
+    for n, at in enumerate(since):
+        columns.append(
+            func.sum(case((orders.c.created_at >= to_db(at), 1), else_=0)).label(f"created_{n}")
+        )
+    stmt = select(*columns).where(orders.c.id.in_(holding)).group_by(orders.c.status)
+    return (await session.execute(stmt)).mappings().all()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -111,3 +111,72 @@ class AdminOrderPage(BaseModel):
 
 # The internal answer to payments (GET /internal/orders/{id}) is the contract
 # ``kernel.contracts.internal_orders.InternalOrder``, imported above.
+
+
+class Refusals(BaseModel):
+    """``POST /api/orders`` refusals of a product, by reason (counted for a day)."""
+
+    sold_out: int
+    purchase_limit_exceeded: int
+    drop_not_open: int
+    admission_required: int
+    other: int
+
+
+class PaymentFigures(BaseModel):
+    approved: int  # orders paid (reached PREPARING, whatever they are now)
+    declined: int  # orders whose payment failed (PAYMENT_FAILED)
+
+
+class ProductSales(BaseModel):
+    """``GET /api/admin/products/{id}/sales``: the live drop view's figures of one product."""
+
+    product_id: str
+    orders_by_status: dict[str, int]
+    created_last_10s: int
+    created_last_60s: int
+    refusals: Refusals
+    payments: PaymentFigures
+    server_errors: int
+
+
+FigureStatus = Literal["ok", "unavailable"]
+
+
+class OutboxFigure(BaseModel):
+    """One service's events not yet published (None: the service could not be asked)."""
+
+    status: FigureStatus
+    backlog: int | None = None
+    oldest_age_seconds: float | None = None
+    fix: str
+
+
+class DeadLetterQueue(BaseModel):
+    queue: str
+    messages: int
+    fix: str
+
+
+class DeadLetterFigures(BaseModel):
+    status: FigureStatus
+    total: int | None = None
+    queues: list[DeadLetterQueue] = []
+    inspect: str
+    fix: str
+
+
+class GateDriftFigure(BaseModel):
+    status: FigureStatus
+    built: bool | None = None
+    items: int | None = None
+    differences: int | None = None
+    fix: str
+
+
+class Operations(BaseModel):
+    """``GET /api/admin/operations``: the operator's glance, each figure with its fix."""
+
+    outbox: dict[str, OutboxFigure]
+    dead_letters: DeadLetterFigures
+    gate_drift: GateDriftFigure

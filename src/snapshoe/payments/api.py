@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from snapshoe.kernel.auth import Principal, verified_principal
+from snapshoe.kernel.contracts.internal_operations import ServiceOperations
 from snapshoe.kernel.contracts.internal_payments import (
     BillingKeyOut,
     BillingKeyVerifyIn,
@@ -21,7 +22,7 @@ from snapshoe.kernel.contracts.internal_payments import (
 from snapshoe.kernel.errors import PROBLEM_JSON, not_found
 from snapshoe.kernel.idempotency import require_key
 from snapshoe.kernel.internal import internal_caller
-from snapshoe.payments import billing, handlers
+from snapshoe.payments import billing, handlers, operations
 from snapshoe.payments.deps import Deps
 from snapshoe.payments.schemas import ConfirmRequest, PaymentOut, WebhookAck
 
@@ -112,3 +113,9 @@ async def charge(body: ChargeIn, d: Deps = Depends(deps)) -> ChargeOut:
         order_name=body.order_name,
     )
     return billing.charge_out(p)
+
+
+@internal_router.get("/operations", response_model=ServiceOperations)
+async def operator_figures(d: Deps = Depends(deps)) -> ServiceOperations:
+    """Its outbox backlog, for orders' GET /api/admin/operations."""
+    return await operations.operations(d)

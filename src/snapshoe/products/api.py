@@ -10,12 +10,14 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from snapshoe.kernel.auth import Principal, admin_principal, verified_principal
+from snapshoe.kernel.contracts.internal_operations import ServiceOperations
 from snapshoe.kernel.errors import Problem
 from snapshoe.kernel.internal import internal_caller
 from snapshoe.products import (
     admin,
     catalog,
     draw_entries,
+    operations,
     queue_stream,
     queue_tickets,
     rebuild,
@@ -212,3 +214,9 @@ async def item_details(
 @internal_router.post("/gate/reconcile")
 async def reconcile(deps: DepsDep) -> dict[str, object]:
     return (await rebuild.reconcile(deps)).as_dict()
+
+
+@internal_router.get("/operations", response_model=ServiceOperations)
+async def operator_figures(deps: DepsDep) -> ServiceOperations:
+    """Its outbox backlog and the gate's drift, for orders' GET /api/admin/operations."""
+    return await operations.operations(deps)

@@ -1,5 +1,6 @@
 """The gate's upkeep: registering products, opening a closed gate, verifying it is the one the
-ledger built (and watching for another Redis), rebuilding it from the ledger, and reconcile."""
+ledger built (and watching for another Redis), rebuilding it from the ledger, and reconcile;
+and :func:`drift`, the operator's glance at how far the gate is from the ledger."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import OperationalError
 
 from snapshoe.kernel.clock import epoch_ms
+from snapshoe.kernel.contracts.internal_operations import GateDrift
 from snapshoe.kernel.errors import Problem
 from snapshoe.products import repository as repo
 from snapshoe.products.deps import Deps
@@ -254,3 +256,44 @@ async def rebuild_gate(deps: Deps, *, only_if_different: bool = False) -> Reconc
 
 async def reconcile(deps: Deps) -> ReconcileReport:
     return await rebuild_gate(deps, only_if_different=True)
+
+
+# How far apart drift's two readings are: a difference seen in only one was an admission on its
+# way to the ledger, not drift.
+DRIFT_SECOND_LOOK_SECONDS = 0.25
+
+
+async def drift(deps: Deps) -> GateDrift:
+    """The gate against the ledger as :func:`reconcile` compares them, but read without its
+    lock (nothing waits on this) and twice: a difference counts only if both readings show it
+    with the same values, so a drop's flow of admissions is not mistaken for drift."""
+    first = await _differences(deps)
+    if first is None:
+        return GateDrift(built=False, items=0, differences=0)
+    await asyncio.sleep(DRIFT_SECOND_LOOK_SECONDS)
+    second = await _differences(deps) or []
+    seen = [repr(sorted(d.items())) for d in first]
+    lasting = [d for d in second if repr(sorted(d.items())) in seen]
+    items = {d["item_id"] for d in lasting if d.get("kind") == "available"}
+    return GateDrift(built=True, items=len(items), differences=len(lasting))
+
+
+async def _differences(deps: Deps) -> list[dict[str, Any]] | None:
+    """What reconcile would call different now, or None when no gate is built."""
+    gate = deps.gate
+    gate_epoch = await gate.epoch()
+    if gate_epoch is None:
+        return None
+    async with deps.sessions() as session:
+        epoch, built_on = await repo.gate_instance(session)
+        want = _ledger_gate(
+            await repo.all_products_meta(session),
+            await repo.all_items_stock(session),
+            await repo.held_units(session),
+        )
+    differences = _diff(want, await gate.read(list(want)))
+    if gate_epoch != epoch:
+        differences.append({"kind": "epoch", "ledger": epoch, "gate": gate_epoch})
+    if built_on != (run_id := await gate.run_id()):
+        differences.append({"kind": "redis_run_id", "ledger": built_on, "gate": run_id})
+    return differences

@@ -74,7 +74,66 @@ async def home(request: Request) -> Response:
         if listing.get("next_cursor")
         else None
     )
-    return await page.render("console/home.html", products=listing["items"], more=more)
+    ops = await page.call("GET", "/api/admin/operations")
+    return await page.render(
+        "console/home.html",
+        products=listing["items"],
+        more=more,
+        operations=operations_rows(ops.body if ops.ok else None),
+    )
+
+
+def operations_rows(ops: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The operations panel, a row per figure: its id, what it is (an i18n key and a name),
+    its value (None: unavailable) and the command that fixes it."""
+    if ops is None:  # the API did not answer at all: every figure unavailable
+        ops = {"outbox": {}, "dead_letters": {}, "gate_drift": {}}
+    rows: list[dict[str, Any]] = []
+    for service in ("orders", "products", "payments"):
+        fig = ops["outbox"].get(service) or {}
+        ok = fig.get("status") == "ok"
+        rows.append(
+            {
+                "id": f"ops-outbox-{service}",
+                "label": "ops_outbox",
+                "name": service,
+                "value": fig.get("backlog") if ok else None,
+                "age": fig.get("oldest_age_seconds") if ok else None,
+                "fix": fig.get("fix") or f"snapshoe worker {service}",
+            }
+        )
+    dead = ops["dead_letters"]
+    rows.append(
+        {
+            "id": "ops-dead-letters",
+            "label": "ops_dead_letters",
+            "value": dead.get("total") if dead.get("status") == "ok" else None,
+            "look": dead.get("inspect") or "snapshoe events dlq list",
+            "fix": dead.get("fix") or "snapshoe events dlq replay --all",
+        }
+    )
+    for q in dead.get("queues") or []:
+        if q["messages"]:
+            name = q["queue"]
+            rows.append(
+                {
+                    "id": f"ops-dlq-{name.replace('.', '-')}",
+                    "label": "ops_dead_letters",
+                    "name": name,
+                    "value": q["messages"],
+                    "fix": q["fix"],
+                }
+            )
+    drift = ops["gate_drift"]
+    rows.append(
+        {
+            "id": "ops-gate-drift",
+            "label": "ops_gate_drift",
+            "value": drift.get("items") if drift.get("status") == "ok" else None,
+            "fix": drift.get("fix") or "snapshoe products reconcile",
+        }
+    )
+    return rows
 
 
 @router.get("/products/new")
@@ -171,6 +230,8 @@ async def live_figures(request: Request, pid: str) -> Response:
             for i in item.body["items"]
         ],
     }
+    sales = await page.call("GET", f"/api/admin/products/{pid}/sales")
+    out["sales"] = sales.body if sales.ok else None
     mode = item.body.get("sale_mode")
     if mode in ("queue", "draw"):
         r = await page.call("GET", f"/api/admin/products/{pid}/{mode}")

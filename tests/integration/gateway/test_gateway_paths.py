@@ -67,8 +67,8 @@ AMBIGUOUS = [
     "/api/auth\\login",  # a raw backslash
 ]
 
-# The admin orders API is the orders service's, every spelling of it; the rest of /api/admin/
-# stays products' (a path that only starts like it, too).
+# The admin orders API and the operator's figures are the orders service's, every spelling of
+# them; the rest of /api/admin/ stays products' (a path that only starts like them, too).
 ADMIN_ORDERS = [
     ("GET", "/api/admin/orders"),
     ("GET", "/api/admin/orders?status=PREPARING&buyer_email=a%40b.example&limit=5"),
@@ -78,12 +78,19 @@ ADMIN_ORDERS = [
     ("GET", "//api/admin/orders/o-1"),
     ("GET", "/api/admin/order%73/o-1"),
     ("POST", "/api/admin/x/../orders/o-1/refund"),
+    ("GET", "/api/admin/products/p-1/sales"),
+    ("GET", "/api/admin/products/./p-1/sales"),
+    ("GET", "/api/admin/operations"),
+    ("GET", "/api/admin/operation%73"),
 ]
 ADMIN_PRODUCTS = [
     ("POST", "/api/admin/products"),
     ("GET", "/api/admin/products/p-1/queue"),
     ("PATCH", "/api/admin/items/i-1"),
     ("GET", "/api/admin/ordersx"),
+    ("GET", "/api/admin/products/p-1/salesx"),
+    ("GET", "/api/admin/products/p-1/sales/x"),
+    ("GET", "/api/admin/operationsx"),
 ]
 
 # Broken percent sequences: HAProxy's strict decoder refuses them (its own 400).

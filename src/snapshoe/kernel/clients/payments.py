@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 
 from snapshoe.kernel.clients import InternalClient, parse
+from snapshoe.kernel.contracts.internal_operations import ServiceOperations
 from snapshoe.kernel.contracts.internal_payments import (
     MAX_ORDER_NAME,
     BillingKeyOut,
@@ -57,3 +58,8 @@ class PaymentsClient(InternalClient):
         path = "/internal/charges"
         answer = await self.request("POST", path, json=body, retry=True, timeout=CHARGE_TIMEOUT)
         return parse(ChargeOut, answer, path)
+
+    async def operations(self) -> ServiceOperations:
+        """Its outbox backlog (and, of products, the gate's drift): the operator's figures."""
+        body = await self.request("GET", "/internal/operations", retry=False)
+        return parse(ServiceOperations, body, "GET /internal/operations")

@@ -8,6 +8,7 @@ from typing import Any
 import aiohttp
 
 from snapshoe.kernel.clients import InternalClient, parse
+from snapshoe.kernel.contracts.internal_operations import ServiceOperations
 from snapshoe.kernel.contracts.internal_products import ItemDetails, ReservationOut, ReserveIn
 from snapshoe.kernel.settings import Settings
 
@@ -63,3 +64,8 @@ class ProductsClient(InternalClient):
             "GET", "/internal/items", retry=True, params={"ids": ",".join(item_ids)}
         )
         return parse(ItemDetails, body, "GET /internal/items")
+
+    async def operations(self) -> ServiceOperations:
+        """Its outbox backlog (and, of products, the gate's drift): the operator's figures."""
+        body = await self.request("GET", "/internal/operations", retry=False)
+        return parse(ServiceOperations, body, "GET /internal/operations")

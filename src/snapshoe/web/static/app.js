@@ -115,6 +115,19 @@ function chart(svg, series) {
   });
 }
 
+function liveSales(root, sales) {
+  const put = (id, v) => { const el = document.getElementById(id); if (el) el.textContent = String(v); };
+  put("live-orders", Object.values(sales.orders_by_status).reduce((a, b) => a + b, 0));
+  put("live-orders-rate", (sales.created_last_10s / 10).toFixed(1));
+  put("live-approved", sales.payments.approved);
+  put("live-declined", sales.payments.declined);
+  put("live-5xx", sales.server_errors);
+  root.querySelectorAll("[data-refusal]").forEach((dd) => {
+    const v = sales.refusals[dd.dataset.refusal];
+    dd.textContent = v === undefined ? "–" : String(v);
+  });
+}
+
 function liveDrop() {
   const root = document.getElementById("live");
   if (!root) return;
@@ -154,6 +167,7 @@ function liveDrop() {
     }
     const draw = document.getElementById("live-draw");
     if (draw && data.draw) draw.textContent = JSON.stringify(data.draw, null, 2);
+    if (data.sales) liveSales(root, data.sales);
   };
   poll();
   setInterval(poll, 1000);
