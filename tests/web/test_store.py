@@ -9,7 +9,7 @@ import re
 import httpx
 from playwright.async_api import Page, expect
 
-from tests.web.conftest import Shop
+from tests.web.conftest import PASSWORD, Shop
 
 APPROVE = "4111111111110000"
 DECLINE = "4111111111110002"
@@ -64,7 +64,7 @@ async def test_a_refusal_is_shown_in_words_and_a_declined_card_puts_the_pair_bac
     async with shop.env.client() as client:
         product, items = await shop.env.drop(client, [1], name="웹 한정 1켤레")
         page = await shop.page()
-        await shop.sign_up(page)
+        email = await shop.sign_up(page)
         await page.goto(f"/products/{product['id']}")
         await page.get_by_label(re.compile("250")).check()
         await page.get_by_role("button", name="구매하기").click()
@@ -96,6 +96,10 @@ async def test_a_refusal_is_shown_in_words_and_a_declined_card_puts_the_pair_bac
         await page.get_by_label(re.compile("250")).check()
         await page.get_by_role("button", name="Buy").click()
         await expect(page.get_by_role("status")).to_contain_text("Sold out.")
+        # The account follows the switch, so the shop's mails come in English too.
+        me = await shop.platform.login(email, PASSWORD, client)
+        profile = await client.get("/api/users/me", headers=me.auth)
+        assert profile.json()["lang"] == "en"
 
 
 async def test_on_a_phone_sized_screen_the_pages_fit_and_the_buy_button_is_reachable(

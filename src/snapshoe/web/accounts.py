@@ -33,7 +33,8 @@ async def signup(request: Request) -> Response:
         "password": form.get("password", ""),
         "name": form.get("name", "").strip()[:100],
     }
-    r = await page.call("POST", "/api/users", json=body)
+    # The shop's mails go out in the language the buyer signed up in (docs/accounts.md).
+    r = await page.call("POST", "/api/users", json={**body, "lang": page.session.lang})
     if r.status == 202:
         page.flash("signup_done")
         return await page.redirect("/verify?" + urlencode({"email": body["email"]}))

@@ -269,6 +269,9 @@ async def pay_failed(request: Request, oid: str) -> Response:
 @router.get("/lang/{lang}")
 async def switch_lang(request: Request, lang: str) -> Response:
     page = await Page.open(request)
+    if lang in LANGS and page.session.signed_in:
+        # The mails follow the buyer's choice too; the page works even if this call fails.
+        await page.call("PATCH", "/api/users/me", json={"lang": lang})
     response = await page.redirect(local_path(request.query_params.get("next")))
     if lang in LANGS:
         response.set_cookie(
