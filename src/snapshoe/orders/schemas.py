@@ -88,18 +88,12 @@ class AdminOrderOut(OrderOut):
     payment_id: str | None
 
 
-class AdminOrderSummary(BaseModel):
-    """A listed order as an operator sees it: whose, where it stands, and what it holds."""
+class AdminOrderSummary(OrderSummary):
+    """A listed order as an operator sees it: the buyer's summary plus whose it is, what it
+    holds and its payment."""
 
-    id: str
     buyer_id: str
-    status: StatusName
     lines: list[OrderLineOut]
-    total_amount: int
-    created_at: str
-    updated_at: str
-    expires_at: str
-    paid_at: str | None
     refunded_at: str | None
     payment_id: str | None
 
