@@ -57,6 +57,7 @@ async def test_an_admin_creates_a_drop_and_watches_its_pairs_left_fall_live(shop
     await expect(cells.nth(0)).to_have_text("0", timeout=15_000)
     await expect(cells.nth(1)).to_have_text("0", timeout=15_000)
     await expect(page.locator("#live-sold")).to_have_text("12", timeout=15_000)
+    await expect(page.locator("#live-status")).to_have_text("품절")
     points = await page.locator("#live-chart polyline").count()
     assert points == 2
     # The sales figures: 12 orders, the 18 others turned away as sold out, nothing else.

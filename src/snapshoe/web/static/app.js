@@ -148,7 +148,8 @@ function liveDrop() {
       pts.push([now, s.left]);
       if (pts.length > 600) pts.shift();
     });
-    document.getElementById("live-status").textContent = data.status;
+    const status = document.getElementById("live-status");
+    status.textContent = status.getAttribute("data-word-" + data.status) || data.status;
     document.getElementById("live-updated").textContent = new Date().toLocaleTimeString();
     const sold = Math.max(0, initial - leftNow);
     document.getElementById("live-sold").textContent = String(sold);
