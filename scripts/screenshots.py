@@ -4,7 +4,8 @@ headless Chromium against a running dev platform (`snapshoe up`, with its demo d
     uv run python scripts/screenshots.py [--gateway http://127.0.0.1:8000]
 
 It signs up a buyer through the store (the code from the mail sink), buys a pair and pays in the
-sandbox PG's window, and makes an admin (snapshoe users create-admin) for the console pages."""
+sandbox PG's window, and makes an admin (snapshoe users create-admin) for the console pages.
+Korean text needs a Korean font in the machine's Chromium: `apt-get install fonts-nanum`."""
 
 from __future__ import annotations
 
