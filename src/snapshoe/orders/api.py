@@ -23,6 +23,7 @@ from snapshoe.kernel.contracts.internal_products import MAX_ADMISSION_TOKEN
 from snapshoe.kernel.errors import PROBLEM_JSON, Problem
 from snapshoe.kernel.idempotency import require_key
 from snapshoe.kernel.internal import internal_caller
+from snapshoe.kernel.openapi import problems
 from snapshoe.orders import (
     admin_orders,
     cancelling,
@@ -67,7 +68,17 @@ DepsDep = Annotated[Deps, Depends(deps_of)]
     "",
     status_code=201,
     response_model=schemas.OrderOut,
-    responses=_errors(400, 401, 403, 404, 409, 422, 503),
+    responses=problems(
+        400,
+        401,
+        422,
+        503,
+        codes={
+            403: ("admission_required",),
+            404: ("not_found",),
+            409: ("sold_out", "drop_not_open", "purchase_limit_exceeded", "cart_empty"),
+        },
+    ),
 )
 async def create_order(
     deps: DepsDep,
@@ -167,7 +178,9 @@ async def get_order(deps: DepsDep, buyer: Buyer, order_id: OrderId) -> schemas.O
 
 
 @router.post(
-    "/{order_id}/cancel", response_model=schemas.OrderOut, responses=_errors(401, 403, 404, 409)
+    "/{order_id}/cancel",
+    response_model=schemas.OrderOut,
+    responses=problems(401, 403, 404, codes={409: ("invalid_state",)}),
 )
 async def cancel_order(deps: DepsDep, buyer: Buyer, order_id: OrderId) -> schemas.OrderOut:
     return await cancelling.cancel_order(deps, buyer_id=buyer.user_id, order_id=order_id)
@@ -206,7 +219,7 @@ async def admin_get_order(deps: DepsDep, _: Admin, order_id: OrderId) -> schemas
 @admin_router.post(
     "/{order_id}/refund",
     response_model=schemas.AdminOrderOut,
-    responses=_errors(401, 403, 404, 409),
+    responses=problems(401, 403, 404, codes={409: ("invalid_state",)}),
 )
 async def admin_refund_order(deps: DepsDep, _: Admin, order_id: OrderId) -> schemas.AdminOrderOut:
     """A paid order (PREPARING) cancelled and its payment refunded; else 409 invalid_state."""

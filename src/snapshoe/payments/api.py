@@ -22,6 +22,7 @@ from snapshoe.kernel.contracts.internal_payments import (
 from snapshoe.kernel.errors import PROBLEM_JSON, not_found
 from snapshoe.kernel.idempotency import require_key
 from snapshoe.kernel.internal import internal_caller
+from snapshoe.kernel.openapi import IDEMPOTENCY_KEY, problems
 from snapshoe.payments import billing, handlers, operations
 from snapshoe.payments.deps import Deps
 from snapshoe.payments.schemas import ConfirmRequest, PaymentOut, WebhookAck
@@ -49,8 +50,20 @@ async def deps(request: Request) -> Deps:
     response_model=PaymentOut,
     responses={
         202: {"model": PaymentOut, "description": "The PG's answer is not known yet"},
-        **_errors(400, 401, 402, 403, 404, 409, 422, 503),
+        **problems(
+            401,
+            403,
+            404,
+            422,
+            503,
+            codes={
+                400: ("amount_mismatch",),
+                402: ("payment_declined",),
+                409: ("invalid_state",),
+            },
+        ),
     },
+    openapi_extra={"parameters": [IDEMPOTENCY_KEY]},
 )
 async def confirm(
     body: ConfirmRequest,

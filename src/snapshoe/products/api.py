@@ -13,6 +13,7 @@ from snapshoe.kernel.auth import Principal, admin_principal, verified_principal
 from snapshoe.kernel.contracts.internal_operations import ServiceOperations
 from snapshoe.kernel.errors import Problem
 from snapshoe.kernel.internal import internal_caller
+from snapshoe.kernel.openapi import problems
 from snapshoe.products import (
     admin,
     catalog,
@@ -46,7 +47,7 @@ async def deps_of(request: Request) -> Deps:
 DepsDep = Annotated[Deps, Depends(deps_of)]
 
 
-@public_router.get("", response_model=schemas.ProductPage)
+@public_router.get("", response_model=schemas.ProductPage, responses=problems(422, 503))
 async def list_products(
     deps: DepsDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -63,12 +64,19 @@ async def list_products(
     )
 
 
-@public_router.get("/{product_id}", response_model=schemas.ProductDetail)
+@public_router.get(
+    "/{product_id}", response_model=schemas.ProductDetail, responses=problems(404, 503)
+)
 async def get_product(deps: DepsDep, product_id: IdPath) -> schemas.ProductDetail:
     return await catalog.get_product(deps, product_id)
 
 
-@public_router.post("/{product_id}/queue", status_code=201, response_model=schemas.Ticket)
+@public_router.post(
+    "/{product_id}/queue",
+    status_code=201,
+    response_model=schemas.Ticket,
+    responses=problems(404, 429, 503, codes={409: ("queue_not_open", "not_queued", "sold_out")}),
+)
 async def join_queue(
     deps: DepsDep, buyer: Buyer, product_id: IdPath, response: Response
 ) -> schemas.Ticket:
@@ -78,7 +86,9 @@ async def join_queue(
     return ticket
 
 
-@public_router.get("/{product_id}/queue/me", response_model=schemas.Ticket)
+@public_router.get(
+    "/{product_id}/queue/me", response_model=schemas.Ticket, responses=problems(404, 503)
+)
 async def my_ticket(deps: DepsDep, buyer: Buyer, product_id: IdPath) -> schemas.Ticket:
     return await queue_tickets.my_ticket(deps, product_id, buyer.user_id)
 
@@ -86,14 +96,32 @@ async def my_ticket(deps: DepsDep, buyer: Buyer, product_id: IdPath) -> schemas.
 @public_router.get(
     "/{product_id}/queue/me/events",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={200: {"content": {"text/event-stream": {}}}, **problems(404, 503)},
 )
 async def my_ticket_events(deps: DepsDep, buyer: Buyer, product_id: IdPath) -> StreamingResponse:
     """The ticket as Server-Sent Events until it is final (docs/waiting-room.md)."""
     return await queue_stream.ticket_events(deps, product_id, buyer.user_id)
 
 
-@public_router.post("/{product_id}/entries", status_code=201, response_model=schemas.Entry)
+@public_router.post(
+    "/{product_id}/entries",
+    status_code=201,
+    response_model=schemas.Entry,
+    responses=problems(
+        404,
+        503,
+        codes={
+            409: (
+                "entries_not_open",
+                "entries_closed",
+                "not_a_draw",
+                "already_entered",
+                "card_already_entered",
+            ),
+            422: ("billing_key_invalid",),
+        },
+    ),
+)
 async def enter_draw(
     deps: DepsDep, buyer: Buyer, product_id: IdPath, body: schemas.EntryIn, response: Response
 ) -> schemas.Entry:
@@ -104,18 +132,26 @@ async def enter_draw(
     return entry
 
 
-@public_router.get("/{product_id}/entries/me", response_model=schemas.Entry)
+@public_router.get(
+    "/{product_id}/entries/me", response_model=schemas.Entry, responses=problems(404, 503)
+)
 async def my_entry(deps: DepsDep, buyer: Buyer, product_id: IdPath) -> schemas.Entry:
     return await draw_entries.my_entry(deps, product_id, buyer.user_id)
 
 
-@public_router.delete("/{product_id}/entries/me", status_code=204)
+@public_router.delete(
+    "/{product_id}/entries/me",
+    status_code=204,
+    responses=problems(404, 503, codes={409: ("entries_closed",)}),
+)
 async def withdraw_entry(deps: DepsDep, buyer: Buyer, product_id: IdPath) -> Response:
     await draw_entries.withdraw(deps, product_id, buyer.user_id)
     return Response(status_code=204)
 
 
-@public_router.get("/{product_id}/draw", response_model=schemas.DrawOut)
+@public_router.get(
+    "/{product_id}/draw", response_model=schemas.DrawOut, responses=problems(404, 503)
+)
 async def published_draw(deps: DepsDep, product_id: IdPath) -> schemas.DrawOut:
     """The draw as published: the commitment, and once drawn the seed and every entry's rank,
     for anyone to check (``snapshoe draws verify``)."""

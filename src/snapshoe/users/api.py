@@ -12,6 +12,7 @@ from snapshoe.kernel.contracts.orders import OrderPlaced
 from snapshoe.kernel.errors import Problem
 from snapshoe.kernel.forwarded import client_address
 from snapshoe.kernel.internal import internal_caller
+from snapshoe.kernel.openapi import problems
 from snapshoe.users import cart, handlers, reset, sessions, verification
 from snapshoe.users.consumers import CART_QUEUE
 from snapshoe.users.deps import Deps
@@ -67,7 +68,17 @@ async def sign_up(body: SignupRequest, d: Deps = Depends(deps)) -> Accepted:
     return Accepted()
 
 
-@router.post("/api/users/verification", tags=["accounts"], responses=_errors(400, 422, 429))
+@router.post(
+    "/api/users/verification",
+    tags=["accounts"],
+    responses=problems(
+        422,
+        codes={
+            400: ("verification_code_invalid", "verification_code_expired"),
+            429: ("too_many_attempts", "too_many_requests"),
+        },
+    ),
+)
 async def verify(
     body: VerificationRequest, request: Request, d: Deps = Depends(deps)
 ) -> VerificationResult:
@@ -112,7 +123,11 @@ def _me(user: UserRow) -> Me:
     )
 
 
-@router.post("/api/auth/login", tags=["auth"], responses=_errors(400, 401, 422, 429))
+@router.post(
+    "/api/auth/login",
+    tags=["auth"],
+    responses=problems(400, 422, 429, codes={401: ("invalid_credentials",)}),
+)
 async def login(body: LoginRequest, request: Request, d: Deps = Depends(deps)) -> TokenResponse:
     pair = await sessions.login(
         d, email=body.email, password=body.password, client=client_address(request)
@@ -120,7 +135,11 @@ async def login(body: LoginRequest, request: Request, d: Deps = Depends(deps)) -
     return _tokens(pair)
 
 
-@router.post("/api/auth/refresh", tags=["auth"], responses=_errors(400, 401, 422))
+@router.post(
+    "/api/auth/refresh",
+    tags=["auth"],
+    responses=problems(400, 422, codes={401: ("invalid_token",)}),
+)
 async def refresh(body: RefreshRequest, d: Deps = Depends(deps)) -> TokenResponse:
     return _tokens(await sessions.refresh(d, refresh_token=body.refresh_token))
 

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from snapshoe.kernel.http import create_service_app
 from snapshoe.kernel.redis import create_redis
 from snapshoe.kernel.settings import Settings, settings_for
-from snapshoe.web import accounts, console, drops, store
+from snapshoe.web import accounts, api_reference, console, drops, store
 from snapshoe.web.deps import Deps
 from snapshoe.web.i18n import error_words
 from snapshoe.web.pages import NeedSignIn, Page, PageProblem, local_path
@@ -84,7 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = create_service_app(
         "web",
         settings=web,
-        routers=[accounts.router, store.router, drops.router, console.router],
+        routers=[api_reference.router, accounts.router, store.router, drops.router, console.router],
         readiness={"redis": check_redis},
         lifespan=lifespan,
         title="SnapShoe store and console",

@@ -94,6 +94,18 @@ class Api:
             log.warning("API %s %s failed: %s", method, path, exc)
             return Answer(0, None)
 
+    async def fetch_json(self, url: str) -> Answer:
+        """A GET of a full URL (a service's own ``/openapi.json``), no token, no edge headers."""
+        assert self._session is not None, "Api.start() not called"
+        try:
+            async with self._session.get(url) as r:
+                raw = await r.read()
+                body = orjson.loads(raw) if raw and "json" in r.content_type else None
+                return Answer(r.status, body)
+        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
+            log.warning("GET %s failed: %s", url, exc)
+            return Answer(0, None)
+
     @asynccontextmanager
     async def stream(
         self, path: str, *, token: str, client_ip: str | None
