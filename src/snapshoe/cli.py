@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
+from snapshoe.kernel.metrics import multiprocess_env, prepare_serve, serve_worker_metrics
 from snapshoe.kernel.settings import (
     SERVICES,
     Settings,
@@ -144,8 +145,8 @@ def serve(
     default = settings.products_stream_workers if service == "products_streams" else 0
     n = workers if workers is not None else default or settings.http_workers
     n = n or (os.cpu_count() or 1)
-    if service in SINGLE_PROCESS:
-        n = 1
+    n = 1 if service in SINGLE_PROCESS else n
+    prepare_serve(settings, service, n)
     uvicorn.run(
         f"snapshoe.{ROLE_APPS.get(service, service)}.bootstrap:create_app",
         factory=True,
@@ -178,6 +179,7 @@ def worker(service: Annotated[str, typer.Argument(help="service whose workers.py
 
     settings = _start_settings(f"{service}-worker")
     configure_logging(f"{service}-worker", settings.log_level, settings.log_json)
+    serve_worker_metrics(settings)
     module = importlib.import_module(f"snapshoe.{service}.workers")
 
     async def go() -> None:
@@ -191,12 +193,10 @@ def worker(service: Annotated[str, typer.Argument(help="service whose workers.py
 
 
 def _process_stages(settings: Settings, config_path: Path) -> list[list[Any]]:
-    """What `up` runs, in the order it starts them: the dev peers, then users and products
-    (which nothing else needs at start), then orders and payments (which call them), the
-    gateway last (it would only answer 503 before). Each worker starts with its service: a
-    worker has no readiness to wait for, and one started after the services was still
-    importing when the first payment of a test arrived (its event waited past the order's
-    payment window)."""
+    """What `up` runs, in order: the dev peers, users and products (which nothing else needs at
+    start), orders and payments (which call them), the gateway last (it would answer 503
+    before). Each worker starts with its service: one started after the services was still
+    importing when a test's first payment arrived (its event waited past the payment window)."""
     from snapshoe.sandbox_pg.settings import SandboxSettings
     from snapshoe.supervisor import ProcessSpec
 
@@ -208,7 +208,7 @@ def _process_stages(settings: Settings, config_path: Path) -> list[list[Any]]:
         for service in group:
             if not _has_module(f"snapshoe.{service}.bootstrap"):
                 continue
-            env = {}
+            env = multiprocess_env(settings, service)  # shared with its worker (kernel.metrics)
             if service == "sandbox_pg" and "webhook_url" not in SandboxSettings().model_fields_set:
                 # In dev the sandbox notifies payments like the real PG would (unless told
                 # otherwise: an empty SNAPSHOE_SANDBOX_PG_WEBHOOK_URL turns webhooks off).
@@ -218,7 +218,7 @@ def _process_stages(settings: Settings, config_path: Path) -> list[list[Any]]:
             if service == "products" and settings.products_stream_workers:
                 stage.append(ProcessSpec("products_streams", [*me, "serve", "products_streams"]))
             if service in HTTP_APPS and _has_module(f"snapshoe.{service}.workers"):
-                stage.append(ProcessSpec(f"{service}-worker", [*me, "worker", service]))
+                stage.append(ProcessSpec(f"{service}-worker", [*me, "worker", service], env))
         stages.append(stage)
     stages.append(_gateway_specs(settings, config_path))
     return [stage for stage in stages if stage]

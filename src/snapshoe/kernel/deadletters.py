@@ -10,10 +10,13 @@ Nothing consumes a DLQ by itself: a message there is an event some service did n
   original queue (default exchange, publisher confirm, ``mandatory``) and acks it from the DLQ
   only once the broker confirmed the copy; anything else goes back to the DLQ. A crash in
   between gives a duplicate (the consumer's inbox drops it), never a loss.
-- :class:`EventGauges` sets ``snapshoe_events_dlq_messages{queue}`` from the broker itself
-  (a passive queue declare returns the queue's message count), so every process that exports
-  it reports the same, true number, however many processes there are; and
-  ``snapshoe_outbox_unroutable_events{service}`` from the service's database, likewise.
+- :class:`EventGauges` sets ``snapshoe_events_dlq_messages{queue}`` and
+  ``snapshoe_events_queue_messages{queue}`` (consumer lag) from the broker itself (a passive
+  queue declare returns the queue's message count), so every process that exports them
+  reports the same, true number, however many processes there are; ``snapshoe_broker_up``
+  from whether that look reached the broker; and the outbox figures
+  (``snapshoe_outbox_unroutable_events``, ``_backlog_events``, ``_oldest_age_seconds``) from
+  the service's database, likewise.
 """
 
 from __future__ import annotations
@@ -33,20 +36,48 @@ from sqlalchemy import Table
 
 from snapshoe.kernel.broker import connect, publish_copy
 from snapshoe.kernel.db import Sessions
-from snapshoe.kernel.outbox import unroutable_count
+from snapshoe.kernel.outbox import backlog, unroutable_count
 from snapshoe.kernel.settings import Settings
 
 log = logging.getLogger("snapshoe.deadletters")
 
+# Read from the broker or the database at scrape time: the same in every process, so in
+# multiprocess mode (kernel.metrics) the most recent reading is the figure.
 DLQ_DEPTH = Gauge(
     "snapshoe_events_dlq_messages",
     "Messages in a dead-letter queue (read from the broker; the same in every process)",
     ["queue"],
+    multiprocess_mode="mostrecent",
+)
+QUEUE_READY = Gauge(
+    "snapshoe_events_queue_messages",
+    "Messages ready in a consumer queue, not yet taken by its consumers (consumer lag)",
+    ["queue"],
+    multiprocess_mode="mostrecent",
+)
+BROKER_UP = Gauge(
+    "snapshoe_broker_up",
+    "1 when the service's last look at RabbitMQ (at scrape time) reached it, else 0",
+    ["service"],
+    multiprocess_mode="mostrecent",
 )
 OUTBOX_UNROUTABLE = Gauge(
     "snapshoe_outbox_unroutable_events",
     "Unpublished outbox events the broker returned as unroutable (read from the database)",
     ["service"],
+    multiprocess_mode="mostrecent",
+)
+OUTBOX_BACKLOG = Gauge(
+    "snapshoe_outbox_backlog_events",
+    "Outbox events written and not yet published (read from the database)",
+    ["service"],
+    multiprocess_mode="mostrecent",
+)
+OUTBOX_AGE = Gauge(
+    "snapshoe_outbox_oldest_age_seconds",
+    "How long the oldest unpublished outbox event has waited (0: none waiting)",
+    ["service"],
+    multiprocess_mode="mostrecent",
 )
 BODY_HEAD_BYTES = 200
 # Every service's consumer queues (the union of their ``consumers.QUEUES``), for the operator's
@@ -187,11 +218,23 @@ async def replay(
 
 async def dlq_depths(settings: Settings, queues: Sequence[str]) -> dict[str, int]:
     """Messages in each DLQ (full DLQ name -> count), from passive declares."""
+    return await queue_depths(settings, queues, dlq=True)
+
+
+async def queue_depths(
+    settings: Settings, queues: Sequence[str], *, dlq: bool, with_dlq: bool = False
+) -> dict[str, int]:
+    """Messages ready in each queue (or its DLQ; or both with ``with_dlq``), full name ->
+    count, from passive declares; a queue never declared is left out."""
     depths: dict[str, int] = {}
-    connection = await aio_pika.connect(settings.amqp_url, timeout=3)
+    connection = await aio_pika.connect(settings.amqp_url, timeout=2)
+    names = [full_queue_name(settings, q) for q in queues]
+    if with_dlq:
+        names = [n for name in names for n in (name, f"{name}.dlq")]
+    elif dlq:
+        names = [f"{name}.dlq" for name in names]
     async with connection:
-        for queue in queues:
-            name = f"{full_queue_name(settings, queue)}.dlq"
+        for name in names:
             channel = await connection.channel()
             try:
                 q = await channel.declare_queue(name, passive=True)
@@ -230,15 +273,27 @@ class EventGauges:
             if time.monotonic() - self._at < self.ttl:
                 return
             self._at = time.monotonic()
-            try:
-                for name, depth in (await dlq_depths(self.settings, self.queues)).items():
-                    DLQ_DEPTH.labels(name).set(depth)
-            except Exception as exc:  # the broker is down: keep the last value, say why
-                log.warning("DLQ depth not refreshed: %s", exc)
+            await self._refresh_broker()
             sessions = self.sessions() if self.sessions else None
             if sessions is not None and self.outbox is not None:
                 try:
                     n = await unroutable_count(sessions, self.outbox)
                     OUTBOX_UNROUTABLE.labels(self.service).set(n)
+                    figures = await backlog(sessions, self.outbox)
+                    OUTBOX_BACKLOG.labels(self.service).set(figures.backlog)
+                    OUTBOX_AGE.labels(self.service).set(figures.oldest_age_seconds or 0.0)
                 except Exception as exc:
-                    log.warning("unroutable count not refreshed: %s", exc)
+                    log.warning("outbox figures not refreshed: %s", exc)
+
+    async def _refresh_broker(self) -> None:
+        """Queue and DLQ depths, and whether the broker answered at all (``snapshoe_broker_up``:
+        a broker outage is a metric and an alert, never a failed ``/readyz``)."""
+        try:
+            depths = await queue_depths(self.settings, self.queues, dlq=False, with_dlq=True)
+        except Exception as exc:  # the broker is down: keep the last depths, say why
+            BROKER_UP.labels(self.service).set(0)
+            log.warning("broker figures not refreshed: %s", exc)
+            return
+        BROKER_UP.labels(self.service).set(1)
+        for name, depth in depths.items():
+            (DLQ_DEPTH if name.endswith(".dlq") else QUEUE_READY).labels(name).set(depth)

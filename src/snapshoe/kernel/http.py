@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, FastAPI
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -31,6 +31,8 @@ from snapshoe.kernel.errors import (
     service_unavailable,
 )
 from snapshoe.kernel.logs import configure_logging, request_id_var
+from snapshoe.kernel.metrics import render as render_metrics
+from snapshoe.kernel.openapi import install_public_openapi
 from snapshoe.kernel.settings import Settings, get_settings
 
 log = logging.getLogger("snapshoe.http")
@@ -283,6 +285,7 @@ def create_service_app(
     app.include_router(_operations_router(service, dict(readiness or {}), metrics_hook))
     for router in routers:
         app.include_router(router)
+    install_public_openapi(app)
     app.add_middleware(
         RequestContextMiddleware,
         service=service,
@@ -315,7 +318,7 @@ def _operations_router(
                 await asyncio.wait_for(metrics_hook(), METRICS_HOOK_SECONDS)
             except Exception as exc:  # stale gauges beat a failed scrape
                 log.warning("metrics refresh failed: %s", exc)
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(render_metrics(), media_type=CONTENT_TYPE_LATEST)
 
     return ops
 

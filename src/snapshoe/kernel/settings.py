@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     mail_sink_smtp_port: int = 1025
     mail_sink_http_port: int = 8025
     gateway_stats_port: int = 8404
+    # A worker's own /metrics port (0: none). Under `snapshoe up` a worker writes to its
+    # service's multiprocess metrics directory instead (kernel.metrics); in a container of its
+    # own it serves here. SNAPSHOE_METRICS_DIR: where the multiprocess directories are.
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
+    metrics_dir: str = ""
 
     # Where other processes reach a service when that is not ``host``:port, e.g. in containers,
     # which bind the wildcard address but call each other by DNS name

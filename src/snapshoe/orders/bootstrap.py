@@ -12,7 +12,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import aio_pika
 from fastapi import APIRouter, FastAPI
 
 from snapshoe.kernel.auth import build_verifier
@@ -20,7 +19,7 @@ from snapshoe.kernel.batching import GroupCommit
 from snapshoe.kernel.clients.payments import PaymentsClient
 from snapshoe.kernel.clients.products import ProductsClient
 from snapshoe.kernel.clients.users import UsersClient
-from snapshoe.kernel.db import create_engine, create_sessions, ping
+from snapshoe.kernel.db import Sessions, create_engine, create_sessions, ping
 from snapshoe.kernel.deadletters import EventGauges
 from snapshoe.kernel.http import create_service_app
 from snapshoe.kernel.idempotency import IdempotencyStore
@@ -37,6 +36,7 @@ from snapshoe.orders.api import (
 from snapshoe.orders.baseline import floor_router
 from snapshoe.orders.consumers import QUEUES
 from snapshoe.orders.deps import Deps, Placement
+from snapshoe.orders.order_metrics import OrdersGauges
 from snapshoe.orders.placing import PLACEMENT_BATCH_MAX, write_placements
 from snapshoe.orders.refusals import ItemProducts
 from snapshoe.orders.settings import OrdersSettings
@@ -108,24 +108,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def check_redis() -> None:
         await app.state.deps.redis.ping()
 
-    async def check_rabbitmq() -> None:
-        connection = await aio_pika.connect(settings.amqp_url, timeout=2)
-        await connection.close()
-
     # Its consumers' DLQ depths (and unroutable outbox rows) in /metrics, read at scrape time.
-    gauges = EventGauges(
-        settings,
-        "orders",
-        list(QUEUES),
-        sessions=lambda: getattr(getattr(app.state, "deps", None), "sessions", None),
-        outbox=outbox,
-    )
+    def sessions() -> Sessions | None:
+        return getattr(getattr(app.state, "deps", None), "sessions", None)
+
+    events = EventGauges(settings, "orders", list(QUEUES), sessions=sessions, outbox=outbox)
+    gauges = OrdersGauges(events, sessions)
 
     app = create_service_app(
         "orders",
         settings=settings,
         routers=_routers(settings),
-        readiness={"database": check_db, "redis": check_redis, "rabbitmq": check_rabbitmq},
+        # Not the broker: events wait in the outbox while it is down (snapshoe_broker_up says so).
+        readiness={"database": check_db, "redis": check_redis},
         lifespan=lifespan,
         title="SnapShoe orders",
         fast_paths={("POST", "/api/orders"): fast_create_order},

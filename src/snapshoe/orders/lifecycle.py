@@ -108,6 +108,7 @@ LAG_SECONDS = Gauge(
     "snapshoe_orders_lifecycle_lag_seconds",
     "How late the oldest due order of a status is (0: nothing overdue)",
     ["status"],
+    multiprocess_mode="mostrecent",
 )
 
 

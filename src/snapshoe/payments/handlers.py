@@ -40,6 +40,7 @@ from snapshoe.payments.domain import (
     confirm_idempotency_key,
     new_payment_id,
 )
+from snapshoe.payments.payment_metrics import PAYMENTS
 from snapshoe.payments.pg import (
     PgAuthError,
     PgDeclined,
@@ -277,6 +278,7 @@ async def approve(core: Core, p: Payment, result: PgPayment) -> Payment:
             next_check_at=None,
             **learned,
         ):
+            PAYMENTS.labels("approved").inc()
             await add_to_outbox(
                 session,
                 outbox,
@@ -304,6 +306,7 @@ async def fail(core: Core, p: Payment, code: str, message: str) -> Payment:
             pg_message=(message or code)[:255],
             next_check_at=None,
         ):
+            PAYMENTS.labels("failed").inc()
             await add_to_outbox(
                 session,
                 outbox,
@@ -321,7 +324,7 @@ async def fail(core: Core, p: Payment, code: str, message: str) -> Payment:
 async def mark_unknown(core: Core, p: Payment, code: str) -> Payment:
     now = utcnow()
     async with core.sessions.begin() as session:
-        await repo.transition(
+        if await repo.transition(
             session,
             p.id,
             (Status.IN_PROGRESS,),
@@ -329,7 +332,8 @@ async def mark_unknown(core: Core, p: Payment, code: str) -> Payment:
             now,
             pg_code=code[:64],
             next_check_at=now + FIRST_CHECK_DELAY,
-        )
+        ):
+            PAYMENTS.labels("unknown").inc()
         return await repo.reread(session, p.id)
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import random
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -42,6 +43,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
+from snapshoe.payments.payment_metrics import PG_REQUESTS, PG_SECONDS
 from snapshoe.payments.settings import PaymentsSettings
 
 TOSS_BASE_URL = "https://api.tosspayments.com"
@@ -113,6 +115,14 @@ def classify(status: int, code: str) -> type[PgError]:
 
 
 # --- the payment ------------------------------------------------------------------------------
+
+
+PG_OUTCOMES: dict[type[PgError], str] = {
+    PgDeclined: "declined",
+    PgNotFound: "not_found",
+    PgUnknownResult: "unknown",
+    PgAuthError: "auth_error",
+}
 
 
 class PgStatus(StrEnum):
@@ -464,6 +474,27 @@ class TossPaymentsClient:
         path: str,
         body: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """One call, counted and timed (``snapshoe_pg_requests_total``, ``_seconds``)."""
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            answer = await self._send(method, path, body, idempotency_key)
+            outcome = "ok"
+            return answer
+        except PgError as exc:
+            outcome = PG_OUTCOMES.get(type(exc), "error")
+            raise
+        finally:
+            PG_SECONDS.labels(method).observe(time.perf_counter() - started)
+            PG_REQUESTS.labels(method, outcome).inc()
+
+    async def _send(
+        self,
+        method: Method,
+        path: str,
+        body: dict[str, Any] | None,
+        idempotency_key: str | None,
     ) -> dict[str, Any]:
         headers = dict(self._headers)
         if idempotency_key is not None:

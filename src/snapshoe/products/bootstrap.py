@@ -17,6 +17,7 @@ from snapshoe.kernel.clients.orders import OrdersClient
 from snapshoe.kernel.clients.payments import PaymentsClient
 from snapshoe.kernel.clients.users import UsersClient
 from snapshoe.kernel.db import create_engine, create_sessions, ping
+from snapshoe.kernel.deadletters import EventGauges
 from snapshoe.kernel.http import create_service_app
 from snapshoe.kernel.redis import create_redis
 from snapshoe.kernel.settings import Settings, settings_for
@@ -31,6 +32,7 @@ from snapshoe.products.queue_stream import product_tickets
 from snapshoe.products.rebuild import watch_gate
 from snapshoe.products.schemas import ReservationOut
 from snapshoe.products.settings import ProductsSettings
+from snapshoe.products.tables import outbox
 
 SERVICE = "products"
 
@@ -101,12 +103,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def redis_ready() -> None:
         await app.state.deps.redis.ping()
 
+    # Its outbox figures, the queues' and the gate's drift in /metrics, read at scrape time.
+    events = EventGauges(
+        settings,
+        SERVICE,
+        [],
+        sessions=lambda: getattr(getattr(app.state, "deps", None), "sessions", None),
+        outbox=outbox,
+    )
+    gauges = queue_metrics.ProductsGauges(events)
+
     app = create_service_app(
         SERVICE,
         settings=settings,
         routers=[public_router, admin_router, internal_router],
         readiness={"database": db_ready, "redis": redis_ready},
         lifespan=lifespan,
-        metrics_hook=lambda: queue_metrics.refresh(getattr(app.state, "deps", None)),
+        metrics_hook=lambda: gauges.refresh(getattr(app.state, "deps", None)),
     )
     return app

@@ -61,6 +61,8 @@ GATEWAY_BACKENDS = {
 # Backends of their own on a service's servers: the waiting room's streams on products'.
 SHARED_BACKENDS = {"products_streams": "products"}
 INFRA = ("mysql", "redis", "rabbitmq")
+# Third-party images beside the platform, not SnapShoe containers (test_observability_files.py).
+OBSERVABILITY = ("prometheus", "grafana")
 # The Kubernetes versions the manifests must validate against: an older supported one and the
 # newest kubernetes-validate bundles.
 K8S_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
@@ -173,7 +175,9 @@ def test_compose_runs_every_service_and_worker(compose: dict[str, Any]) -> None:
 
 def test_one_image_built_once_for_every_snapshoe_container(compose: dict[str, Any]) -> None:
     ours = {
-        name: svc for name, svc in compose["services"].items() if name not in (*INFRA, "gateway")
+        name: svc
+        for name, svc in compose["services"].items()
+        if name not in (*INFRA, *OBSERVABILITY, "gateway")
     }
     images = {svc["image"] for svc in ours.values()}
     assert len(images) == 1, images
@@ -442,7 +446,7 @@ def test_the_image_runs_in_production_unless_told_otherwise(compose: dict[str, A
     # compose's dev is a choice it states, for every SnapShoe container.
     assert compose["x-snapshoe-env"]["SNAPSHOE_ENVIRONMENT"] == "${SNAPSHOE_ENVIRONMENT:-dev}"
     for name, svc in compose["services"].items():
-        if name not in (*INFRA, "gateway"):
+        if name not in (*INFRA, *OBSERVABILITY, "gateway"):
             assert "SNAPSHOE_ENVIRONMENT" in svc["environment"], name
 
 
