@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
 from snapshoe.users.handlers import create_admin
 from tests.integration.orders.helpers import OrdersEnv
@@ -82,7 +82,7 @@ class Shop:
         await page.get_by_label("인증 코드").fill(code)
         await page.get_by_role("button", name="인증하기").click()
         await page.wait_for_url("**/login")
-        await self.log_in(page, email)
+        await self.signed_in(page, email)
         return email
 
     async def log_in(self, page: Page, email: str, password: str = PASSWORD) -> None:
@@ -92,10 +92,15 @@ class Shop:
         await page.get_by_role("button", name="로그인").click()
         await page.wait_for_load_state()
 
+    async def signed_in(self, page: Page, email: str, password: str = PASSWORD) -> None:
+        """log_in, and fail here (not pages later) if the store did not sign the buyer in."""
+        await self.log_in(page, email, password)
+        await expect(page.get_by_role("button", name="로그아웃")).to_be_visible()
+
     async def admin(self, page: Page) -> str:
         email = f"admin-{secrets.token_hex(5)}@example.com"
         await create_admin(self.platform.settings, email, PASSWORD)
-        await self.log_in(page, email)
+        await self.signed_in(page, email)
         return email
 
 
