@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from playwright.async_api import expect
 
 from snapshoe.web.views import KST
+from tests.integration.orders.helpers import pay
 from tests.support.waiting import eventually
 from tests.web.conftest import Shop
 
@@ -95,25 +96,7 @@ async def test_the_console_is_for_admins_only_and_refunds_a_paid_order(shop: Sho
         r = await shop.env.order(client, buyer, [(items[0]["id"], 1)])
         assert r.status_code == 201, r.text
         order = r.json()
-        r = await client.post(
-            "/pg/v1/sandbox/authorizations",
-            json={
-                "order_id": order["id"],
-                "amount": order["total_amount"],
-                "card_number": "4111111111110000",
-            },
-        )
-        assert r.status_code == 200, r.text
-        r = await client.post(
-            "/api/payments/confirm",
-            json={
-                "order_id": order["id"],
-                "payment_key": r.json()["payment_key"],
-                "amount": order["total_amount"],
-            },
-            headers={**buyer.auth, "Idempotency-Key": f"console-{order['id']}"},
-        )
-        assert r.status_code == 200, r.text
+        await pay(client, buyer.auth, order)
         await eventually(
             lambda: client.get(f"/api/orders/{order['id']}", headers=buyer.auth),
             lambda r: r.json()["status"] == "PREPARING",

@@ -50,6 +50,36 @@ def admin_headers(settings: Settings) -> dict[str, str]:
     return mint_buyer(settings, roles=("admin",)).auth
 
 
+APPROVE_CARD = "4111111111110000"
+
+
+async def pay(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    order: dict[str, Any],
+    card: str = APPROVE_CARD,
+) -> dict[str, Any]:
+    """Authorize at the sandbox PG as the buyer's browser would, then confirm (200 asserted);
+    the payment."""
+    r = await client.post(
+        "/pg/v1/sandbox/authorizations",
+        json={"order_id": order["id"], "amount": order["total_amount"], "card_number": card},
+    )
+    assert r.status_code == 200, r.text
+    r = await client.post(
+        "/api/payments/confirm",
+        json={
+            "order_id": order["id"],
+            "payment_key": r.json()["payment_key"],
+            "amount": order["total_amount"],
+        },
+        headers={**auth, "Idempotency-Key": key()},
+    )
+    assert r.status_code == 200, r.text
+    payment: dict[str, Any] = r.json()
+    return payment
+
+
 def key() -> str:
     return f"k-{secrets.token_urlsafe(12)}"
 

@@ -14,7 +14,7 @@ from tests.integration.orders.helpers import (
     OrdersEnv,
     admin_headers,
     assert_problem,
-    key,
+    pay,
 )
 from tests.support.platform import Platform
 from tests.support.waiting import eventually
@@ -24,24 +24,7 @@ ADMIN = "/api/admin/orders"
 
 
 async def _pay(c: httpx.AsyncClient, buyer: Buyer, order: dict[str, Any]) -> dict[str, Any]:
-    """Authorize at the sandbox PG as the buyer's browser would, then confirm."""
-    r = await c.post(
-        "/pg/v1/sandbox/authorizations",
-        json={"order_id": order["id"], "amount": order["total_amount"], "card_number": APPROVE},
-    )
-    assert r.status_code == 200, r.text
-    r = await c.post(
-        "/api/payments/confirm",
-        json={
-            "order_id": order["id"],
-            "payment_key": r.json()["payment_key"],
-            "amount": order["total_amount"],
-        },
-        headers={**buyer.auth, "Idempotency-Key": key()},
-    )
-    assert r.status_code == 200, r.text
-    payment: dict[str, Any] = r.json()
-    return payment
+    return await pay(c, buyer.auth, order)
 
 
 async def _paid(env: OrdersEnv, c: httpx.AsyncClient, buyer: Buyer, order: dict[str, Any]) -> str:

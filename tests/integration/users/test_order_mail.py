@@ -19,7 +19,8 @@ import httpx
 import orjson
 import pytest
 from sqlalchemy import text
-from tests.integration.orders.helpers import Buyer, OrdersEnv, admin_headers, key
+from tests.integration.orders.helpers import Buyer, OrdersEnv, admin_headers
+from tests.integration.orders.helpers import pay as pay_order
 from tests.support.platform import Platform, User
 from tests.support.waiting import eventually
 
@@ -63,25 +64,7 @@ def buyer_of(user: User) -> Buyer:
 
 
 async def pay(client: httpx.AsyncClient, user: User, order: dict[str, Any]) -> None:
-    r = await client.post(
-        "/pg/v1/sandbox/authorizations",
-        json={
-            "order_id": order["id"],
-            "amount": order["total_amount"],
-            "card_number": "4111111111110000",
-        },
-    )
-    assert r.status_code == 200, r.text
-    r = await client.post(
-        "/api/payments/confirm",
-        json={
-            "order_id": order["id"],
-            "payment_key": r.json()["payment_key"],
-            "amount": order["total_amount"],
-        },
-        headers={**user.auth, "Idempotency-Key": key()},
-    )
-    assert r.status_code == 200, r.text
+    await pay_order(client, user.auth, order)
 
 
 async def order_mails(platform: Platform, email: str, order_id: str) -> list[dict[str, Any]]:
