@@ -19,7 +19,6 @@ from tests.integration.orders.helpers import (
 from tests.support.platform import Platform
 from tests.support.waiting import eventually
 
-APPROVE = "4111111111110000"
 ADMIN = "/api/admin/orders"
 
 
