@@ -16,11 +16,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from snapshoe.kernel import tracing
 from snapshoe.kernel.db import Sessions
 
 log = logging.getLogger("snapshoe.batching")
@@ -78,7 +79,9 @@ class GroupCommit(Generic[T, R]):
         self._write = write
         self._writers = writers
         self._max_batch = max_batch
-        self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] | None = None
+        self._name = name
+        # (item, its caller's future, its caller's span context when tracing)
+        self._queue: asyncio.Queue[tuple[T, asyncio.Future[R], Any]] | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -99,7 +102,7 @@ class GroupCommit(Generic[T, R]):
         self._tasks = []
         queue, self._queue = self._queue, None
         while queue is not None and not queue.empty():
-            _, fut = queue.get_nowait()
+            _, fut, _ = queue.get_nowait()
             if not fut.done():
                 fut.set_exception(RuntimeError("group commit closed"))
 
@@ -109,7 +112,7 @@ class GroupCommit(Generic[T, R]):
         if self._queue is None:
             raise RuntimeError("group commit not started")
         fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((item, fut))
+        self._queue.put_nowait((item, fut, tracing.current_span_context()))
         return await fut
 
     async def _run(self) -> None:
@@ -119,21 +122,22 @@ class GroupCommit(Generic[T, R]):
             batch = [await queue.get()]
             while len(batch) < self._max_batch and not queue.empty():
                 batch.append(queue.get_nowait())
-            items = [item for item, _ in batch]
+            items = [item for item, _, _ in batch]
             results: Sequence[R | BaseException]
             try:
-                results = await self._write(items)
+                with tracing.batch_span(f"group commit {self._name}", [c for _, _, c in batch]):
+                    results = await self._write(items)
                 if len(results) != len(batch):
                     raise RuntimeError(f"{len(results)} results for a batch of {len(batch)}")
             except asyncio.CancelledError:
-                for _, fut in batch:
+                for _, fut, _ in batch:
                     if not fut.done():
                         fut.cancel()
                 raise
             except Exception as exc:  # handed to every caller of the batch
                 results = [exc] * len(batch)
             self._sizes.observe(len(batch))
-            for (_, fut), result in zip(batch, results, strict=True):
+            for (_, fut, _), result in zip(batch, results, strict=True):
                 if fut.done():  # its caller was cancelled
                     continue
                 if isinstance(result, BaseException):

@@ -5,9 +5,10 @@ delivery, poison messages requeued towards the dead-letter queue (see ``kernel.m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import orjson
@@ -17,6 +18,7 @@ from sqlalchemy import Table, insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from snapshoe.kernel import tracing
 from snapshoe.kernel.broker import (
     MAX_BACKOFF_SECONDS,
     connect,
@@ -147,7 +149,8 @@ class _QueueConsumer:
         if self.ignore is not None and self.ignore(body):
             await message.ack()
             return
-        applied = await self._apply(message, body, key, handler)
+        with _continued(message, self.name, key):
+            applied = await self._apply(message, body, key, handler)
         if applied is None:
             return
         await message.ack()
@@ -196,6 +199,33 @@ class _QueueConsumer:
                 await sleep_or_stop(self.stop, delay)
 
 
+@contextlib.contextmanager
+def _continued(message: AbstractIncomingMessage, queue: str, key: str) -> Iterator[None]:
+    """Handle the event in the trace and with the request id it was published with: a
+    consumer span, child of the publish, when tracing is on; its log lines and the events it
+    writes carry the same trace either way."""
+    headers = message.headers or {}
+    tokens = tracing.continue_from(headers)
+    parent = tracing.extracted(headers)
+    try:
+        if parent is None:
+            yield
+            return
+        with tracing.tracer.start_as_current_span(
+            f"process {key}",
+            context=parent,
+            kind=tracing.CONSUMER,
+            attributes={
+                "messaging.system": "rabbitmq",
+                "messaging.destination.name": queue,
+                "messaging.message.id": str(message.message_id or ""),
+            },
+        ):
+            yield
+    finally:
+        tracing.reset(tokens)
+
+
 def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
 
@@ -205,7 +235,12 @@ async def _requeue_unspent(message: AbstractIncomingMessage, queue: str) -> None
     copy through the default exchange (straight to ``queue``) with a broker confirm, then ack
     the original. A nack would count towards the delivery limit. If the publish fails, the
     message is left unacked and comes back when the channel closes."""
-    headers = {k: v for k, v in (message.headers or {}).items() if not str(k).startswith("x-")}
+    # The broker's own x- headers go; the trace and the request id stay with the event.
+    headers = {
+        k: v
+        for k, v in (message.headers or {}).items()
+        if not str(k).startswith("x-") or k == "x-request-id"
+    }
     if not await publish_copy(message, queue, headers):
         log.error(
             "event %s could not be handed back to %s; left unacked", message.message_id, queue

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Column, text
 from sqlalchemy.dialects.mysql import DATETIME
+from sqlalchemy.ext import asyncio as sa_asyncio
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.types import TypeDecorator
 
+from snapshoe.kernel import tracing
 from snapshoe.kernel.clock import as_utc, to_db
 from snapshoe.kernel.settings import Settings
 
@@ -45,7 +47,8 @@ def ts_column(name: str, *, nullable: bool = False, **kw: Any) -> Column[datetim
 
 
 def create_engine(settings: Settings, service: str, *, pool_size: int | None = None) -> AsyncEngine:
-    return create_async_engine(
+    # Through the module: tracing's instrumentation wraps the function there.
+    engine = sa_asyncio.create_async_engine(
         settings.database_url(service),
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
@@ -56,6 +59,8 @@ def create_engine(settings: Settings, service: str, *, pool_size: int | None = N
         # of REPEATABLE READ don't serialize unrelated inserts under a drop.
         isolation_level="READ COMMITTED",
     )
+    tracing.instrument_engine(engine)
+    return engine
 
 
 def create_sessions(engine: AsyncEngine) -> Sessions:

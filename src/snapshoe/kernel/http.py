@@ -16,11 +16,12 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, FastAPI
+from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from snapshoe.kernel import gc_pauses
+from snapshoe.kernel import gc_pauses, tracing
 from snapshoe.kernel.errors import (
     BACKEND_ERRORS,
     PROBLEM_JSON,
@@ -30,7 +31,7 @@ from snapshoe.kernel.errors import (
     problem_response,
     service_unavailable,
 )
-from snapshoe.kernel.logs import configure_logging, request_id_var
+from snapshoe.kernel.logs import configure_logging, request_id_var, trace_var
 from snapshoe.kernel.metrics import render as render_metrics
 from snapshoe.kernel.openapi import install_public_openapi
 from snapshoe.kernel.settings import Settings, get_settings
@@ -96,13 +97,17 @@ class RequestContextMiddleware:
             return
         rid = None
         length = None
+        traceparent = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 rid = value.decode("latin-1")[:64]
             elif name == b"content-length":
                 length = value
+            elif name == b"traceparent":
+                traceparent = value
         rid = rid or uuid.uuid4().hex
         token = request_id_var.set(rid)
+        trace_tokens = _follow_trace(traceparent)
         start = time.perf_counter()
         status = 500
 
@@ -113,6 +118,8 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 status_sent = True
+                if tracing.enabled():
+                    _name_span(scope)
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             await send(message)
 
@@ -138,6 +145,7 @@ class RequestContextMiddleware:
         finally:
             self._record(scope, status, time.perf_counter() - start)
             request_id_var.reset(token)
+            tracing.reset(trace_tokens)
 
     def _record(self, scope: Scope, status: int, elapsed: float) -> None:
         """Count and time the request; log it if it was a problem (or every request is)."""
@@ -190,6 +198,28 @@ class RequestContextMiddleware:
             await response(scope, receive, send)
 
 
+def _name_span(scope: Scope) -> None:
+    """Name the ASGI instrumentation's server span by its route, as the response starts (it
+    ends the span with the response's last byte)."""
+    span = trace.get_current_span()
+    path = getattr(scope.get("route"), "path", None)
+    if path and span.is_recording():
+        span.update_name(f"{scope['method']} {path}")
+        span.set_attribute("http.route", path)
+
+
+def _follow_trace(traceparent: bytes | None) -> list[Any]:
+    """With export off, the trace the gateway started or continued, for logs and to pass on
+    (with export on, the ASGI instrumentation continues it as a span)."""
+    if traceparent is None or tracing.enabled():
+        return []
+    raw = traceparent.decode("latin-1")
+    ids = tracing.parse(raw)
+    if ids is None:
+        return []
+    return [tracing.incoming_var.set(raw), trace_var.set(ids)]
+
+
 def _replay(body: bytes, receive: Receive) -> Receive:
     """The body already read, then whatever the client sends next (a disconnect)."""
     sent = False
@@ -240,17 +270,26 @@ async def _send_problem(send: Send, problem: Problem) -> None:
 
 def _watching_gc(
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None,
+    settings: Settings,
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
-    """The service's lifespan, with the GC tuned and watched in the serving process first."""
+    """The service's lifespan, with the GC tuned and watched in the serving process first,
+    and the trace sample ratio followed."""
 
     @asynccontextmanager
     async def run(app: FastAPI) -> AsyncIterator[None]:
         gc_pauses.install()
-        if lifespan is None:
-            yield
-        else:
-            async with lifespan(app):
+        stop = asyncio.Event()
+        # The operator's live trace sample ratio (snapshoe tracing sample), when tracing.
+        follower = asyncio.create_task(tracing.follow_sample_ratio(settings, stop))
+        try:
+            if lifespan is None:
                 yield
+            else:
+                async with lifespan(app):
+                    yield
+        finally:
+            stop.set()
+            await follower
 
     return run
 
@@ -279,7 +318,7 @@ def create_service_app(
     app = FastAPI(
         title=title or f"SnapShoe {service}",
         version=version,
-        lifespan=_watching_gc(lifespan),
+        lifespan=_watching_gc(lifespan, settings),
     )
     install_error_handlers(app)
     app.include_router(_operations_router(service, dict(readiness or {}), metrics_hook))
@@ -292,7 +331,22 @@ def create_service_app(
         fast_paths=fast_paths,
         access_log=settings.access_log,
     )
+    if tracing.configure_tracing(service, settings):
+        _add_tracing_middleware(app)
     return app
+
+
+def _add_tracing_middleware(app: FastAPI) -> None:
+    """The ASGI instrumentation, outermost: a server span per request, continuing the
+    gateway's traceparent (probes and scrapes left out; no spans per body chunk)."""
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    app.add_middleware(
+        OpenTelemetryMiddleware,
+        excluded_urls="/healthz,/readyz,/metrics",
+        exclude_spans=["receive", "send"],
+        tracer_provider=tracing.provider(),
+    )
 
 
 def _operations_router(

@@ -1,4 +1,5 @@
-"""JSON structured logs carrying the request id the gateway assigned."""
+"""JSON structured logs carrying the request id the gateway assigned and the trace and span
+ids of the work being done."""
 
 from __future__ import annotations
 
@@ -9,9 +10,15 @@ import time
 from typing import Any
 
 import orjson
+from opentelemetry import trace
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
+)
+# (trace_id, span_id) from the traceparent a request or event arrived with, for logs when no
+# span is being recorded (tracing export off): the span id is then the caller's.
+trace_var: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
+    "trace_ids", default=None
 )
 
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
@@ -34,6 +41,12 @@ class JsonFormatter(logging.Formatter):
         rid = request_id_var.get()
         if rid:
             entry["request_id"] = rid
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            entry["trace_id"] = f"{span.trace_id:032x}"
+            entry["span_id"] = f"{span.span_id:016x}"
+        elif (ids := trace_var.get()) is not None:
+            entry["trace_id"], entry["span_id"] = ids
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 entry[key] = value

@@ -25,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from snapshoe.kernel import tracing
 from snapshoe.kernel.contracts.events import Event
 from snapshoe.kernel.contracts.internal_operations import OutboxFigures
 from snapshoe.kernel.db import Sessions
@@ -55,6 +56,9 @@ def messaging_tables(metadata: MetaData) -> tuple[Table, Table]:
         # Why the last publish did not happen ('unroutable'), and when to try it again.
         Column("last_error", String(200), nullable=True),
         Column("retry_at", DateTime(timezone=False), nullable=True),
+        # The trace context and request id of the transaction that wrote the event (W3C
+        # traceparent, x-request-id): the relay publishes them as message headers.
+        Column("trace_headers", JSON, nullable=True),
         Index("ix_outbox_unpublished", "published_at", "id"),
     )
     inbox = Table(
@@ -79,12 +83,22 @@ async def add_to_outbox(session: AsyncSession, outbox: Table, event: Event) -> N
             routing_key=event.routing_key(),
             body=event.to_message(),
             created_at=_now(),
+            trace_headers=tracing.carrier() or None,
         )
     )
 
 
-async def add_many_to_outbox(session: AsyncSession, outbox: Table, events: Sequence[Event]) -> None:
+async def add_many_to_outbox(
+    session: AsyncSession,
+    outbox: Table,
+    events: Sequence[Event],
+    trace_headers: Sequence[dict[str, str] | None] | None = None,
+) -> None:
+    """``trace_headers``: each event's own context, when the events come from different
+    requests (a group commit); by default the current context, for all."""
     now = _now()
+    shared = tracing.carrier() or None
+    headers = trace_headers if trace_headers is not None else [shared] * len(events)
     await session.execute(
         insert(outbox),
         [
@@ -93,8 +107,9 @@ async def add_many_to_outbox(session: AsyncSession, outbox: Table, events: Seque
                 "routing_key": e.routing_key(),
                 "body": e.to_message(),
                 "created_at": now,
+                "trace_headers": h,
             }
-            for e in events
+            for e, h in zip(events, headers, strict=True)
         ],
     )
 

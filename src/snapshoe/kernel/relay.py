@@ -17,6 +17,7 @@ from prometheus_client import Counter
 from sqlalchemy import Row, Table, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from snapshoe.kernel import tracing
 from snapshoe.kernel.broker import MAX_BACKOFF_SECONDS, connect, declare_exchange
 from snapshoe.kernel.contracts.routing import must_route
 from snapshoe.kernel.db import Sessions
@@ -94,7 +95,9 @@ class Relay:
         o = self.outbox
         return (
             await session.execute(
-                select(o.c.id, o.c.event_id, o.c.routing_key, o.c.body, o.c.attempts)
+                select(
+                    o.c.id, o.c.event_id, o.c.routing_key, o.c.body, o.c.attempts, o.c.trace_headers
+                )
                 .where(
                     o.c.published_at.is_(None),
                     or_(o.c.retry_at.is_(None), o.c.retry_at <= now),
@@ -157,7 +160,23 @@ class Relay:
 
 
 async def _publish(exchange: AbstractExchange, row: Row[Any]) -> Any:
-    """Publish one outbox row; the result is the broker's confirm or the returned message."""
+    """Publish one outbox row; the result is the broker's confirm or the returned message.
+    The row's trace context and request id go as message headers; with tracing on, the
+    publish is a span of the trace that wrote the event."""
+    headers: dict[str, Any] = dict(row.trace_headers or {})
+    parent = tracing.extracted(headers)
+    if parent is None:
+        return await _send(exchange, row, headers)
+    with tracing.tracer.start_as_current_span(
+        f"publish {row.routing_key}",
+        context=parent,
+        kind=tracing.PRODUCER,
+        attributes={"messaging.system": "rabbitmq", "messaging.message.id": row.event_id},
+    ):
+        return await _send(exchange, row, headers | tracing.carrier())
+
+
+async def _send(exchange: AbstractExchange, row: Row[Any], headers: dict[str, Any]) -> Any:
     return await exchange.publish(
         aio_pika.Message(
             orjson.dumps(row.body),
@@ -165,6 +184,7 @@ async def _publish(exchange: AbstractExchange, row: Row[Any]) -> Any:
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             type=str(row.body.get("event_type", "")),
+            headers=headers or None,
         ),
         routing_key=row.routing_key,
         # No bound queue: the broker returns the message (the result is the returned

@@ -147,6 +147,10 @@ class Settings(BaseSettings):
     # "all". The gateway logs every request with the same request id either way, and every
     # request is counted in the services' /metrics.
     access_log: Literal["all", "problems"] = "problems"
+    # Tracing export (OTLP over HTTP, e.g. http://127.0.0.1:4318): empty, the default, records
+    # no spans (logs still carry the gateway's trace id). The ratio samples by trace id.
+    otlp_endpoint: str = ""
+    trace_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
 
     def database_name(self, service: str) -> str:
         return f"{self.namespace}_{service}"

@@ -32,6 +32,7 @@ class Placement:
     lines: list[dict[str, Any]]
     event: OrderPlaced
     now: datetime
+    trace: dict[str, str] | None = None  # the request's trace context, for its event
 
 
 @dataclass(slots=True)

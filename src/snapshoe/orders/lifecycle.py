@@ -42,6 +42,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import and_, func, select
 from sqlalchemy.exc import DBAPIError
 
+from snapshoe.kernel import tracing
 from snapshoe.kernel.clock import Clock, SystemClock, as_utc, to_db
 from snapshoe.kernel.contracts import Event
 from snapshoe.kernel.contracts.orders import OrderDelivered, OrderExpired, OrderShipped
@@ -131,7 +132,7 @@ def due_query(step: Step, now: datetime, limit: int) -> Any:
     if step.requires_stock is not None:
         conditions.append(orders.c.stock_state == step.requires_stock)
     return (
-        select(orders.c.id)
+        select(orders.c.id, orders.c.trace_parent)
         .where(and_(*conditions))
         .order_by(orders.c.next_transition_at)
         .limit(limit)
@@ -156,9 +157,9 @@ _HISTORY_SQL = (
 # The body is the contract's own message for the step (a template rendered by the event model,
 # so the contract stays in Python) with the per-order fields set by MariaDB.
 _OUTBOX_SQL = (
-    "INSERT INTO outbox (event_id, routing_key, body, created_at) "  # noqa: S608
+    "INSERT INTO outbox (event_id, routing_key, body, created_at, trace_headers) "  # noqa: S608
     "SELECT b.eid, %s, JSON_SET(%s, '$.event_id', b.eid, '$.order_id', o.id, "
-    f"'$.buyer_id', o.buyer_id), %s FROM {_IDS_EIDS} JOIN orders AS o ON o.id = b.id"
+    f"'$.buyer_id', o.buyer_id), %s, %s FROM {_IDS_EIDS} JOIN orders AS o ON o.id = b.id"
 )
 
 
@@ -180,28 +181,47 @@ async def advance(
 ) -> int:
     """Apply ``step`` to at most ``limit`` due orders in one transaction; returns how many."""
     started = time.perf_counter()
-    at = to_db(now)
     async with sessions.begin() as session:
-        ids = [r[0] for r in (await session.execute(due_query(step, now, limit))).all()]
-        if not ids:
+        rows = (await session.execute(due_query(step, now, limit))).all()
+        if not rows:
             return 0
-        batch = orjson.dumps(ids).decode()
-        nxt = to_db(now + timedelta(seconds=stage_seconds)) if step.schedules_next else None
-        params: tuple[Any, ...] = (step.target.value, at, nxt)
-        if step.sets_stock is not None:
-            params += (step.sets_stock.value,)
-        conn = await session.connection()
-        result = await conn.exec_driver_sql(update_sql(step), (batch, *params, step.source.value))
-        if result.rowcount != len(ids):
-            raise BatchConflict(f"{step.kind}: claimed {len(ids)}, moved {result.rowcount}")
-        await conn.exec_driver_sql(_HISTORY_SQL, (step.target.value, step.reason, at, batch))
-        pairs = orjson.dumps([(oid, event_id(oid, step)) for oid in ids]).decode()
-        await conn.exec_driver_sql(
-            _OUTBOX_SQL, (step.event.routing_key(), message_template(step, now), at, pairs)
-        )
+        ids = [r[0] for r in rows]
+        with _batch_span(step, [r[1] for r in rows]):
+            await _move(await session.connection(), step, ids, now, stage_seconds)
     TRANSITIONS.labels(step.kind).inc(len(ids))
     BATCH_SECONDS.labels(step.kind).observe(time.perf_counter() - started)
     return len(ids)
+
+
+async def _move(conn: Any, step: Step, ids: list[str], now: datetime, stage_seconds: float) -> None:
+    """The claimed orders' update, history rows and events (three statements)."""
+    at = to_db(now)
+    batch = orjson.dumps(ids).decode()
+    nxt = to_db(now + timedelta(seconds=stage_seconds)) if step.schedules_next else None
+    params: tuple[Any, ...] = (step.target.value, at, nxt)
+    if step.sets_stock is not None:
+        params += (step.sets_stock.value,)
+    result = await conn.exec_driver_sql(update_sql(step), (batch, *params, step.source.value))
+    if result.rowcount != len(ids):
+        raise BatchConflict(f"{step.kind}: claimed {len(ids)}, moved {result.rowcount}")
+    await conn.exec_driver_sql(_HISTORY_SQL, (step.target.value, step.reason, at, batch))
+    pairs = orjson.dumps([(oid, event_id(oid, step)) for oid in ids]).decode()
+    carried = tracing.carrier() if tracing.enabled() else None
+    headers = orjson.dumps(carried).decode() if carried else None
+    await conn.exec_driver_sql(
+        _OUTBOX_SQL, (step.event.routing_key(), message_template(step, now), at, headers, pairs)
+    )
+
+
+def _batch_span(step: Step, parents: list[str | None]) -> contextlib.AbstractContextManager[Any]:
+    """With tracing on, a span for the batch, linked to the request that placed each order
+    (at most 128 links, the SDK's default limit); its events carry it to their consumers."""
+    if not tracing.enabled():
+        return contextlib.nullcontext()
+    links = [link for p in parents[:128] if (link := tracing.link_to(p)) is not None]
+    return tracing.tracer.start_as_current_span(
+        f"lifecycle {step.kind}", links=links, attributes={"snapshoe.orders": len(parents)}
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError
 
+from snapshoe.kernel import tracing
 from snapshoe.kernel.batching import OutcomeUnknown, fault, look, together_or_alone
 from snapshoe.kernel.clients import UpstreamProblem, UpstreamUnavailable
 from snapshoe.kernel.clock import to_db, utcnow
@@ -35,7 +36,7 @@ from snapshoe.kernel.contracts.internal_products import LineIn as ReserveLine
 from snapshoe.kernel.contracts.orders import OrderLine, OrderPlaced
 from snapshoe.kernel.errors import Problem
 from snapshoe.kernel.idempotency import fingerprint
-from snapshoe.kernel.messaging import add_many_to_outbox, add_to_outbox
+from snapshoe.kernel.messaging import add_many_to_outbox
 from snapshoe.orders import refusals, schemas
 from snapshoe.orders import repository as repo
 from snapshoe.orders.admission import (
@@ -230,7 +231,9 @@ async def _place(
         order = _new_order(order_id, buyer_id, key, fp, request, snapshot, now, until)
         placed = _placed_event(order, snapshot, until, request.from_cart, retried_by_id)
         # Group commit: written with the other orders placed meanwhile (write_placements).
-        await deps.placements.submit(Placement(order, snapshot, placed, now))
+        await deps.placements.submit(
+            Placement(order, snapshot, placed, now, tracing.carrier() or None)
+        )
     except IntegrityError as exc:
         if not retried_by_id:  # the key's order is another one: this reservation is spare
             await release(deps, order_id)
@@ -320,6 +323,8 @@ def _new_order(
         "updated_at": to_db(now),
         "expires_at": to_db(until),
         "next_transition_at": to_db(until),
+        # So the lifecycle worker's spans can link back to the request that placed it.
+        "trace_parent": tracing.current_traceparent(),
     }
 
 
@@ -415,7 +420,9 @@ async def write_placements(deps: Deps, batch: list[Placement]) -> list[BaseExcep
 
     async def together(session: AsyncSession, items: list[Placement]) -> list[None]:
         await repo.insert_orders(session, [(p.order, p.lines, p.now) for p in items])
-        await add_many_to_outbox(session, outbox, [p.event for p in items])
+        await add_many_to_outbox(
+            session, outbox, [p.event for p in items], [p.trace for p in items]
+        )
         return [None] * len(items)
 
     async def written(ids: list[str]) -> bool:
@@ -427,7 +434,7 @@ async def write_placements(deps: Deps, batch: list[Placement]) -> list[BaseExcep
         try:
             async with deps.sessions.begin() as session:
                 await repo.insert_order(session, order=p.order, lines=p.lines, now=p.now)
-                await add_to_outbox(session, outbox, p.event)
+                await add_many_to_outbox(session, outbox, [p.event], [p.trace])
                 committing = True  # from here a failure may have landed
                 fault(PLACEMENTS, "commit")
             fault(PLACEMENTS, "committed")

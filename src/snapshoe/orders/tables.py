@@ -56,6 +56,8 @@ orders = Table(
     # When the lifecycle worker (issue 5) must look at the order next: expires_at while
     # PENDING_PAYMENT, the next stage while PREPARING/SHIPPING, NULL when final.
     ts_column("next_transition_at", nullable=True),
+    # The traceparent of the request that placed the order (tracing export on only).
+    Column("trace_parent", String(55), nullable=True),
     # A lost Redis idempotency key can never create a second order.
     UniqueConstraint("buyer_id", "idempotency_key", name="uq_orders_buyer_id_idempotency_key"),
     # "My orders, newest first" with a (created_at, id) keyset cursor.

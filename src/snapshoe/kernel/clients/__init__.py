@@ -20,14 +20,19 @@ import aiohttp
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from snapshoe.kernel import tracing
 from snapshoe.kernel.internal import internal_headers
 from snapshoe.kernel.settings import Settings
 
 log = logging.getLogger("snapshoe.clients")
 
 
-# Failures to establish a connection: the request was never sent.
-_NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+# Failures to establish a connection (or to get one from the pool in time): the request was
+# never sent, so sending it again cannot do anything twice.
+NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+# Failures once the request may have been sent: a read timeout, the connection cut or reset,
+# an answer that breaks off. Whether the other side acted is unknown.
+LOST_AFTER_SENDING = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
 CONNECT_RETRIES = 3
 
 
@@ -59,6 +64,36 @@ def parse(model: type[M], body: dict[str, Any], what: str) -> M:
         ) from exc
 
 
+def pooled_session(
+    max_connections: int,
+    *,
+    timeout: aiohttp.ClientTimeout,
+    base_url: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> aiohttp.ClientSession:
+    """The project's aiohttp session: one keep-alive pool of ``max_connections`` (per host
+    too), idle connections closed by us before the server's keep-alive ends, cached DNS,
+    orjson bodies, no raise on error statuses (the caller reads them).
+
+    Call it inside the running loop (aiohttp requires one), i.e. in a lifespan, a worker's
+    ``run`` or on first use, never at import time; one per process and purpose, closed by
+    its owner (``await session.close()``)."""
+    connector = aiohttp.TCPConnector(
+        limit=max_connections,
+        limit_per_host=max_connections,
+        keepalive_timeout=60,  # below uvicorn's 75 s, so the server never cuts first
+        ttl_dns_cache=300,
+    )
+    return aiohttp.ClientSession(
+        base_url=base_url,
+        headers=headers,
+        timeout=timeout,
+        connector=connector,
+        json_serialize=lambda obj: orjson.dumps(obj).decode(),
+        raise_for_status=False,
+    )
+
+
 class InternalClient:
     def __init__(
         self,
@@ -82,19 +117,11 @@ class InternalClient:
     def session(self) -> aiohttp.ClientSession:
         # Created on first use, inside the running loop (aiohttp requires one).
         if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=self._max_connections,
-                limit_per_host=self._max_connections,
-                keepalive_timeout=60,  # below uvicorn's 75 s, so the server never cuts first
-                ttl_dns_cache=300,
-            )
-            self._session = aiohttp.ClientSession(
+            self._session = pooled_session(
+                self._max_connections,
                 base_url=self.base_url,
                 headers=self._headers,
                 timeout=self._timeout,
-                connector=connector,
-                json_serialize=lambda obj: orjson.dumps(obj).decode(),
-                raise_for_status=False,
             )
         return self._session
 
@@ -107,6 +134,9 @@ class InternalClient:
         self, method: str, path: str, *, retry: bool, **kwargs: Any
     ) -> dict[str, Any]:
         attempts = 1 + (self.retries if retry else 0)
+        # The caller's request id and trace go with every internal call.
+        if carried := tracing.carrier():
+            kwargs["headers"] = {**carried, **kwargs.get("headers", {})}
         not_sent = 0
         attempt = 0
         while attempt < attempts:
@@ -114,7 +144,7 @@ class InternalClient:
                 async with self.session.request(method, path, **kwargs) as response:
                     status = response.status
                     content = await response.read()
-            except _NOT_SENT as exc:
+            except NOT_SENT as exc:
                 # No connection was made, so the request never left: safe to try again even
                 # for a request that is not idempotent (under a stampede the other service
                 # may accept new connections late).
