@@ -6,12 +6,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import httpx
 import pydantic
 import pytest
 from tests.support.settings import PlatformSettings
 
-from snapshoe.cli import _gateway_specs, _process_stages, _readiness
+from snapshoe.cli import _gateway_specs, _process_stages
 from snapshoe.gateway import Target, check_config, haproxy_command, render_config
 from snapshoe.gateway.render import STREAM_TIMEOUT_SECONDS, frontend_maxconn
 from snapshoe.kernel.auth import ensure_dev_keys
@@ -132,23 +131,6 @@ def test_up_starts_the_gateway_processes_last(
     assert _gateway_specs(s, config) == [ProcessSpec(n, argv) for n in names]
 
 
-@pytest.mark.parametrize("name", ["gateway", "gateway-2", "gateway-8"])
-async def test_every_gateway_process_is_ready_when_the_gateway_routes(
-    settings: Settings, name: str
-) -> None:
-    asked: list[str] = []
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        asked.append(str(request.url))
-        return httpx.Response(503 if len(asked) == 1 else 200)
-
-    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
-        ready = _readiness(settings, client)
-        spec = ProcessSpec(name, ["haproxy"])
-        assert [await ready(spec), await ready(spec)] == [False, True]
-    assert asked == [f"{settings.gateway_url}/api/products?limit=1"] * 2
-
-
 @pytest.mark.parametrize("target", TARGETS)
 def test_streams_go_to_processes_of_their_own_when_up_runs_them(
     settings: Settings, target: Target
@@ -176,18 +158,3 @@ def test_up_starts_the_stream_processes_with_products(
     assert len(streams) == (1 if workers else 0)
     if workers:
         assert streams[0].argv[-2:] == ["serve", "products_streams"]
-
-
-async def test_the_stream_processes_are_ready_when_their_readyz_answers(
-    settings: Settings,
-) -> None:
-    s = settings.model_copy(update={"products_streams_port": 18506})
-    asked: list[str] = []
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        asked.append(str(request.url))
-        return httpx.Response(200)
-
-    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
-        assert await _readiness(s, client)(ProcessSpec("products_streams", ["x"]))
-    assert asked == [f"{s.service_url('products_streams')}/readyz"]

@@ -1,0 +1,149 @@
+"""``snapshoe bench drop|queue|draw``: benchmarks through the gateway of a running platform
+(code in ``snapshoe.bench``, results in bench/RESULTS.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from snapshoe.cli.apps import bench_app
+from snapshoe.cli.common import run
+from snapshoe.kernel.settings import get_settings
+
+
+@bench_app.command("drop")
+def bench_drop(
+    buyers: Annotated[int, typer.Option("--buyers", "-n", help="N buyers")] = 20_000,
+    pairs: Annotated[int, typer.Option("--pairs", "-s", help="S pairs")] = 1_000,
+    sizes: Annotated[int, typer.Option(help="sizes the pairs are spread over")] = 10,
+    limit: Annotated[int, typer.Option(help="per-buyer limit")] = 1,
+    connections: Annotated[int, typer.Option("--connections", "-c")] = 1_000,
+    threads: Annotated[int, typer.Option(help="wrk threads")] = 2,
+    decline_share: Annotated[float, typer.Option(help="share of declined payments")] = 0.1,
+    compare: Annotated[
+        bool,
+        typer.Option(
+            "--compare/--no-compare",
+            help="also the floor and the db_lock drop (needs SNAPSHOE_BENCH_BASELINES=true)",
+        ),
+    ] = False,
+    compare_seconds: Annotated[float, typer.Option(help="time cap of the db_lock drop")] = 15.0,
+    max_seconds: Annotated[float, typer.Option(help="time cap of the stampede")] = 120.0,
+    pay_max_seconds: Annotated[
+        float, typer.Option(help="time cap of the payments and re-buy rounds after it")
+    ] = 300.0,
+    seed: Annotated[int | None, typer.Option(help="random seed (sizes, declines)")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="result JSON (default bench/out/drop-<time>.json)")
+    ] = None,
+) -> None:
+    """A drop through the gateway of a running platform (`snapshoe up`): N buyers stampede
+    for S pairs; then payments, checks from the databases, a JSON result and an HTML report."""
+    from snapshoe.bench.drop import BenchRefused, DropConfig, run_drop, summary_lines
+
+    cfg = DropConfig(
+        buyers=buyers,
+        pairs=pairs,
+        sizes=sizes,
+        per_user_limit=limit,
+        connections=connections,
+        threads=threads,
+        decline_share=decline_share,
+        compare=compare,
+        compare_seconds=compare_seconds,
+        max_seconds=max_seconds,
+        pay_max_seconds=pay_max_seconds,
+        seed=seed,
+        out=out,
+    )
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    try:
+        result = run(run_drop(get_settings(), cfg))
+    except BenchRefused as exc:
+        typer.echo(f"bench drop: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    for line in summary_lines(result):
+        typer.echo(line)
+    if not result["ok"]:
+        raise typer.Exit(1)
+
+
+@bench_app.command("queue")
+def bench_queue(
+    buyers: Annotated[int, typer.Option("--buyers", "-n", help="N buyers")] = 20_000,
+    pairs: Annotated[int, typer.Option("--pairs", "-s", help="S pairs")] = 1_000,
+    sizes: Annotated[int, typer.Option(help="sizes the pairs are spread over")] = 10,
+    window: Annotated[float, typer.Option(help="seconds of the pre-queue (joins spread)")] = 60.0,
+    stream_share: Annotated[float, typer.Option(help="share holding the event stream")] = 1.0,
+    poll_seconds: Annotated[float, typer.Option(help="ticket poll interval of the rest")] = 5.0,
+    decline_share: Annotated[float, typer.Option(help="share of declined payments")] = 0.1,
+    processes: Annotated[int, typer.Option(help="load worker processes")] = 4,
+    admission_seconds: Annotated[int, typer.Option(help="the admission window")] = 60,
+    compare: Annotated[
+        bool, typer.Option("--compare/--no-compare", help="also the same drop in fcfs mode")
+    ] = False,
+    max_seconds: Annotated[float, typer.Option(help="time cap after the window")] = 600.0,
+    seed: Annotated[int | None, typer.Option(help="random seed")] = None,
+    out: Annotated[Path | None, typer.Option(help="result JSON (and .html beside it)")] = None,
+) -> None:
+    """A queue-mode drop through the gateway of a running platform: joins over the pre-queue,
+    streams and polls, admitted buyers order and pay; figures and checks (docs/waiting-room.md).
+    All buyers join from this machine: start the platform with
+    SNAPSHOE_GATEWAY_MAX_CONNECTIONS_PER_CLIENT above the streams held per address and
+    SNAPSHOE_QUEUE_JOIN_RATE_PER_MINUTE above the joins a minute (bench/RESULTS.md)."""
+    from snapshoe.bench.queue import QueueConfig, run_queue
+
+    cfg = QueueConfig(
+        buyers=buyers,
+        pairs=pairs,
+        sizes=sizes,
+        window_seconds=window,
+        stream_share=stream_share,
+        poll_seconds=poll_seconds,
+        decline_share=decline_share,
+        processes=processes,
+        admission_seconds=admission_seconds,
+        compare=compare,
+        max_seconds=max_seconds,
+        seed=seed,
+        out=out,
+    )
+    result = run(run_queue(get_settings(), cfg))
+    shown = {k: v for k, v in result.items() if k not in ("check", "samples", "seen")}
+    typer.echo(json.dumps(shown, indent=2, default=str))
+    if not result["ok"]:
+        raise typer.Exit(1)
+
+
+@bench_app.command("draw")
+def bench_draw(
+    entries: Annotated[int, typer.Option("--entries", "-n", help="entries")] = 50_000,
+    sizes: Annotated[int, typer.Option(help="sizes")] = 5,
+    pairs_per_size: Annotated[int, typer.Option(help="pairs of each size")] = 200,
+    decline_share: Annotated[float, typer.Option(help="share of cards that decline")] = 0.1,
+    max_seconds: Annotated[float, typer.Option(help="time cap after the close")] = 600.0,
+    seed: Annotated[int | None, typer.Option(help="random seed")] = None,
+    out: Annotated[Path | None, typer.Option(help="result JSON (and .html beside it)")] = None,
+) -> None:
+    """A draw through a running platform: entries in bulk, then the draw timed (docs/draws.md)."""
+    from snapshoe.bench.draw import DrawConfig, run_draw
+
+    cfg = DrawConfig(
+        entries=entries,
+        sizes=sizes,
+        pairs_per_size=pairs_per_size,
+        decline_share=decline_share,
+        max_seconds=max_seconds,
+        seed=seed,
+        out=out,
+    )
+    result = run(run_draw(get_settings(), cfg))
+    typer.echo(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=2))
+    if not result["ok"]:
+        raise typer.Exit(1)
