@@ -7,8 +7,8 @@ import asyncio
 import contextlib
 import random
 
+import aiohttp
 import aiormq
-import httpx
 import redis.exceptions
 from sqlalchemy.exc import DBAPIError, InterfaceError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -47,7 +47,10 @@ _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,  # includes BusyLoadingError
     redis.exceptions.TimeoutError,
     redis.exceptions.ReadOnlyError,  # a failover in progress
-    httpx.TransportError,  # another service unreachable
+    # Another service unreachable, or the connection to it cut or timed out (aiohttp, the
+    # platform's HTTP client; its connect errors are OSErrors already).
+    aiohttp.ClientConnectionError,
+    aiohttp.ClientPayloadError,  # an answer cut off midway
     aiormq.exceptions.AMQPConnectionError,
 )
 

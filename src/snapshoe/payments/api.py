@@ -85,7 +85,7 @@ async def confirm(
     return Response(orjson.dumps(out), status_code=status, media_type=media)
 
 
-@router.get("/api/payments/{payment_id}", responses=_errors(401, 403, 404))
+@router.get("/api/payments/{payment_id}", responses=problems(401, 403, 404, 503))
 async def get_payment(
     payment_id: str,
     principal: Principal = Depends(verified_principal),
@@ -97,7 +97,10 @@ async def get_payment(
     return PaymentOut.model_validate(p.view())
 
 
-@router.post("/api/payments/webhooks/pg", responses=_errors(400, 413))
+@router.post(
+    "/api/payments/webhooks/pg",
+    responses=problems(413, 503, codes={400: ("invalid_webhook",)}),
+)
 async def pg_webhook(request: Request, d: Deps = Depends(deps)) -> WebhookAck:
     """Unauthenticated like Toss webhooks: the body only says which payment to re-read."""
     return WebhookAck.model_validate(await handlers.webhook(d, await request.body()))

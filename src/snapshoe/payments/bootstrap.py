@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
+import aiohttp
 from fastapi import FastAPI
 
 from snapshoe.kernel.auth import build_verifier
+from snapshoe.kernel.clients import pooled_session
 from snapshoe.kernel.clients.orders import OrdersClient
 from snapshoe.kernel.db import create_engine, create_sessions, ping
 from snapshoe.kernel.deadletters import EventGauges
@@ -32,9 +33,13 @@ from snapshoe.payments.tables import outbox
 def build_core(shared: Settings, *, pool_size: int | None = None) -> Core:
     settings = settings_for(PaymentsSettings, shared)
     engine = create_engine(settings, "payments", pool_size=pool_size)
-    # One keep-alive pool to the PG, shared by every request.
-    pg_http = httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)
+    # One keep-alive pool to the PG, shared by every request (built here, in the lifespan or
+    # the worker's run: inside the running loop). The adapter sets each request's timeouts.
+    pg_http = pooled_session(
+        200,
+        timeout=aiohttp.ClientTimeout(
+            total=None, sock_connect=3.0, sock_read=settings.pg_timeout_seconds
+        ),
     )
     return Core(
         settings=settings,
@@ -46,7 +51,7 @@ def build_core(shared: Settings, *, pool_size: int | None = None) -> Core:
 
 
 async def close_core(core: Core) -> None:
-    await core.pg_http.aclose()
+    await core.pg_http.close()
     await core.engine.dispose()
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-import httpx
+import aiohttp
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -33,7 +33,7 @@ class Core:
     engine: AsyncEngine
     sessions: Sessions
     pg: TossPaymentsClient
-    pg_http: httpx.AsyncClient
+    pg_http: aiohttp.ClientSession
 
 
 @dataclass(slots=True)

@@ -38,11 +38,13 @@ from enum import StrEnum
 from typing import Any, Literal
 from urllib.parse import quote
 
-import httpx
+import aiohttp
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
+from yarl import URL
 
+from snapshoe.kernel.clients import LOST_AFTER_SENDING, NOT_SENT, pooled_session
 from snapshoe.payments.payment_metrics import PG_REQUESTS, PG_SECONDS
 from snapshoe.payments.settings import PaymentsSettings
 
@@ -273,9 +275,10 @@ Method = Literal["GET", "POST"]
 class TossPaymentsClient:
     """An async client of the Toss Payments API v1 (or the sandbox PG, which has its shape).
 
-    ``http``: a shared ``httpx.AsyncClient`` (keep-alive pool); when given, its own timeouts
-    are replaced per request by ``timeout`` and the caller closes it. Otherwise the client
-    makes one and ``aclose()`` closes it.
+    ``http``: a shared ``aiohttp.ClientSession`` (keep-alive pool); when given, its own
+    timeouts are replaced per request by ``timeout`` and the caller closes it. Otherwise the
+    client makes one on first use (inside the running loop) and ``aclose()`` closes it.
+    ``timeout`` bounds each step (a pooled connection, connecting: at most 3 s; each read).
     """
 
     def __init__(
@@ -283,28 +286,32 @@ class TossPaymentsClient:
         base_url: str,
         secret_key: str,
         timeout: float = 5.0,
-        http: httpx.AsyncClient | None = None,
+        http: aiohttp.ClientSession | None = None,
         *,
         retries: int = 2,
         post_retries: int = 0,
         backoff: float = 0.05,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.timeout = httpx.Timeout(timeout, connect=min(timeout, 3.0))
+        self.timeout = aiohttp.ClientTimeout(
+            total=None, connect=timeout, sock_connect=min(timeout, 3.0), sock_read=timeout
+        )
         self.retries = retries
         self.post_retries = post_retries
         self.backoff = backoff
         token = base64.b64encode(f"{secret_key}:".encode()).decode()
         self._headers = {"Authorization": f"Basic {token}", "Accept": "application/json"}
         self._own_http = http is None
-        self.http = http or httpx.AsyncClient(
-            timeout=self.timeout,
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
-        )
+        self._http = http
+
+    @property
+    def http(self) -> aiohttp.ClientSession:  # our own pool: made on first use, in the loop
+        self._http = self._http or pooled_session(100, timeout=self.timeout)
+        return self._http
 
     @classmethod
     def from_settings(
-        cls, settings: PaymentsSettings, http: httpx.AsyncClient | None = None
+        cls, settings: PaymentsSettings, http: aiohttp.ClientSession | None = None
     ) -> TossPaymentsClient:
         return cls(
             settings.effective_pg_base_url,
@@ -314,8 +321,9 @@ class TossPaymentsClient:
         )
 
     async def aclose(self) -> None:
-        if self._own_http:
-            await self.http.aclose()
+        if self._own_http and self._http is not None:
+            await self._http.close()
+            self._http = None
 
     async def __aenter__(self) -> TossPaymentsClient:
         return self
@@ -508,39 +516,39 @@ class TossPaymentsClient:
         if method == "POST" and idempotency_key is None:
             replay_budget = 0
         connect_budget = self.retries  # never reached the PG: always safe to send again
+        url = URL(self.base_url + path, encoded=True)  # as given: _seg quoted the segments
         attempt = 0
         while True:
             attempt += 1
             try:
-                r = await self.http.request(
-                    method,
-                    self.base_url + path,
-                    content=content,
-                    headers=headers,
-                    timeout=self.timeout,
-                )
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                async with self.http.request(
+                    method, url, data=content, headers=headers, timeout=self.timeout
+                ) as r:
+                    status = r.status
+                    retry_after = r.headers.get("Retry-After")
+                    answer = await r.read()
+            except NOT_SENT as exc:  # never reached the PG
                 if connect_budget > 0:
                     connect_budget -= 1
                     await self._sleep(attempt)
                     continue
                 raise PgUnknownResult("CONNECT_ERROR", repr(exc)) from exc
-            except httpx.TransportError as exc:  # sent, then timed out or cut: unknown
+            except LOST_AFTER_SENDING as exc:  # sent, then timed out or cut: unknown
                 if replay_budget > 0:
                     replay_budget -= 1
                     await self._sleep(attempt)
                     continue
-                code = "TIMEOUT" if isinstance(exc, httpx.TimeoutException) else "TRANSPORT_ERROR"
+                code = "TIMEOUT" if isinstance(exc, TimeoutError) else "TRANSPORT_ERROR"
                 raise PgUnknownResult(code, repr(exc)) from exc
-            if r.is_success:
-                return _json_object(r)
-            code, message = _error_of(r)
-            kind = classify(r.status_code, code)
+            if 200 <= status < 300:
+                return _json_object(status, answer)
+            code, message = _error_of(status, answer)
+            kind = classify(status, code)
             if kind is PgUnknownResult and replay_budget > 0:
                 replay_budget -= 1
-                await self._sleep(attempt, r.headers.get("Retry-After"))
+                await self._sleep(attempt, retry_after)
                 continue
-            raise kind(code, message, r.status_code)
+            raise kind(code, message, status)
 
     async def _sleep(self, attempt: int, retry_after: str | None = None) -> None:
         delay = self.backoff * 2 ** (attempt - 1) * (0.5 + random.random())  # noqa: S311
@@ -561,24 +569,24 @@ def _seg(value: str) -> str:
     return quote(value, safe="")
 
 
-def _json_object(r: httpx.Response) -> dict[str, Any]:
+def _json_object(status: int, content: bytes) -> dict[str, Any]:
     try:
-        data = orjson.loads(r.content)
+        data = orjson.loads(content)
     except orjson.JSONDecodeError:
         data = None
     if not isinstance(data, dict):
-        raise PgUnknownResult("INVALID_RESPONSE", f"HTTP {r.status_code}: not a JSON object")
+        raise PgUnknownResult("INVALID_RESPONSE", f"HTTP {status}: not a JSON object")
     return data
 
 
-def _error_of(r: httpx.Response) -> tuple[str, str]:
+def _error_of(status: int, content: bytes) -> tuple[str, str]:
     try:
-        data = orjson.loads(r.content)
+        data = orjson.loads(content)
     except orjson.JSONDecodeError:
         data = None
     if isinstance(data, dict) and isinstance(data.get("code"), str):
         return data["code"], str(data.get("message") or "")
-    return f"HTTP_{r.status_code}", r.text[:200]
+    return f"HTTP_{status}", content.decode("utf-8", "replace")[:200]
 
 
 def _payment(data: dict[str, Any], *, unknown_on_error: bool) -> PgPayment:

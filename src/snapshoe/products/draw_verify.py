@@ -7,16 +7,23 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-import httpx
+import aiohttp
+from yarl import URL
 
+from snapshoe.kernel.clients import pooled_session
 from snapshoe.kernel.draw_ranking import Verdict, verify
+
+TIMEOUT = aiohttp.ClientTimeout(total=None, connect=30, sock_connect=30, sock_read=30)
 
 
 async def fetch(base_url: str, pid: str) -> dict[str, Any]:
-    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
-        r = await client.get(f"/api/products/{quote(pid, safe='')}/draw")
-    r.raise_for_status()
-    body: dict[str, Any] = r.json()
+    """The published draw; ``aiohttp.ClientResponseError`` on an error status."""
+    url = URL(f"{base_url.rstrip('/')}/api/products/{quote(pid, safe='')}/draw", encoded=True)
+    async with (
+        pooled_session(1, timeout=TIMEOUT) as client,
+        client.get(url, raise_for_status=True) as r,
+    ):
+        body: dict[str, Any] = await r.json(content_type=None)
     return body
 
 

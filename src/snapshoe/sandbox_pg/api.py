@@ -122,7 +122,7 @@ class LostResponse(Response):
 
     ``drop``: the status line, headers and half the body are sent, then the connection is cut
     (uvicorn closes the socket when the app fails after the response started): an HTTP client
-    sees a transport error (httpx: ``RemoteProtocolError``) at once.
+    sees a transport error at once (aiohttp: ``ClientPayloadError``, the body cut short).
     ``hang``: nothing is sent for ``hang_seconds`` (a client with a shorter timeout sees a
     read timeout), then the connection is cut as in ``drop``.
     """

@@ -11,19 +11,33 @@ import contextlib
 import logging
 from typing import Any
 
-import httpx
+import aiohttp
+
+from snapshoe.kernel.clients import pooled_session
 
 log = logging.getLogger("snapshoe.sandbox_pg.webhooks")
 
 ATTEMPTS = 3
+CONNECTIONS = 20
 
 
 class WebhookSender:
-    def __init__(self, url: str, timeout: float, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, url: str, timeout: float, http: aiohttp.ClientSession | None = None) -> None:
         self.url = url
-        self.http = http or httpx.AsyncClient(timeout=timeout)
+        # Each step (connecting, each read) within ``timeout``, as the sender always had it.
+        self.timeout = aiohttp.ClientTimeout(
+            total=None, connect=timeout, sock_connect=timeout, sock_read=timeout
+        )
+        self._http = http
+        self._own_http = http is None
         self._tasks: set[asyncio.Task[None]] = set()
         self.backoff = 0.5
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None:  # made on first use, inside the running loop
+            self._http = pooled_session(CONNECTIONS, timeout=self.timeout)
+        return self._http
 
     def notify(self, event: dict[str, Any]) -> None:
         task = asyncio.create_task(self._send(event))
@@ -34,11 +48,13 @@ class WebhookSender:
     async def _send(self, event: dict[str, Any]) -> None:
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                r = await self.http.post(self.url, json=event)
-                if r.status_code < 300:
+                async with self.http.post(self.url, json=event, timeout=self.timeout) as r:
+                    status = r.status
+                    await r.read()
+                if status < 300:
                     return
-                log.warning("webhook answered %s", r.status_code, extra={"attempt": attempt})
-            except httpx.HTTPError as exc:
+                log.warning("webhook answered %s", status, extra={"attempt": attempt})
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 log.warning("webhook failed: %r", exc, extra={"attempt": attempt})
             if attempt < ATTEMPTS:
                 await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
@@ -60,4 +76,6 @@ class WebhookSender:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.http.aclose()
+        if self._own_http and self._http is not None:
+            await self._http.close()
+            self._http = None

@@ -8,8 +8,9 @@ each target) is checked against its schema and our own rules before anyone runs 
   object validated by kubernetes-validate (bundled OpenAPI schemas, strict: unknown fields fail).
 - HAProxy: the config rendered for local, compose and k8s by ``python -m snapshoe.gateway``
   and checked with ``haproxy -c`` in zero-warning mode.
-- The image: the Dockerfile installs with ``uv sync --locked --no-dev``, and what that installs
-  is exactly ``uv export`` of the lock.
+- The image: the Dockerfile installs with ``uv sync --locked --no-dev --no-default-groups``,
+  and what that installs is exactly ``uv export`` of the lock; the dev mail sink (its package,
+  aiosmtpd) is only in the image's ``mail-sink`` target, which compose and the dev overlay run.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ GATEWAY_BACKENDS = {
 SHARED_BACKENDS = {"products_streams": "products"}
 INFRA = ("mysql", "redis", "rabbitmq")
 # Third-party images beside the platform, not SnapShoe containers (test_observability_files.py).
-OBSERVABILITY = ("prometheus", "grafana")
+OBSERVABILITY = ("prometheus", "grafana", "otel-collector", "jaeger")
 # The Kubernetes versions the manifests must validate against: an older supported one and the
 # newest kubernetes-validate bundles.
 K8S_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
@@ -179,12 +180,19 @@ def test_one_image_built_once_for_every_snapshoe_container(compose: dict[str, An
         for name, svc in compose["services"].items()
         if name not in (*INFRA, *OBSERVABILITY, "gateway")
     }
+    # The dev mail sink runs its own image: the Dockerfile's mail-sink target.
+    sink = ours.pop("mail-sink")
     images = {svc["image"] for svc in ours.values()}
     assert len(images) == 1, images
     builders = [name for name, svc in ours.items() if "build" in svc]
     assert len(builders) == 1, builders
     build = ours[builders[0]]["build"]
     assert (ROOT / build["context"] / build["dockerfile"]).resolve() == DOCKERFILE
+    assert "target" not in build  # the production image: the Dockerfile's last stage
+    assert sink["image"] not in images
+    assert (ROOT / sink["build"]["context"] / sink["build"]["dockerfile"]).resolve() == DOCKERFILE
+    assert sink["build"]["target"] == "mail-sink"
+    assert "mail-sink" in dockerfile_stage_names()
 
 
 def test_infrastructure_is_health_checked_and_waited_for(compose: dict[str, Any]) -> None:
@@ -418,14 +426,40 @@ def dockerfile_stages() -> list[list[str]]:
     return stages
 
 
+def dockerfile_stage_names() -> list[str]:
+    """Each stage's name (``FROM x AS name``), "" for an unnamed one."""
+    names = []
+    for stage in dockerfile_stages():
+        words = stage[0].split()
+        names.append(words[3] if len(words) > 3 and words[2].upper() == "AS" else "")
+    return names
+
+
+def lineage_text(index: int) -> str:
+    """The lines of a stage and of the stages it is built on, as one text."""
+    return "\n".join(line for stage in stage_lineage(index) for line in stage)
+
+
+def stage_lineage(index: int) -> list[list[str]]:
+    """A stage and the earlier stages it is built ``FROM``, the root first."""
+    stages, names = dockerfile_stages(), dockerfile_stage_names()
+    chain = [stages[index]]
+    while (parent := chain[0][0].split()[1]) in names[:index]:
+        index = names.index(parent)
+        chain.insert(0, stages[index])
+    return chain
+
+
 def test_dockerfile_is_multi_stage_locked_non_root_and_health_checked() -> None:
     stages = dockerfile_stages()
     assert len(stages) >= 2
-    build, final = "\n".join(stages[0]), "\n".join(stages[-1])
+    # The final image: the last stage (the default target) with the stages it builds on.
+    lineage = stage_lineage(len(stages) - 1)
+    build, final = "\n".join(stages[0]), lineage_text(len(stages) - 1)
     assert "COPY pyproject.toml uv.lock" in build
     syncs = re.findall(r"uv sync ([^\n]*)", build)
     assert syncs
-    assert all("--locked" in s and "--no-dev" in s for s in syncs)
+    assert all("--locked" in s and "--no-dev" in s and "--no-default-groups" in s for s in syncs)
     assert "--no-editable" in syncs[-1]
     # No compilers, package installs or uv in the final stage; only the built venv.
     for forbidden in ("apt-get install", "build-essential", "gcc", "pip install", "uv sync"):
@@ -437,11 +471,45 @@ def test_dockerfile_is_multi_stage_locked_non_root_and_health_checked() -> None:
     assert re.search(r"^HEALTHCHECK .*CMD", final, re.M)
     assert re.search(r"^ENTRYPOINT ", final, re.M)
     # Both stages start from the same base, so the venv's interpreter links stay valid.
-    assert stages[0][0].split()[1] == stages[-1][0].split()[1]
+    assert stages[0][0].split()[1] == lineage[0][0].split()[1]
+
+
+def test_the_production_image_has_no_mail_sink() -> None:
+    """The dev mail sink's package is removed before the project is built into the image's
+    venv, and its SMTP server (aiosmtpd, the mail-sink group) is not installed; only the
+    mail-sink target, built on the same stages, adds both back."""
+    stages, names = dockerfile_stages(), dockerfile_stage_names()
+    build = stages[0]
+    removed = [i for i, line in enumerate(build) if "rm -rf src/snapshoe/mail_sink" in line]
+    installs = [i for i, line in enumerate(build) if "--no-editable" in line]
+    assert removed
+    assert installs
+    assert removed[0] <= installs[-1]  # the same RUN (before its uv sync) or an earlier one
+    assert not any("--group" in line for line in build)
+    final = lineage_text(len(stages) - 1)
+    assert "COPY --from=build /app/.venv" in final
+    assert "mail_sink" not in final
+    sink = stage_lineage(names.index("mail-sink"))
+    sink_text = lineage_text(names.index("mail-sink"))
+    assert sink[0][0].split()[1] == stages[0][0].split()[1]
+    copied = [name for name in names if f"--from={name} /app/.venv" in sink_text]
+    assert copied == ["build-mail-sink"]
+    sink_build = lineage_text(names.index("build-mail-sink"))
+    assert "COPY src/snapshoe/mail_sink" in sink_build
+    assert "--group mail-sink" in sink_build
+    # The lock agrees: aiosmtpd only in the mail-sink group, which a plain `uv sync` installs.
+    runtime = _uv("export", "--frozen", "--no-dev", "--no-default-groups", "--no-hashes")
+    with_sink = _uv(
+        "export", "--frozen", "--no-dev", "--no-default-groups", "--group", "mail-sink",
+        "--no-hashes",
+    )  # fmt: skip
+    assert "aiosmtpd==" not in runtime
+    assert "aiosmtpd==" in with_sink
+    assert "aiosmtpd==" in _uv("export", "--frozen", "--no-hashes")
 
 
 def test_the_image_runs_in_production_unless_told_otherwise(compose: dict[str, Any]) -> None:
-    final = "\n".join(dockerfile_stages()[-1])
+    final = lineage_text(len(dockerfile_stages()) - 1)
     assert re.search(r"^ENV .*SNAPSHOE_ENVIRONMENT=production", final, re.M | re.S)
     # compose's dev is a choice it states, for every SnapShoe container.
     assert compose["x-snapshoe-env"]["SNAPSHOE_ENVIRONMENT"] == "${SNAPSHOE_ENVIRONMENT:-dev}"
@@ -457,7 +525,7 @@ def test_every_copied_file_is_in_the_build_context() -> None:
         if line.startswith("!")
     ]
     assert (ROOT / ".dockerignore").read_text().splitlines()[2:3] == ["*"]
-    for line in "\n".join(dockerfile_stages()[0] + dockerfile_stages()[-1]).splitlines():
+    for line in (line for stage in dockerfile_stages() for line in stage):
         if not line.startswith("COPY ") or "--from=" in line:
             continue
         sources = [w for w in line.split()[1:-1] if not w.startswith("--")]
@@ -489,7 +557,11 @@ def _norm(name: str) -> str:
 def test_the_image_installs_exactly_the_locked_dependencies(tmp_path: Path) -> None:
     """Run the Dockerfile's install step into an empty venv and compare with the lock."""
     _uv("lock", "--check")
-    exported = _uv("export", "--frozen", "--no-dev", "--no-hashes", "--no-emit-project")
+    # The Dockerfile's groups: no dev tools, not the dev mail sink's group.
+    exported = _uv(
+        "export", "--frozen", "--no-dev", "--no-default-groups", "--no-hashes",
+        "--no-emit-project",
+    )  # fmt: skip
     # Markers (win32-only, older-Python-only packages) evaluated for Linux and this Python,
     # as in the image (the same 3.11 line).
     locked = {
@@ -503,6 +575,7 @@ def test_the_image_installs_exactly_the_locked_dependencies(tmp_path: Path) -> N
         "sync",
         "--locked",
         "--no-dev",
+        "--no-default-groups",
         "--no-install-project",
         env={"UV_PROJECT_ENVIRONMENT": str(venv), "VIRTUAL_ENV": ""},
     )
@@ -511,8 +584,8 @@ def test_the_image_installs_exactly_the_locked_dependencies(tmp_path: Path) -> N
     )
     installed = {_norm(p["name"]): p["version"] for p in listed}
     assert installed == locked
-    # No dev tool leaks into the image.
-    assert not {"pytest", "mypy", "ruff"} & set(installed)
+    # No dev tool leaks into the image, nor the dev mail sink's SMTP server.
+    assert not {"pytest", "mypy", "ruff", "aiosmtpd"} & set(installed)
 
 
 def test_healthcheck_ports_are_the_settings_defaults() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-import httpx
+import aiohttp
 import pytest
 from pydantic import BaseModel, ValidationError
 from redis.exceptions import BusyLoadingError, ResponseError
@@ -54,7 +54,10 @@ def _validation_error() -> ValidationError:
         ConnectionResetError(104, "Connection reset by peer"),
         OSError(113, "No route to host"),
         TimeoutError(),
-        httpx.ConnectError("refused"),
+        aiohttp.ServerDisconnectedError(),
+        aiohttp.ClientConnectionError("refused"),
+        aiohttp.SocketTimeoutError("read timeout"),
+        aiohttp.ClientPayloadError("Response payload is not completed"),
     ],
     ids=lambda e: f"{type(e).__name__}:{str(e)[:40]}",
 )

@@ -1,15 +1,15 @@
 """Pure rules of billing payments: which PG payment is ours before we know its key, the PG
 Idempotency-Key, the internal charge's status, and the adapter's billing requests and answers
-(httpx.MockTransport, as test_pg_client.py)."""
+(a fake aiohttp session, as test_pg_client.py)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-import httpx
 import orjson
 import pytest
+from tests.unit.payments.fake_pg_http import Answer, FakeSession, Sent, answer
 
 from snapshoe.payments.billing import fallback_fingerprint
 from snapshoe.payments.domain import (
@@ -101,12 +101,11 @@ TOSS_BILLING: dict[str, Any] = {  # as docs.tosspayments.com shows the issue ans
 
 
 def _client(handler: Any) -> TossPaymentsClient:
-    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    return TossPaymentsClient("http://pg", "sk", http=http)
+    return TossPaymentsClient("http://pg", "sk", http=FakeSession(handler).session())
 
 
 async def test_charge_request_shape_and_duplicate_read_back() -> None:
-    seen: list[httpx.Request] = []
+    seen: list[Sent] = []
     done = {
         "paymentKey": "pk_1",
         "orderId": "ord_123456",
@@ -115,18 +114,18 @@ async def test_charge_request_shape_and_duplicate_read_back() -> None:
         "balanceAmount": 1000,
     }
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: Sent) -> Answer:
         seen.append(request)
         if request.method == "POST":
-            return httpx.Response(400, json={"code": "DUPLICATED_ORDER_ID", "message": "이미 승인"})
-        return httpx.Response(200, json=done)
+            return answer(400, {"code": "DUPLICATED_ORDER_ID", "message": "이미 승인"})
+        return answer(200, done)
 
     pg = _client(handler)
     p = await pg.charge_billing_key("a/b=", "cust", 1000, "ord_123456", "Air Max", "idem-1")
     assert p.status is PgStatus.DONE
     post, get = seen
     # The billing key is one path segment, whatever it holds.
-    assert post.url.raw_path == b"/v1/billing/a%2Fb%3D"
+    assert post.url.raw_path == "/v1/billing/a%2Fb%3D"
     assert post.headers["Idempotency-Key"] == "idem-1"
     assert orjson.loads(post.content) == {
         "customerKey": "cust",
@@ -143,7 +142,7 @@ async def test_charge_request_shape_and_duplicate_read_back() -> None:
 
 
 async def test_a_toss_billing_answer_without_fingerprint_parses() -> None:
-    pg = _client(lambda request: httpx.Response(200, json=TOSS_BILLING))
+    pg = _client(lambda request: answer(200, TOSS_BILLING))
     b = await pg.get_billing_key(TOSS_BILLING["billingKey"])
     assert b.billing_key == TOSS_BILLING["billingKey"]
     assert b.customer_key == "6uSA0QJetFsw-NQoHRaH8"
@@ -152,7 +151,7 @@ async def test_a_toss_billing_answer_without_fingerprint_parses() -> None:
 
 
 async def test_a_billing_answer_without_its_key_is_an_error() -> None:
-    pg = _client(lambda request: httpx.Response(200, json={"mId": "x"}))
+    pg = _client(lambda request: answer(200, {"mId": "x"}))
     with pytest.raises(PgError) as info:
         await pg.get_billing_key("bk")
     assert info.value.code == "INVALID_RESPONSE"

@@ -1,15 +1,18 @@
 """The PG adapter without a PG: error classification, retries, request shape, parsing of
-real Toss payloads (httpx.MockTransport)."""
+real Toss payloads (a fake aiohttp session: tests/unit/payments/fake_pg_http.py)."""
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+import contextlib
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 import pytest
+from aiohttp import test_utils, web
+from prometheus_client import REGISTRY
+from tests.unit.payments.fake_pg_http import Answer, FakeSession, answer, connect_error
 
 from snapshoe.payments.pg import (
     PgAuthError,
@@ -80,37 +83,30 @@ TOSS_PAYMENT: dict[str, Any] = {
     "metadata": None,
 }
 
-Handler = Callable[[httpx.Request], httpx.Response]
-
-
-class Recorder:
-    """A fake PG: answers from a list (or a function) and records every request."""
-
-    def __init__(self, *answers: httpx.Response | Exception | Handler) -> None:
-        self.answers = list(answers)
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        if isinstance(answer, Exception):
-            raise answer
-        if isinstance(answer, httpx.Response):
-            return answer
-        return answer(request)
+Recorder = FakeSession
 
 
 def client(fake: Recorder, **kw: Any) -> TossPaymentsClient:
-    http = httpx.AsyncClient(transport=httpx.MockTransport(fake))
-    return TossPaymentsClient("https://pg.test/", "test_sk_abc", 1.0, http, backoff=0.001, **kw)
+    return TossPaymentsClient(
+        "https://pg.test/", "test_sk_abc", 1.0, fake.session(), backoff=0.001, **kw
+    )
 
 
-def ok(body: dict[str, Any] | None = None) -> httpx.Response:
-    return httpx.Response(200, json=body or TOSS_PAYMENT)
+def ok(body: dict[str, Any] | None = None) -> Answer:
+    return answer(200, body or TOSS_PAYMENT)
 
 
-def err(status: int, code: str, message: str = "msg") -> httpx.Response:
-    return httpx.Response(status, json={"code": code, "message": message})
+def err(status: int, code: str, message: str = "msg") -> Answer:
+    return answer(status, {"code": code, "message": message})
+
+
+# What aiohttp raises once the request is out: the answer is late, or the connection is cut.
+def read_timeout() -> aiohttp.SocketTimeoutError:
+    return aiohttp.SocketTimeoutError("Timeout on reading data from socket")
+
+
+def cut() -> aiohttp.ClientPayloadError:
+    return aiohttp.ClientPayloadError("Response payload is not completed")
 
 
 @pytest.mark.parametrize(
@@ -145,6 +141,9 @@ async def test_confirm_request_shape() -> None:
     [req] = fake.requests
     assert req.method == "POST"
     assert str(req.url) == "https://pg.test/v1/payments/confirm"
+    assert req.timeout == aiohttp.ClientTimeout(
+        total=None, connect=1.0, sock_connect=1.0, sock_read=1.0
+    )
     auth = base64.b64decode(req.headers["Authorization"].removeprefix("Basic "))
     assert auth == b"test_sk_abc:"
     assert req.headers["Idempotency-Key"] == "idem-1"
@@ -163,7 +162,7 @@ async def test_paths_are_percent_encoded_segments() -> None:
         await pg.get_by_payment_key("../orders/x")
         await pg.get_by_order_id("a b/c")
         await pg.cancel("k/../x", "reason", "idem", amount=500)
-    paths = [r.url.raw_path.decode() for r in fake.requests]
+    paths = [r.url.raw_path for r in fake.requests]
     assert paths == [
         "/v1/payments/..%2Forders%2Fx",
         "/v1/payments/orders/a%20b%2Fc",
@@ -246,25 +245,30 @@ async def test_get_gives_up_after_bounded_retries() -> None:
 
 
 async def test_get_retries_timeouts() -> None:
-    fake = Recorder(httpx.ReadTimeout("slow"), ok())
+    fake = Recorder(read_timeout(), ok())
     async with client(fake) as pg:
         assert (await pg.get_by_payment_key("pk")).status is PgStatus.DONE
     assert len(fake.requests) == 2
 
 
 async def test_confirm_is_not_resent_by_default() -> None:
-    for answer in (httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("cut"), err(500, "X")):
-        fake = Recorder(answer, ok())
+    for first, code in (
+        (read_timeout(), "TIMEOUT"),
+        (TimeoutError(), "TIMEOUT"),
+        (cut(), "TRANSPORT_ERROR"),
+        (aiohttp.ServerDisconnectedError(), "TRANSPORT_ERROR"),
+        (err(500, "X"), "X"),
+    ):
+        fake = Recorder(first, ok())
         async with client(fake) as pg:
-            with pytest.raises(PgUnknownResult):
+            with pytest.raises(PgUnknownResult) as info:
                 await pg.confirm("pk", "ord_123456", 1000, "i")
-        assert len(fake.requests) == 1, answer
+        assert len(fake.requests) == 1, first
+        assert info.value.code == code
 
 
 async def test_post_retries_resend_the_same_idempotency_key() -> None:
-    fake = Recorder(
-        httpx.RemoteProtocolError("cut"), err(409, "IDEMPOTENT_REQUEST_PROCESSING"), ok()
-    )
+    fake = Recorder(cut(), err(409, "IDEMPOTENT_REQUEST_PROCESSING"), ok())
     async with client(fake, post_retries=2) as pg:
         p = await pg.confirm("pk", "MC4wODU4ODQwMzg4NDk0", 1000, "same-key")
     assert p.status is PgStatus.DONE
@@ -273,11 +277,11 @@ async def test_post_retries_resend_the_same_idempotency_key() -> None:
 
 
 async def test_connect_errors_are_always_retried_because_nothing_was_sent() -> None:
-    fake = Recorder(httpx.ConnectError("refused"), ok())
+    fake = Recorder(connect_error(), ok())
     async with client(fake, retries=1) as pg:
         assert (await pg.confirm("pk", "ord_123456", 1000, "i")).status is PgStatus.DONE
     assert len(fake.requests) == 2
-    fake = Recorder(httpx.ConnectError("refused"))
+    fake = Recorder(aiohttp.ConnectionTimeoutError("no connection within the timeout"))
     async with client(fake, retries=1) as pg:
         with pytest.raises(PgUnknownResult) as info:
             await pg.confirm("pk", "ord_123456", 1000, "i")
@@ -286,7 +290,7 @@ async def test_connect_errors_are_always_retried_because_nothing_was_sent() -> N
 
 
 async def test_a_2xx_that_is_not_a_payment() -> None:
-    for bad in (httpx.Response(200, content=b"<html>"), ok({"status": "DONE"})):
+    for bad in (answer(200, content=b"<html>"), ok({"status": "DONE"})):
         async with client(Recorder(bad)) as pg:
             with pytest.raises(PgUnknownResult):  # confirm: it may have happened
                 await pg.confirm("pk", "ord_123456", 1000, "i")
@@ -297,10 +301,11 @@ async def test_a_2xx_that_is_not_a_payment() -> None:
 
 
 async def test_non_json_error_bodies() -> None:
-    async with client(Recorder(httpx.Response(502, text="Bad gateway"))) as pg:
+    async with client(Recorder(answer(502, text="Bad gateway"))) as pg:
         with pytest.raises(PgUnknownResult) as info:
             await pg.confirm("pk", "ord_123456", 1000, "i")
     assert info.value.code == "HTTP_502"
+    assert info.value.message == "Bad gateway"
 
 
 async def test_already_processed_reads_the_payment_back() -> None:
@@ -357,3 +362,81 @@ def test_parse_webhook() -> None:
     for bad in (b"", b"[]", b"{}", b'{"eventType": "X", "data": 1}', b'{"data": {}}'):
         with pytest.raises(PgError):
             parse_webhook(bad)
+
+
+async def test_its_own_pool_is_made_on_first_use_and_closed_by_aclose() -> None:
+    pg = TossPaymentsClient("http://127.0.0.1:1", "sk")
+    assert pg._http is None  # nothing made at construction (outside a loop, at import)
+    session = pg.http
+    assert pg.http is session
+    await pg.aclose()
+    assert session.closed
+    fake = Recorder(ok())
+    async with client(fake) as shared:
+        await shared.get_by_payment_key("pk")
+    assert not fake.closed  # a shared pool is its owner's to close
+
+
+def _pg_count(method: str, outcome: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "snapshoe_pg_requests_total", {"method": method, "outcome": outcome}
+    )
+    return value or 0.0
+
+
+def _pg_timed(method: str) -> float:
+    value = REGISTRY.get_sample_value("snapshoe_pg_request_seconds_count", {"method": method})
+    return value or 0.0
+
+
+async def test_every_call_is_counted_by_outcome_and_timed() -> None:
+    outcomes: list[tuple[Answer | BaseException, str]] = [
+        (ok(), "ok"),
+        (err(403, "REJECT_CARD_PAYMENT"), "declined"),
+        (err(404, "NOT_FOUND_PAYMENT"), "not_found"),
+        (read_timeout(), "unknown"),
+        (cut(), "unknown"),
+        (err(503, "X"), "unknown"),
+        (err(401, "UNAUTHORIZED_KEY"), "auth_error"),
+    ]
+    for first, outcome in outcomes:
+        before, timed = _pg_count("POST", outcome), _pg_timed("POST")
+        async with client(Recorder(first)) as pg:
+            with contextlib.suppress(PgError):
+                await pg.confirm("pk", "ord_123456", 1000, "i")
+        assert _pg_count("POST", outcome) == before + 1, outcome
+        assert _pg_timed("POST") == timed + 1
+
+
+async def test_the_requests_on_the_wire() -> None:
+    """The same requests through aiohttp to a real local server: the path stays as the adapter
+    quoted it (no re-quoting, no dot-segment folding), the headers and body arrive as built."""
+    seen: list[tuple[str, str, dict[str, str], bytes]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append((request.method, request.raw_path, dict(request.headers), await request.read()))
+        return web.json_response(TOSS_PAYMENT)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    async with test_utils.TestServer(app, host="127.0.0.1") as server:
+        base = str(server.make_url("/"))
+        async with TossPaymentsClient(base, "test_sk_abc", 2.0) as pg:
+            await pg.confirm("pk/1 ?", "ord_123456", 1000, "idem-1")
+            await pg.get_by_payment_key("../orders/x")
+            await pg.cancel("k/../x", "reason", "idem-2", amount=500)
+    (m1, p1, h1, b1), (m2, p2, _, b2), (m3, p3, _, b3) = seen
+    assert (m1, p1, m2, p2, m3, p3) == (
+        "POST",
+        "/v1/payments/confirm",
+        "GET",
+        "/v1/payments/..%2Forders%2Fx",
+        "POST",
+        "/v1/payments/k%2F..%2Fx/cancel",
+    )
+    assert base64.b64decode(h1["Authorization"].removeprefix("Basic ")) == b"test_sk_abc:"
+    assert h1["Idempotency-Key"] == "idem-1"
+    assert h1["Content-Type"] == "application/json"
+    assert orjson.loads(b1) == {"paymentKey": "pk/1 ?", "orderId": "ord_123456", "amount": 1000}
+    assert b2 == b""
+    assert orjson.loads(b3) == {"cancelReason": "reason", "cancelAmount": 500}
