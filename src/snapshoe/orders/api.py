@@ -68,15 +68,24 @@ DepsDep = Annotated[Deps, Depends(deps_of)]
     "",
     status_code=201,
     response_model=schemas.OrderOut,
+    # Products' refusals pass through (placing._from_products): 403 admission_required (a
+    # queue product), 409 not_on_sale (a draw product). 503 outcome_unknown: the order may
+    # have been placed; retry with the same Idempotency-Key.
     responses=problems(
         400,
         401,
         422,
-        503,
         codes={
             403: ("admission_required",),
             404: ("not_found",),
-            409: ("sold_out", "drop_not_open", "purchase_limit_exceeded", "cart_empty"),
+            409: (
+                "sold_out",
+                "drop_not_open",
+                "purchase_limit_exceeded",
+                "cart_empty",
+                "not_on_sale",
+            ),
+            503: ("outcome_unknown",),
         },
     ),
 )
@@ -162,7 +171,11 @@ def _valid_key(value: str) -> bool:
     return 1 <= len(value) <= 255 and all(33 <= ord(c) <= 126 for c in value)
 
 
-@router.get("", response_model=schemas.OrderPage, responses=_errors(401, 403, 422))
+@router.get(
+    "",
+    response_model=schemas.OrderPage,
+    responses=problems(401, 403, 503, codes={422: ("invalid_cursor", "validation_error")}),
+)
 async def list_orders(
     deps: DepsDep,
     buyer: Buyer,
@@ -172,7 +185,7 @@ async def list_orders(
     return await queries.list_orders(deps, buyer_id=buyer.user_id, limit=limit, cursor=cursor)
 
 
-@router.get("/{order_id}", response_model=schemas.OrderOut, responses=_errors(401, 403, 404))
+@router.get("/{order_id}", response_model=schemas.OrderOut, responses=problems(401, 403, 404, 503))
 async def get_order(deps: DepsDep, buyer: Buyer, order_id: OrderId) -> schemas.OrderOut:
     return await queries.get_order(deps, buyer_id=buyer.user_id, order_id=order_id)
 
@@ -180,13 +193,18 @@ async def get_order(deps: DepsDep, buyer: Buyer, order_id: OrderId) -> schemas.O
 @router.post(
     "/{order_id}/cancel",
     response_model=schemas.OrderOut,
-    responses=problems(401, 403, 404, codes={409: ("invalid_state",)}),
+    responses=problems(401, 403, 404, 503, codes={409: ("invalid_state",)}),
 )
 async def cancel_order(deps: DepsDep, buyer: Buyer, order_id: OrderId) -> schemas.OrderOut:
     return await cancelling.cancel_order(deps, buyer_id=buyer.user_id, order_id=order_id)
 
 
-@admin_router.get("", response_model=schemas.AdminOrderPage, responses=_errors(401, 403, 422, 503))
+@admin_router.get(
+    "",
+    response_model=schemas.AdminOrderPage,
+    # 503 also when buyer_email is given and the accounts service cannot be asked.
+    responses=problems(401, 403, 503, codes={422: ("invalid_cursor", "validation_error")}),
+)
 async def admin_list_orders(
     deps: DepsDep,
     _: Admin,
@@ -210,7 +228,7 @@ async def admin_list_orders(
 
 
 @admin_router.get(
-    "/{order_id}", response_model=schemas.AdminOrderOut, responses=_errors(401, 403, 404)
+    "/{order_id}", response_model=schemas.AdminOrderOut, responses=problems(401, 403, 404, 503)
 )
 async def admin_get_order(deps: DepsDep, _: Admin, order_id: OrderId) -> schemas.AdminOrderOut:
     return await admin_orders.get_order(deps, order_id)
@@ -219,7 +237,7 @@ async def admin_get_order(deps: DepsDep, _: Admin, order_id: OrderId) -> schemas
 @admin_router.post(
     "/{order_id}/refund",
     response_model=schemas.AdminOrderOut,
-    responses=problems(401, 403, 404, codes={409: ("invalid_state",)}),
+    responses=problems(401, 403, 404, 503, codes={409: ("invalid_state",)}),
 )
 async def admin_refund_order(deps: DepsDep, _: Admin, order_id: OrderId) -> schemas.AdminOrderOut:
     """A paid order (PREPARING) cancelled and its payment refunded; else 409 invalid_state."""
@@ -229,7 +247,7 @@ async def admin_refund_order(deps: DepsDep, _: Admin, order_id: OrderId) -> sche
 @figures_router.get(
     "/products/{product_id}/sales",
     response_model=schemas.ProductSales,
-    responses=_errors(401, 403, 422, 503),
+    responses=problems(401, 403, 422, 503),
 )
 async def admin_product_sales(deps: DepsDep, _: Admin, product_id: OrderId) -> schemas.ProductSales:
     """The live drop view's figures of a product: orders by status and per second, refusals by

@@ -47,7 +47,11 @@ async def deps_of(request: Request) -> Deps:
 DepsDep = Annotated[Deps, Depends(deps_of)]
 
 
-@public_router.get("", response_model=schemas.ProductPage, responses=problems(422, 503))
+@public_router.get(
+    "",
+    response_model=schemas.ProductPage,
+    responses=problems(503, codes={422: ("invalid_cursor", "validation_error")}),
+)
 async def list_products(
     deps: DepsDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -75,7 +79,17 @@ async def get_product(deps: DepsDep, product_id: IdPath) -> schemas.ProductDetai
     "/{product_id}/queue",
     status_code=201,
     response_model=schemas.Ticket,
-    responses=problems(404, 429, 503, codes={409: ("queue_not_open", "not_queued", "sold_out")}),
+    # 403 account_too_new: the shop's minimum account age at the queue's opening; 409
+    # conflict: the queue changed while joining (retry).
+    responses=problems(
+        404,
+        429,
+        503,
+        codes={
+            403: ("account_too_new",),
+            409: ("queue_not_open", "not_queued", "sold_out", "conflict"),
+        },
+    ),
 )
 async def join_queue(
     deps: DepsDep, buyer: Buyer, product_id: IdPath, response: Response
@@ -96,7 +110,11 @@ async def my_ticket(deps: DepsDep, buyer: Buyer, product_id: IdPath) -> schemas.
 @public_router.get(
     "/{product_id}/queue/me/events",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}, **problems(404, 503)},
+    # 503 too_many_streams: this process holds its most streams; read .../queue/me instead.
+    responses={
+        200: {"content": {"text/event-stream": {}}},
+        **problems(404, codes={503: ("too_many_streams",)}),
+    },
 )
 async def my_ticket_events(deps: DepsDep, buyer: Buyer, product_id: IdPath) -> StreamingResponse:
     """The ticket as Server-Sent Events until it is final (docs/waiting-room.md)."""
@@ -107,8 +125,10 @@ async def my_ticket_events(deps: DepsDep, buyer: Buyer, product_id: IdPath) -> S
     "/{product_id}/entries",
     status_code=201,
     response_model=schemas.Entry,
+    # 429: the gateway's entry rate per client address; 503: the card cannot be checked now.
     responses=problems(
         404,
+        429,
         503,
         codes={
             409: (
@@ -142,7 +162,7 @@ async def my_entry(deps: DepsDep, buyer: Buyer, product_id: IdPath) -> schemas.E
 @public_router.delete(
     "/{product_id}/entries/me",
     status_code=204,
-    responses=problems(404, 503, codes={409: ("entries_closed",)}),
+    responses=problems(404, 503, codes={409: ("entries_closed", "not_a_draw")}),
 )
 async def withdraw_entry(deps: DepsDep, buyer: Buyer, product_id: IdPath) -> Response:
     await draw_entries.withdraw(deps, product_id, buyer.user_id)
@@ -158,24 +178,45 @@ async def published_draw(deps: DepsDep, product_id: IdPath) -> schemas.DrawOut:
     return await draw_entries.published_draw(deps, product_id)
 
 
-@admin_router.get("/products/{product_id}/draw", response_model=schemas.DrawFigures)
+@admin_router.get(
+    "/products/{product_id}/draw",
+    response_model=schemas.DrawFigures,
+    responses=problems(404, 503),  # 404: no such product, or not a draw
+)
 async def draw_figures(deps: DepsDep, _: Admin, product_id: IdPath) -> schemas.DrawFigures:
     return await draw_entries.draw_figures(deps, product_id)
 
 
-@admin_router.get("/products/{product_id}/queue", response_model=schemas.QueueFigures)
+@admin_router.get(
+    "/products/{product_id}/queue",
+    response_model=schemas.QueueFigures,
+    responses=problems(404, 503, codes={409: ("not_queued",)}),
+)
 async def queue_figures(deps: DepsDep, _: Admin, product_id: IdPath) -> schemas.QueueFigures:
     return await queue_tickets.figures(deps, product_id)
 
 
-@admin_router.post("/products", status_code=201, response_model=schemas.ProductDetail)
+@admin_router.post(
+    "/products",
+    status_code=201,
+    response_model=schemas.ProductDetail,
+    # 422: a field, or sale-mode times that do not fit together (admin._sale_fields).
+    responses=problems(503, codes={422: ("validation_error",)}),
+)
 async def create_product(
     deps: DepsDep, _: Admin, body: schemas.ProductCreate
 ) -> schemas.ProductDetail:
     return await admin.create_product(deps, body)
 
 
-@admin_router.patch("/products/{product_id}", response_model=schemas.ProductDetail)
+@admin_router.patch(
+    "/products/{product_id}",
+    response_model=schemas.ProductDetail,
+    # 409 invalid_state: the sale mode or its times, once buyers have queued or entered.
+    responses=problems(
+        503, codes={404: ("not_found",), 409: ("invalid_state",), 422: ("validation_error",)}
+    ),
+)
 async def patch_product(
     deps: DepsDep, _: Admin, product_id: IdPath, body: schemas.ProductPatch
 ) -> schemas.ProductDetail:
@@ -183,7 +224,10 @@ async def patch_product(
 
 
 @admin_router.post(
-    "/products/{product_id}/items", status_code=201, response_model=schemas.AdminItem
+    "/products/{product_id}/items",
+    status_code=201,
+    response_model=schemas.AdminItem,
+    responses=problems(503, codes={404: ("not_found",), 422: ("validation_error",)}),
 )
 async def create_item(
     deps: DepsDep, _: Admin, product_id: IdPath, body: schemas.ItemCreate
@@ -191,7 +235,15 @@ async def create_item(
     return await admin.create_item(deps, product_id, body)
 
 
-@admin_router.patch("/items/{item_id}", response_model=schemas.AdminItem)
+@admin_router.patch(
+    "/items/{item_id}",
+    response_model=schemas.AdminItem,
+    # 409 stock_below_committed: never below what is sold or reserved.
+    responses=problems(
+        503,
+        codes={404: ("not_found",), 409: ("stock_below_committed",), 422: ("validation_error",)},
+    ),
+)
 async def adjust_item(
     deps: DepsDep, _: Admin, item_id: IdPath, body: schemas.ItemPatch
 ) -> schemas.AdminItem:

@@ -59,7 +59,17 @@ def _tokens(pair: sessions.TokenPair) -> TokenResponse:
 
 
 @router.post(
-    "/api/users", status_code=202, tags=["accounts"], responses=_errors(400, 413, 422, 429)
+    "/api/users",
+    status_code=202,
+    tags=["accounts"],
+    # 422: a weak password (domain.check_password), a bad address or name; 429: the address's
+    # hourly mail budget (throttles.spend_mail_budget) or the gateway's sign-up rate.
+    responses=problems(
+        400,
+        413,
+        503,
+        codes={422: ("validation_error",), 429: ("too_many_requests",)},
+    ),
 )
 async def sign_up(body: SignupRequest, d: Deps = Depends(deps)) -> Accepted:
     await verification.sign_up(
@@ -73,6 +83,7 @@ async def sign_up(body: SignupRequest, d: Deps = Depends(deps)) -> Accepted:
     tags=["accounts"],
     responses=problems(
         422,
+        503,
         codes={
             400: ("verification_code_invalid", "verification_code_expired"),
             429: ("too_many_attempts", "too_many_requests"),
@@ -92,19 +103,20 @@ async def verify(
     "/api/users/verification/resend",
     status_code=202,
     tags=["accounts"],
-    responses=_errors(400, 422, 429),
+    # 429: one code a minute per address, and the address's hourly mail budget.
+    responses=problems(400, 422, 503, codes={429: ("too_many_requests",)}),
 )
 async def resend(body: ResendRequest, d: Deps = Depends(deps)) -> Accepted:
     await verification.resend_code(d, email=body.email)
     return Accepted()
 
 
-@router.get("/api/users/me", tags=["accounts"], responses=_errors(401))
+@router.get("/api/users/me", tags=["accounts"], responses=problems(401, 503))
 async def me(principal: Principal = Depends(current_principal), d: Deps = Depends(deps)) -> Me:
     return _me(await handlers.me(d, user_id=principal.user_id))
 
 
-@router.patch("/api/users/me", tags=["accounts"], responses=_errors(400, 401, 422))
+@router.patch("/api/users/me", tags=["accounts"], responses=problems(400, 401, 422, 503))
 async def update_me(
     body: MeUpdate, principal: Principal = Depends(current_principal), d: Deps = Depends(deps)
 ) -> Me:
@@ -126,7 +138,9 @@ def _me(user: UserRow) -> Me:
 @router.post(
     "/api/auth/login",
     tags=["auth"],
-    responses=problems(400, 422, 429, codes={401: ("invalid_credentials",)}),
+    responses=problems(
+        400, 422, 503, codes={401: ("invalid_credentials",), 429: ("too_many_requests",)}
+    ),
 )
 async def login(body: LoginRequest, request: Request, d: Deps = Depends(deps)) -> TokenResponse:
     pair = await sessions.login(
@@ -138,20 +152,24 @@ async def login(body: LoginRequest, request: Request, d: Deps = Depends(deps)) -
 @router.post(
     "/api/auth/refresh",
     tags=["auth"],
-    responses=problems(400, 422, codes={401: ("invalid_token",)}),
+    responses=problems(400, 422, 503, codes={401: ("invalid_token",)}),
 )
 async def refresh(body: RefreshRequest, d: Deps = Depends(deps)) -> TokenResponse:
     return _tokens(await sessions.refresh(d, refresh_token=body.refresh_token))
 
 
-@router.post("/api/auth/logout", status_code=204, tags=["auth"], responses=_errors(400, 422))
+@router.post("/api/auth/logout", status_code=204, tags=["auth"], responses=problems(400, 422, 503))
 async def logout(body: RefreshRequest, d: Deps = Depends(deps)) -> Response:
     await sessions.logout(d, refresh_token=body.refresh_token)
     return Response(status_code=204)
 
 
 @router.post(
-    "/api/auth/password-reset", status_code=202, tags=["auth"], responses=_errors(400, 422, 429)
+    "/api/auth/password-reset",
+    status_code=202,
+    tags=["auth"],
+    # 429: one request a minute and a daily limit per address, or the gateway's rate.
+    responses=problems(400, 422, 503, codes={429: ("too_many_requests",)}),
 )
 async def password_reset(body: PasswordResetRequest, d: Deps = Depends(deps)) -> Accepted:
     """Mail a reset code if the address has an account. The same answer either way; the code
@@ -164,7 +182,15 @@ async def password_reset(body: PasswordResetRequest, d: Deps = Depends(deps)) ->
     "/api/auth/password-reset/confirm",
     status_code=204,
     tags=["auth"],
-    responses=_errors(400, 422, 429),
+    # 422: a weak new password; 429 too_many_attempts: 5 wrong codes kill the code.
+    responses=problems(
+        503,
+        codes={
+            400: ("reset_code_invalid", "reset_code_expired"),
+            422: ("validation_error",),
+            429: ("too_many_attempts", "too_many_requests"),
+        },
+    ),
 )
 async def password_reset_confirm(body: PasswordResetConfirm, d: Deps = Depends(deps)) -> Response:
     await reset.confirm_password_reset(
@@ -203,7 +229,7 @@ def _cart(view: CartView) -> Cart:
     )
 
 
-@router.get("/api/cart", tags=["cart"], responses=_errors(401, 403))
+@router.get("/api/cart", tags=["cart"], responses=problems(401, 403, 503))
 async def get_cart(
     principal: Principal = Depends(verified_principal), d: Deps = Depends(deps)
 ) -> Cart:
@@ -211,7 +237,11 @@ async def get_cart(
 
 
 @router.put(
-    "/api/cart/lines/{item_id}", tags=["cart"], responses=_errors(401, 403, 404, 409, 422, 503)
+    "/api/cart/lines/{item_id}",
+    tags=["cart"],
+    # 404: an item the catalog does not know; 409 cart_full: at most CART_MAX_LINES items;
+    # 503: the catalog cannot be asked (cart.set_cart_line).
+    responses=problems(401, 403, 422, 503, codes={404: ("not_found",), 409: ("cart_full",)}),
 )
 async def put_cart_line(
     item_id: ItemIdPath,
@@ -225,7 +255,7 @@ async def put_cart_line(
     return _cart(view)
 
 
-@router.delete("/api/cart/lines/{item_id}", tags=["cart"], responses=_errors(401, 403, 422))
+@router.delete("/api/cart/lines/{item_id}", tags=["cart"], responses=problems(401, 403, 422, 503))
 async def delete_cart_line(
     item_id: ItemIdPath,
     principal: Principal = Depends(verified_principal),
@@ -234,7 +264,7 @@ async def delete_cart_line(
     return _cart(await cart.remove_cart_line(d, user_id=principal.user_id, item_id=item_id))
 
 
-@router.delete("/api/cart", status_code=204, tags=["cart"], responses=_errors(401, 403))
+@router.delete("/api/cart", status_code=204, tags=["cart"], responses=problems(401, 403, 503))
 async def clear_cart(
     principal: Principal = Depends(verified_principal), d: Deps = Depends(deps)
 ) -> Response:
