@@ -1,7 +1,8 @@
 """Every metric the alert rules and the drop dashboard use (deploy/prometheus/alerts.yml,
 deploy/grafana/dashboards/drop.json) is in the running platform's ``/metrics``, once a drop
 has happened: a purchase paid, a refusal, a waiting room joined (issue 17). In multiprocess
-mode a labelled metric shows only once it has a sample, so the drop comes first."""
+mode a labelled metric shows only once it has a sample, so the drop comes first. The gateway's
+``haproxy_*`` metrics are its HAProxy exporter's, on the internal stats port."""
 
 from __future__ import annotations
 
@@ -18,11 +19,11 @@ from tests.support.platform import Platform
 from tests.support.waiting import eventually
 from tests.unit.deploy.test_observability_files import used_metrics
 
-SCRAPED = ("users", "products", "products_streams", "orders", "payments", "web")
+SCRAPED = ("users", "products", "products_streams", "orders", "payments", "web", "gateway_stats")
 # Counted only when the lifecycle worker moves an order (a stage of hours in a test run): its
 # definition is checked offline (tests/unit/deploy/test_observability_files.py).
 RARE = {"snapshoe_orders_lifecycle_transitions_total"}
-FAMILY = re.compile(r"^(snapshoe_[a-z0-9_]+?)(_bucket|_count|_sum|_created)?[{ ]")
+FAMILY = re.compile(r"^((?:snapshoe|haproxy)_[a-z0-9_]+?)(_bucket|_count|_sum|_created)?[{ ]")
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +64,7 @@ async def test_the_alerts_and_the_dashboard_use_only_metrics_a_platform_exports(
         assert (await join(c, product["id"], env.buyer())).status_code in (200, 201)
 
     wanted = used_metrics() - RARE
+    assert any(name.startswith("haproxy_") for name in wanted), "the gateway is not looked at"
 
     async def missing() -> set[str]:
         return wanted - await scraped_names(platform)

@@ -1,7 +1,9 @@
 """Prometheus, its alert rules and the Grafana dashboard of a drop (deploy/prometheus,
 deploy/grafana), checked offline: they parse, compose runs and provisions them, every service
-and worker is scraped (compose and Kubernetes), and every metric they use is one the code
-defines. tests/e2e/test_metric_names.py checks the same names against a running platform."""
+and worker is scraped (compose and Kubernetes), the gateway too, and every ``snapshoe_*`` metric
+they use is one the code defines (the gateway's ``haproxy_*`` come from HAProxy's exporter).
+tests/e2e/test_metric_names.py checks every name against a running platform, the gateway's
+included; tests/unit/deploy/test_prometheus_rules.py runs promtool on these files."""
 
 from __future__ import annotations
 
@@ -26,7 +28,9 @@ DASHBOARD = GRAFANA / "dashboards" / "drop.json"
 SERVICES = {"users": 8101, "products": 8102, "orders": 8103, "payments": 8104, "web": 8107}
 WORKERS = ("users", "products", "orders", "payments")
 WORKER_METRICS_PORT = 9100
-METRIC = re.compile(r"\bsnapshoe_[a-z0-9_]+")
+# The gateway's HAProxy exporter, on its internal stats frontend (never the public 8000).
+GATEWAY_METRICS_PORT = 8404
+METRIC = re.compile(r"\b(?:snapshoe|haproxy)_[a-z0-9_]+")
 SUFFIXES = ("_bucket", "_count", "_sum")
 
 
@@ -42,8 +46,8 @@ def dashboard() -> dict[str, Any]:
 
 
 def used_metrics() -> set[str]:
-    """Every ``snapshoe_*`` name in an alert expression or a dashboard query (a histogram's
-    ``_bucket`` is its family's)."""
+    """Every ``snapshoe_*`` and ``haproxy_*`` name in an alert expression or a dashboard query
+    (a histogram's ``_bucket`` is its family's)."""
     exprs = [rule["expr"] for rule in alert_rules()]
     exprs += [t["expr"] for panel in dashboard()["panels"] for t in panel["targets"]]
     names = set()
@@ -89,7 +93,7 @@ def test_the_dashboard_parses_and_shows_a_drop() -> None:
     titles = " | ".join(p["title"] for p in doc["panels"]).lower()
     for needed in ("attempts", "refusals", "orders by status", "payments", "pg latency p99"):
         assert needed in titles, needed
-    for needed in ("tickets", "outbox", "dlq"):
+    for needed in ("tickets", "outbox", "dlq", "gateway requests", "gateway 5xx"):
         assert needed in titles, needed
     for panel in doc["panels"]:
         assert panel["targets"], panel["title"]
@@ -97,7 +101,7 @@ def test_the_dashboard_parses_and_shows_a_drop() -> None:
 
 
 def test_every_metric_the_alerts_and_dashboard_use_is_defined() -> None:
-    used = used_metrics()
+    used = {name for name in used_metrics() if name.startswith("snapshoe_")}
     assert len(used) > 10, used
     missing = used - defined_metrics()
     assert not missing, f"not defined in src/: {sorted(missing)}"
@@ -105,7 +109,8 @@ def test_every_metric_the_alerts_and_dashboard_use_is_defined() -> None:
 
 def test_prometheus_scrapes_every_service_and_worker_and_loads_the_rules() -> None:
     doc = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
-    assert "/etc/prometheus/alerts.yml" in doc["rule_files"]
+    # Relative to prometheus.yml: /etc/prometheus/alerts.yml in compose, promtool finds it here.
+    assert "alerts.yml" in doc["rule_files"]
     targets = {}
     for job in doc["scrape_configs"]:
         (sd,) = job["dns_sd_configs"]
@@ -116,6 +121,7 @@ def test_prometheus_scrapes_every_service_and_worker_and_loads_the_rules() -> No
     for worker in WORKERS:
         name = f"{worker}-worker"
         assert targets[name] == (name, WORKER_METRICS_PORT), name
+    assert targets["gateway"] == ("gateway", GATEWAY_METRICS_PORT)
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +154,11 @@ def test_compose_runs_prometheus_and_a_provisioned_grafana(compose: dict[str, An
 
 
 def test_kubernetes_pods_carry_the_scrape_annotations() -> None:
-    expected = {**SERVICES, **{f"{w}-worker": WORKER_METRICS_PORT for w in WORKERS}}
+    expected = {
+        **SERVICES,
+        **{f"{w}-worker": WORKER_METRICS_PORT for w in WORKERS},
+        "gateway": GATEWAY_METRICS_PORT,
+    }
     seen = {}
     for path in (DEPLOY / "k8s" / "base").glob("*.yaml"):
         for doc in yaml.safe_load_all(path.read_text()):
