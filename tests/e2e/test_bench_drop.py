@@ -80,4 +80,7 @@ async def test_bench_drop_small(platform: Platform, tmp_path: Path) -> None:
     assert stored["attempts"] == result["attempts"]
     assert stored["ok"] is True
     page = Path(result["report"]).read_text()
-    assert page.count("<svg") == 2
+    for chart in ("sell-out", "timeline", "compare-throughput", "latency"):
+        assert f'data-chart="{chart}"' in page, chart
+    # The per-bin answers drop.lua records add up to the attempts.
+    assert sum(map(sum, result["timeline"]["answers"].values())) == result["attempts"]

@@ -13,7 +13,6 @@ the settling of every entry. Checks come from the databases, the PG and the publ
 from __future__ import annotations
 
 import asyncio
-import html
 import json
 import random
 import secrets
@@ -30,6 +29,7 @@ from snapshoe.bench.draw_checks import charges, check, evaluate
 from snapshoe.bench.draw_model import DrawConfig as DrawConfig
 from snapshoe.bench.draw_setup import close_now, create_product, insert_entries, issue_keys
 from snapshoe.bench.drop_result import git_commit, machine
+from snapshoe.bench.report_kinds import draw_page
 from snapshoe.kernel.settings import Settings
 
 
@@ -86,21 +86,8 @@ async def watch(
 
 
 def write_html(r: dict[str, Any], path: Path) -> Path:
-    def block(k: str) -> str:
-        body = html.escape(json.dumps(r.get(k), indent=2, default=str))
-        return f"<h2>{html.escape(k)}</h2><pre>{body}</pre>"
-
-    blocks = "".join(
-        block(k) for k in ("failures", "targets", "timing", "charges", "check", "config", "machine")
-    )
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>snapshoe bench draw</title>
-<style>body{{font-family:sans-serif;max-width:800px;margin:2em auto}}
-pre{{background:#f4f4f4;padding:.5em}}</style></head>
-<body><h1>snapshoe bench draw</h1>
-<p>{html.escape(str(r.get("started_at")))} &mdash; {"OK" if r["ok"] else "FAILED"}</p>
-{blocks}</body></html>"""
-    path.write_text(page)
+    """The report page (report_kinds.draw_page)."""
+    path.write_text(draw_page(r))
     return path
 
 
@@ -132,7 +119,7 @@ async def run_draw(settings: Settings, cfg: DrawConfig) -> dict[str, Any]:
             "seconds_close_to_every_pair_decided": marks["all_pairs_decided"],
             "seconds_close_to_settled": marks["settled"],
         },
-        "charges": await charges(settings, pid),
+        "charges": await charges(settings, pid, closed_at),
         "check": await check(settings, pid),
         "samples": samples,
         "started_at": started.isoformat(),

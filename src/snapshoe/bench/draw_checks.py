@@ -4,6 +4,7 @@ charges per order, and the published draw recomputed (docs/draws.md)."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -17,8 +18,9 @@ if TYPE_CHECKING:
     from snapshoe.bench.draw_model import DrawConfig
 
 
-async def charges(settings: Settings, pid: str) -> dict[str, Any]:
-    """Payments of the draw's orders: how many, and the first and last PG answer."""
+async def charges(settings: Settings, pid: str, since: datetime | None = None) -> dict[str, Any]:
+    """Payments of the draw's orders: how many, the first and last PG answer, and (with
+    ``since``, the close) the answers per second after it by status."""
     async with checks.connection(settings, "products") as conn:
         orders = [
             str(r[0])
@@ -44,7 +46,10 @@ async def charges(settings: Settings, pid: str) -> dict[str, Any]:
                 {"ids": orders},
             )
         ).all()
+    if not rows:  # orders made but never charged (a draw that did not settle)
+        return {"payments": 0, "orders": len(orders)}
     by_status = {str(s): int(n) for s, n, _, _ in rows}
+    timeline = await _charges_per_second(settings, orders, since) if since else {}
     first = min(r[2] for r in rows)
     last = max(r[3] for r in rows)
     span = max((last - first).total_seconds(), 1e-3)
@@ -54,7 +59,29 @@ async def charges(settings: Settings, pid: str) -> dict[str, Any]:
         "by_status": by_status,
         "seconds_first_to_last": round(span, 2),
         "charges_per_second": round(total / span, 1),
+        "per_second": timeline,
     }
+
+
+async def _charges_per_second(
+    settings: Settings, orders: list[str], since: datetime
+) -> dict[str, dict[str, int]]:
+    """Status -> {whole second after ``since``: payments last updated in it}."""
+    start = since.astimezone(UTC).replace(tzinfo=None)  # the databases keep naive UTC
+    async with checks.connection(settings, "payments") as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT status, FLOOR(TIMESTAMPDIFF(MICROSECOND, :t, updated_at) / 1e6) AS s,"
+                    " COUNT(*) FROM payments WHERE order_id IN :ids GROUP BY status, s"
+                ).bindparams(_expanding("ids")),
+                {"ids": orders, "t": start},
+            )
+        ).all()
+    out: dict[str, dict[str, int]] = {}
+    for status, second, n in rows:
+        out.setdefault(str(status), {})[str(int(second))] = int(n)
+    return {k: dict(sorted(v.items(), key=lambda kv: int(kv[0]))) for k, v in out.items()}
 
 
 def _expanding(name: str) -> Any:

@@ -15,7 +15,9 @@
 -- Times come from clock_gettime (LuaJIT ffi): the send time of every request by its
 -- Idempotency-Key, the receive time of every 201 by its order id. The bench pairs the two
 -- through the orders database (order id -> idempotency key) for the latency of successes;
--- wrk's own histogram covers all attempts.
+-- wrk's own histogram covers all attempts. Every answer is also counted in a bin of
+-- TIMELINE_US by its receive time since the release (<prefix>.timeline): the report's
+-- throughput, refusals and errors over time.
 local ffi = require("ffi")
 ffi.cdef [[
 typedef struct { long tv_sec; long tv_nsec; } snapshoe_timespec;
@@ -32,6 +34,7 @@ local out_prefix = os.getenv("OUT_PREFIX")
 local release_us = tonumber(os.getenv("RELEASE_US") or "0")
 local nthreads = tonumber(os.getenv("THREADS") or "1")
 local threads = {}
+local TIMELINE_US = 250000
 
 function setup(thread)
   thread:set("tid", #threads)
@@ -41,7 +44,7 @@ end
 -- Per-thread state; globals so that done() can read them with thread:get().
 mine = {}
 claimed, sent_n, answered, ok_n, extra, n408 = 0, 0, 0, 0, 0, 0
-sent_log, ok_log, counts = {}, {}, {}
+sent_log, ok_log, counts, timeline = {}, {}, {}, {}
 first_us, last_us = 0, 0
 local floor_req = nil
 
@@ -119,6 +122,8 @@ function response(status, headers, body)
     k = status .. ":" .. (string.match(body or "", '"code":"([^"]+)"') or "")
   end
   counts[k] = (counts[k] or 0) + 1
+  local bin = math.floor((t - release_us) / TIMELINE_US) .. "|" .. k
+  timeline[bin] = (timeline[bin] or 0) + 1
   if status == 408 then n408 = n408 + 1 end
   if sent_n >= #mine then
     -- The tail: tell the bench how far this thread is (a few hundred writes at most). A
@@ -143,12 +148,13 @@ local function write_lines(path, lines)
 end
 
 function done(summary, latency, requests)
-  local sent, ok, tally = {}, {}, {}
+  local sent, ok, tally, bins = {}, {}, {}, {}
   local first, last = 0, 0
   for _, t in ipairs(threads) do
     for _, l in ipairs(t:get("sent_log")) do sent[#sent + 1] = l end
     for _, l in ipairs(t:get("ok_log")) do ok[#ok + 1] = l end
     for k, v in pairs(t:get("counts")) do tally[k] = (tally[k] or 0) + v end
+    for k, v in pairs(t:get("timeline")) do bins[k] = (bins[k] or 0) + v end
     local f, l = t:get("first_us"), t:get("last_us")
     if f > 0 and (first == 0 or f < first) then first = f end
     if l > last then last = l end
@@ -158,6 +164,9 @@ function done(summary, latency, requests)
   local c = {}
   for k, v in pairs(tally) do c[#c + 1] = k .. " " .. v end
   write_lines(out_prefix .. ".counts", c)
+  local b = { "bin_us " .. TIMELINE_US }
+  for k, v in pairs(bins) do b[#b + 1] = k .. " " .. v end
+  write_lines(out_prefix .. ".timeline", b)
   local e = summary.errors
   local s = {
     "duration_us " .. summary.duration,

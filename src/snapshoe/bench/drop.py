@@ -10,7 +10,8 @@
    detail, every 100 ms) meanwhile: the sell-out curve.
 3. ``--compare``: the floor (``GET /api/orders/-/floor`` through the same gateway and service,
    same concurrency, as long as the stampede took) and the same drop on a ``db_lock`` product
-   (row locks, no Redis gate), capped at ``compare_seconds``.
+   (row locks, no Redis gate), capped at ``compare_seconds``; on a platform that exports
+   traces, the same drop again with tracing's sample ratio at 0 (``bench.tracing_cost``).
 4. The winners pay through the sandbox PG (a share declines); declined pairs come back on sale
    and buyers who have not bought yet try again, round by round, until the drop is sold out or
    the buyers are exhausted (Python client: this phase is not the measured one).
@@ -28,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from snapshoe.bench import checks
+from snapshoe.bench import checks, tracing_cost
 from snapshoe.bench.drop_model import BenchRefused, Drop, DropConfig, Stampede, window_problem
 from snapshoe.bench.drop_payments import pay_and_rebuy, wait_settled
 from snapshoe.bench.drop_result import (
@@ -44,6 +45,7 @@ from snapshoe.bench.drop_result import (
 )
 from snapshoe.bench.drop_setup import Bench, check_platform
 from snapshoe.bench.drop_stampede import floor, stampede
+from snapshoe.bench.tracing_cost import Untraced
 from snapshoe.kernel.settings import Settings
 
 
@@ -54,6 +56,7 @@ class Baseline:
     figures: dict[str, Any]
     lock_drop: Drop | None = None
     lock_run: Stampede | None = None
+    untraced: Untraced | None = None
 
 
 def out_paths(cfg: DropConfig, started_at: datetime) -> tuple[Path, Path]:
@@ -130,7 +133,9 @@ async def compare(bench: Bench, main: Stampede, tokens_path: Path) -> Baseline:
         # stampede (503 after three retries) are part of what it shows, recorded, not a failure.
         "responses_5xx": lock_run.five_xx(),
     }
-    return Baseline({"floor": floor_figures, "db_lock": db_lock}, lock_drop, lock_run)
+    untraced = await tracing_cost.measure(bench, main)
+    figures = {"floor": floor_figures, "db_lock": db_lock, "tracing": untraced.figures}
+    return Baseline(figures, lock_drop, lock_run, untraced)
 
 
 def compare_figures(main: Stampede, baseline: Baseline) -> dict[str, Any]:
@@ -141,6 +146,7 @@ def compare_figures(main: Stampede, baseline: Baseline) -> dict[str, Any]:
         "db_lock_attempts_per_s": baseline.figures["db_lock"]["attempts_per_s"],
         "vs_floor": round(main.per_second / floor_rps, 3) if floor_rps else None,
         "vs_db_lock": round(main.per_second / lock_rate, 2) if lock_rate else None,
+        "tracing_traced_vs_untraced": baseline.figures["tracing"].get("traced_vs_untraced"),
     }
 
 
@@ -183,6 +189,8 @@ async def check_databases(
     lock_drop = baseline.lock_drop if baseline else None
     lock_run = baseline.lock_run if baseline else None
     pids = [drop.product_id] + ([lock_drop.product_id] if lock_drop else [])
+    if baseline is not None and baseline.untraced is not None and baseline.untraced.drop:
+        pids.append(baseline.untraced.drop.product_id)
     diffs = await checks.gate_differences(settings, pids)
     product_checks = [
         await checks.check_product(
@@ -204,6 +212,18 @@ async def check_databases(
             gate_diffs=[],
         )
         product_checks.append(lock_check)
+    untraced = baseline.untraced if baseline else None
+    if untraced is not None and untraced.drop is not None and untraced.run is not None:
+        product_checks.append(
+            await checks.check_product(
+                settings,
+                untraced.drop.product_id,
+                stock_mode="gate",
+                limit=limit,
+                client_ids=set(untraced.run.ok),
+                gate_diffs=[d for d in diffs if d.get("product_id") == untraced.drop.product_id],
+            )
+        )
     outbox = await checks.wait_outbox_drained(settings, 60)
     return product_checks, outbox
 

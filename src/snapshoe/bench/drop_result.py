@@ -77,6 +77,28 @@ def sell_out_seconds(curve: list[tuple[float, int]]) -> float | None:
     return None
 
 
+def timeline(summary: dict[str, str]) -> dict[str, Any]:
+    """The answers per time bin since the release (drop.lua's ``.timeline``, carried in the
+    summary under ``timeline:``): the bins' start times and, per response key (``201``,
+    ``409:sold_out``, ...), the answers received in each bin. Not order attempts (the rare
+    GET, HAProxy's 408 on an idle connection) are left out."""
+    bin_us = int(summary.get("timeline:bin_us", "0"))
+    counts: dict[str, dict[int, int]] = {}
+    for key, n in summary.items():
+        b, sep, k = key.removeprefix("timeline:").partition("|")
+        if key.startswith("timeline:") and sep and k not in NOT_ATTEMPTS:
+            counts.setdefault(k, {})[int(b)] = int(n)
+    if not bin_us or not counts:
+        return {}
+    lo = min(min(c) for c in counts.values())
+    hi = max(max(c) for c in counts.values())
+    return {
+        "bin_seconds": bin_us / 1e6,
+        "t": [round(b * bin_us / 1e6, 3) for b in range(lo, hi + 1)],
+        "answers": {k: [c.get(b, 0) for b in range(lo, hi + 1)] for k, c in sorted(counts.items())},
+    }
+
+
 def stampede_figures(s: Stampede, successes: list[float], release_ts: float) -> dict[str, Any]:
     last_ok = max(s.ok.values()) if s.ok else None
     first = int(s.summary.get("first_send_us", "0"))
@@ -112,6 +134,7 @@ def stampede_figures(s: Stampede, successes: list[float], release_ts: float) -> 
         "last_success_seconds": round((last_ok - first) / 1e6, 3) if last_ok and first else None,
         "generator_cpu_share": s.cpu_share,
         "stopped_at_deadline": s.run.stopped_early,
+        "timeline": timeline(s.summary),
     }
 
 

@@ -69,11 +69,13 @@ def read_stampede(
     hist = sorted(
         (float(k), float(v) / 1000) for k, v in read_pairs(Path(f"{prefix}.hist")).items()
     )
+    # The answers per time bin ride along in the summary, under "timeline:" (drop_result).
+    bins = {f"timeline:{k}": v for k, v in read_pairs(Path(f"{prefix}.timeline")).items()}
     return Stampede(
         tag=tag,
         run=run,
         counts=counts,
-        summary=read_pairs(Path(f"{prefix}.summary")),
+        summary={**read_pairs(Path(f"{prefix}.summary")), **bins},
         ok=ok,
         sent=sent,
         quantiles_ms=hist,

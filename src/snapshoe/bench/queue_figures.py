@@ -3,6 +3,7 @@ buyer waited for their fate, and when the pairs sold (which ``--compare`` sets a
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
@@ -46,6 +47,30 @@ async def tickets(settings: Settings, pid: str) -> list[Any]:
         )
 
 
+def per_second(times: list[float]) -> dict[str, int]:
+    """How many of ``times`` (seconds since the release) fall in each whole second."""
+    out: dict[int, int] = {}
+    for t in times:
+        out[math.floor(t)] = out.get(math.floor(t), 0) + 1
+    return {str(k): out[k] for k in sorted(out)}
+
+
+def ticket_timeline(rows: list[Any]) -> dict[str, dict[str, int]]:
+    """Per second since the release (``tickets`` rows): tickets taken, admitted, and ended by
+    their final state (``sold_out``: a buyer the queue turned away)."""
+    if not rows:
+        return {}
+    release = rows[0][6]
+    series: dict[str, list[float]] = {"joined": [], "admitted": []}
+    for r in rows:
+        series["joined"].append((r[1] - release).total_seconds())
+        if r[7] is not None:
+            series["admitted"].append((r[7] - release).total_seconds())
+        if r[4] is not None:
+            series.setdefault(f"ended {r[3]}", []).append((r[4] - release).total_seconds())
+    return {k: per_second(v) for k, v in series.items()}
+
+
 def queue_figures(rows: list[Any]) -> dict[str, Any]:
     """Fairness and the end, from the tickets (``tickets``)."""
     release = rows[0][6] if rows else None
@@ -69,6 +94,7 @@ def queue_figures(rows: list[Any]) -> dict[str, Any]:
             round((max(ends) - release).total_seconds(), 2) if ends and release else None
         ),
         "used_order_ids": set(used),
+        "per_second": ticket_timeline(rows),
     }
 
 
@@ -119,5 +145,6 @@ async def sales(settings: Settings, pid: str, pairs: int) -> dict[str, Any]:
         else None,
         "seconds_to_last_payment": since(last_paid[0]),
         "paid_orders": int(last_paid[1] or 0),
+        "orders_per_second": per_second([t for (at,) in created if (t := since(at)) is not None]),
         "last_paid_at": last_paid[0],
     }

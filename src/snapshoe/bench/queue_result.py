@@ -3,13 +3,11 @@ issue's targets (reported, meaningful at full size), and the HTML report."""
 
 from __future__ import annotations
 
-import html
-import json
 import math
 from pathlib import Path
 from typing import Any
 
-from snapshoe.bench.report import curve_svg
+from snapshoe.bench.report_kinds import queue_page
 
 MAX_MET_SOLD_OUT_SHARE = 0.01
 
@@ -83,43 +81,7 @@ def evaluate(r: dict[str, Any]) -> None:
     r["ok"] = not r["failures"]
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, indent=1, default=str)
-
-
 def write_html(r: dict[str, Any], path: Path) -> Path:
-    keys = [k for k, v in r.items() if not isinstance(v, dict | list) and k != "started_at"]
-    rows = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{html.escape(json.dumps(r[k], default=str))}</td></tr>"
-        for k in keys
-    )
-    t0 = r["samples"][0]["t"] if r["samples"] else 0.0
-    curve = [(s["t"] - t0, int(s.get("streams_held", 0))) for s in r["samples"]]
-    blocks = "".join(
-        f"<h2>{html.escape(k)}</h2><pre>{html.escape(_json(r.get(k)))}</pre>"
-        for k in (
-            "failures",
-            "targets",
-            "queue",
-            "sales",
-            "compare",
-            "platform_at_peak_streams",
-            "seen",
-            "check",
-            "config",
-        )
-    )
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>snapshoe bench queue</title>
-<style>body{{font-family:sans-serif;max-width:800px;margin:2em auto}}
-th{{text-align:left;padding-right:1em}}pre{{background:#f4f4f4;padding:.5em}}</style></head>
-<body><h1>snapshoe bench queue</h1>
-<p>{html.escape(str(r.get("started_at")))} &mdash; {"OK" if r["ok"] else "FAILED"}</p>
-<table>{rows}</table>
-<h2>Streams held (sampled every second)</h2>
-{curve_svg(curve, max([n for _, n in curve], default=1), "seconds of the run", "streams held")}
-{blocks}
-</body></html>
-"""
-    path.write_text(page)
+    """The report page (report_kinds.queue_page)."""
+    path.write_text(queue_page(r))
     return path

@@ -52,12 +52,27 @@ class WrkRun:
     cpu_samples: list[tuple[float, float]] = field(default_factory=list)
     stopped_early: bool = False  # the deadline came before every thread finished
 
-    def cpu_between(self, start: float, end: float) -> tuple[float, float] | None:
-        """CPU seconds and wall seconds between the samples nearest to [start, end]."""
-        inside = [s for s in self.cpu_samples if start <= s[0] <= end]
-        if len(inside) < 2:
+    def cpu_at(self, at: float) -> float | None:
+        """wrk's CPU seconds at monotonic time ``at``, interpolated between the samples on
+        either side of it; None outside the sampled span."""
+        before = [s for s in self.cpu_samples if s[0] <= at]
+        after = [s for s in self.cpu_samples if s[0] >= at]
+        if not before or not after:
             return None
-        return inside[-1][1] - inside[0][1], inside[-1][0] - inside[0][0]
+        (t0, c0), (t1, c1) = before[-1], after[0]
+        return c0 if t1 == t0 else c0 + (c1 - c0) * (at - t0) / (t1 - t0)
+
+    def cpu_between(self, start: float, end: float) -> tuple[float, float] | None:
+        """CPU seconds and wall seconds over [start, end]. Interpolated at both ends, so a
+        window shorter than the sampling interval (a small stampede on a loaded machine,
+        where the samples came further apart) still has a figure; None only when the window
+        lies outside the samples."""
+        if end <= start:
+            return None
+        first, last = self.cpu_at(start), self.cpu_at(end)
+        if first is None or last is None:
+            return None
+        return last - first, end - start
 
 
 async def run_wrk(
