@@ -346,6 +346,7 @@ def _add_tracing_middleware(app: FastAPI) -> None:
         excluded_urls="/healthz,/readyz,/metrics",
         exclude_spans=["receive", "send"],
         tracer_provider=tracing.provider(),
+        server_request_hook=tracing.redact_query,
     )
 
 

@@ -66,8 +66,6 @@ def configure_tracing(service: str, settings: Settings) -> bool:
     if _enabled or not settings.otlp_endpoint:
         return _enabled
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
-    from opentelemetry.instrumentation.redis import RedisInstrumentor
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -82,8 +80,7 @@ def configure_tracing(service: str, settings: Settings) -> bool:
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, timeout=5)))
     trace.set_tracer_provider(provider)
     install_provider(provider)
-    AioHttpClientInstrumentor().instrument(tracer_provider=provider)
-    RedisInstrumentor().instrument(tracer_provider=provider)
+    instrument_clients(provider)
     _instrument_sqlalchemy(provider)
     log.info("tracing to %s (sample ratio %s)", endpoint, settings.trace_sample_ratio)
     return True
@@ -191,6 +188,43 @@ async def follow_sample_ratio(settings: Settings, stop: asyncio.Event) -> None:
                 await asyncio.wait_for(stop.wait(), RATIO_REFRESH_SECONDS)
     finally:
         await client.aclose()
+
+
+def instrument_clients(provider: Any) -> None:
+    """Client spans of aiohttp (URLs without their query) and redis-py (commands without
+    their arguments: the instrumentation's own sanitising)."""
+    from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+    AioHttpClientInstrumentor().instrument(tracer_provider=provider, url_filter=without_query)
+    RedisInstrumentor().instrument(tracer_provider=provider)
+
+
+def uninstrument_clients() -> None:
+    """Undo :func:`instrument_clients` (tests)."""
+    from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+    AioHttpClientInstrumentor().uninstrument()
+    RedisInstrumentor().uninstrument()
+
+
+def without_query(url: Any) -> str:
+    """A URL as spans keep it: no query string (an email searched for, a cursor)."""
+    return str(url.with_query(None))
+
+
+def redact_query(span: Any, scope: Mapping[str, Any]) -> None:
+    """The ASGI server span's hook: the request's attributes without its query string, which
+    can carry personal data (``?email=`` on the store's pages and the console's search)."""
+    if not scope.get("query_string") or not span.is_recording():
+        return
+    path = scope.get("path", "")
+    span.set_attribute("http.target", path)
+    span.set_attribute("url.query", "redacted")
+    url = span.attributes.get("http.url") if hasattr(span, "attributes") else None
+    if isinstance(url, str):
+        span.set_attribute("http.url", url.split("?", 1)[0])
 
 
 def instrument_engine(engine: Any) -> None:
