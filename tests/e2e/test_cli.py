@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -211,6 +212,79 @@ def test_up_starts_and_stops_cleanly() -> None:
     assert lingering == [], f"ports still open after stop: {lingering}"
     log = running.log_path.read_text()
     assert "all processes stopped" in log
+
+
+def _pid_of(log: str, name: str) -> int:
+    """The pid up last (re)started ``name`` with, from its log."""
+    pids = re.findall(rf"(?:started|restarted) {re.escape(name)} \(pid (\d+)", log)
+    assert pids, f"{name} never started:\n{log[-3000:]}"
+    return int(pids[-1])
+
+
+def _answers_again(url: str, within: float) -> float:
+    """Seconds until ``url`` answers 200 again, at most ``within``."""
+    start = time.monotonic()
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return time.monotonic() - start
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() - start < within, f"{url} not back within {within}s"
+        time.sleep(0.2)
+
+
+def test_up_restarts_a_killed_service_and_gateway_without_a_manual_step() -> None:
+    """Issue 18: once up is up, a SIGKILLed child comes back by itself (the same command, a new
+    pid) and the platform answers again: orders' /readyz on its own port, then the gateway's
+    routes after its HAProxy process is killed too; the log says what happened; Ctrl-C still
+    stops everything, the restarted processes too, with exit 0."""
+    ports, env = _second_platform()
+    running = start_platform(env)
+    try:
+        log = running.log_path.read_text()
+        orders = _pid_of(log, "orders")
+        assert (
+            httpx.get(f"http://127.0.0.1:{ports['SNAPSHOE_ORDERS_PORT']}/readyz").status_code == 200
+        )
+        os.kill(orders, signal.SIGKILL)
+        _wait_for_log(running.log_path, f"orders (pid {orders}) was killed by SIGKILL (signal 9)")
+        back = _answers_again(f"http://127.0.0.1:{ports['SNAPSHOE_ORDERS_PORT']}/readyz", 90)
+        log = running.log_path.read_text()
+        assert re.search(
+            rf"orders \(pid {orders}\) was killed by SIGKILL \(signal 9\) after [\d.]+s up; "
+            r"restarting it in 0.5s, at [\d:]+ \(restart 1, crash 1 in a row\); "
+            r"its last log lines:\n    orders \| ",
+            log,
+        ), log[-3000:]
+        assert _pid_of(log, "orders") != orders
+        assert "restarted orders (pid " in log
+
+        gateway = _pid_of(log, "gateway")
+        os.kill(gateway, signal.SIGKILL)
+        _wait_for_log(running.log_path, f"gateway (pid {gateway}) was killed by SIGKILL")
+        jwks = f"http://127.0.0.1:{ports['SNAPSHOE_GATEWAY_PORT']}/api/auth/jwks"
+        gateway_back = _answers_again(jwks, 30)
+        log = running.log_path.read_text()
+        assert "restarted gateway (pid " in log
+        restarted = [_pid_of(log, "orders"), _pid_of(log, "gateway")]
+        print(f"orders answered again {back:.1f}s, the gateway {gateway_back:.1f}s after the kill")
+    finally:
+        code = stop_platform_process(running.proc)
+    assert code == 0, running.log_path.read_text()[-3000:]
+    time.sleep(0.5)
+    assert not _group_alive(running.proc.pid)
+    assert [p for p in restarted if _group_alive(p)] == []
+    assert [p for p in ports.values() if _listening(p)] == []
+    log = running.log_path.read_text()
+    assert "restart" not in log[log.index("all processes stopped") :]
+
+
+def _wait_for_log(path: Path, text: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in path.read_text(errors="replace"):
+        assert time.monotonic() < deadline, f"not in the log within {timeout}s: {text}"
+        time.sleep(0.1)
 
 
 def _create_admin(email: str, password: str) -> subprocess.CompletedProcess[str]:

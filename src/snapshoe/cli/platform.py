@@ -252,7 +252,8 @@ def _check_before_up(settings: Settings) -> None:
 def up(
     seed_data: Annotated[bool, typer.Option("--seed/--no-seed", help="load demo data")] = True,
 ) -> None:
-    """Start everything in the foreground: gateway, services, workers, mail sink, sandbox PG."""
+    """Start everything in the foreground: gateway, services, workers, mail sink, sandbox PG.
+    Once up, a process that dies is restarted with backoff; Ctrl-C stops everything."""
     from snapshoe.gateway import check_config, write_config
     from snapshoe.supervisor import run_foreground
 
