@@ -12,11 +12,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 from sqlalchemy import bindparam, pool, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from snapshoe.bench.http import Client
 from snapshoe.kernel.internal import internal_headers
 from snapshoe.kernel.settings import SERVICES, Settings
 
@@ -204,7 +204,7 @@ async def gate_differences(settings: Settings, pids: list[str]) -> list[dict[str
     """Products' own gate/ledger comparison (``POST /internal/gate/reconcile``: under its
     exclusive lock; it repairs the gate if they differ). Differences of these products (and
     of the gate epoch) only: other products may belong to someone else's run."""
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with Client(timeout=60) as client:
         r = await client.post(
             f"{settings.service_url('products')}/internal/gate/reconcile",
             headers=internal_headers(settings),

@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 from sqlalchemy import text
 
 from snapshoe.bench import checks
@@ -29,6 +28,7 @@ from snapshoe.bench.draw_checks import charges, check, evaluate
 from snapshoe.bench.draw_model import DrawConfig as DrawConfig
 from snapshoe.bench.draw_setup import close_now, create_product, insert_entries, issue_keys
 from snapshoe.bench.drop_result import git_commit, machine
+from snapshoe.bench.http import Client
 from snapshoe.bench.report_kinds import draw_page
 from snapshoe.kernel.settings import Settings
 
@@ -95,7 +95,7 @@ async def run_draw(settings: Settings, cfg: DrawConfig) -> dict[str, Any]:
     started = datetime.now(UTC)
     rng = random.Random(cfg.seed)  # noqa: S311  (a workload, not a secret)
     run_id = secrets.token_hex(4)
-    async with httpx.AsyncClient(base_url=settings.gateway_url, timeout=60) as client:
+    async with Client(settings.gateway_url, timeout=60) as client:
         pid, items = await create_product(settings, cfg, client, run_id)
     log(f"draw {pid}: {cfg.entries} entries over {cfg.sizes} sizes of {cfg.pairs_per_size}")
     t = time.time()

@@ -7,10 +7,11 @@ import asyncio
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import httpx
+import aiohttp
 from sqlalchemy import bindparam, text
 
 from snapshoe.bench import checks
+from snapshoe.bench.http import Client
 from snapshoe.kernel.draw_ranking import verify
 from snapshoe.kernel.settings import Settings
 
@@ -113,14 +114,14 @@ async def _order_status(settings: Settings, order_ids: list[str]) -> dict[str, s
 
 async def _pg_charges(settings: Settings, order_ids: list[str]) -> dict[str, int]:
     """The PG's own count of approved charges per order."""
-    secret = (settings.pg_secret_key, "")
+    secret = {"Authorization": aiohttp.encode_basic_auth(settings.pg_secret_key, "")}
     counts: dict[str, int] = {}
     slots = asyncio.Semaphore(32)
-    async with httpx.AsyncClient(base_url=settings.service_url("sandbox_pg"), timeout=30) as pg:
+    async with Client(settings.service_url("sandbox_pg"), timeout=30) as pg:
 
         async def count(oid: str) -> None:
             async with slots:
-                r = await pg.get(f"/v1/sandbox/orders/{oid}/charges", auth=secret)
+                r = await pg.get(f"/v1/sandbox/orders/{oid}/charges", headers=secret)
             r.raise_for_status()
             counts[oid] = int(r.json()["charges"])
 
@@ -131,7 +132,7 @@ async def _pg_charges(settings: Settings, order_ids: list[str]) -> dict[str, int
 async def _verified(settings: Settings, pid: str) -> dict[str, Any]:
     """The published draw recomputed: seed, ranks, and charges in rank order (so every
     payment_failed entry was passed on to the next)."""
-    async with httpx.AsyncClient(base_url=settings.gateway_url, timeout=60) as client:
+    async with Client(settings.gateway_url, timeout=60) as client:
         r = await client.get(f"/api/products/{pid}/draw")
         r.raise_for_status()
         published = r.json()

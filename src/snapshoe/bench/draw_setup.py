@@ -11,10 +11,10 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import httpx
 from sqlalchemy import text
 
 from snapshoe.bench import checks
+from snapshoe.bench.http import Client
 from snapshoe.kernel.auth import build_issuer
 from snapshoe.kernel.settings import Settings
 
@@ -26,7 +26,7 @@ INSERT_BATCH = 2000
 
 
 async def create_product(
-    settings: Settings, cfg: DrawConfig, client: httpx.AsyncClient, run_id: str
+    settings: Settings, cfg: DrawConfig, client: Client, run_id: str
 ) -> tuple[str, list[str]]:
     issuer = build_issuer(settings)
     admin, _ = issuer.issue_access(f"bench-admin-{run_id}", email_verified=True, roles=("admin",))
@@ -68,9 +68,7 @@ async def issue_keys(
     pg = settings.service_url("sandbox_pg")
     declining = set(rng.sample(range(cfg.entries), round(cfg.entries * cfg.decline_share)))
     slots = asyncio.Semaphore(ISSUE_CONCURRENCY)
-    limits = httpx.Limits(max_connections=ISSUE_CONCURRENCY)
-
-    async with httpx.AsyncClient(base_url=pg, timeout=30, limits=limits) as client:
+    async with Client(pg, timeout=30, max_connections=ISSUE_CONCURRENCY) as client:
 
         async def one(n: int) -> dict[str, Any]:
             buyer = f"bd-{run_id}-{n}"

@@ -11,8 +11,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from snapshoe.bench import checks
 from snapshoe.bench.drop_model import (
     APPROVE_CARD,
@@ -22,6 +20,7 @@ from snapshoe.bench.drop_model import (
     window_problem,
 )
 from snapshoe.bench.drop_setup import Bench
+from snapshoe.bench.http import Client, Response
 
 
 def drop_pairs(drop: Drop) -> int:
@@ -54,9 +53,7 @@ class Rounds:
         }
 
 
-async def pay(
-    bench: Bench, client: httpx.AsyncClient, order_id: str, buyer: str, decline: bool
-) -> int:
+async def pay(bench: Bench, client: Client, order_id: str, buyer: str, decline: bool) -> int:
     r = await client.post(
         "/pg/v1/sandbox/authorizations",
         json={
@@ -65,8 +62,8 @@ async def pay(
             "card_number": DECLINE_CARD if decline else APPROVE_CARD,
         },
     )
-    if r.status_code != 200:
-        return r.status_code
+    if r.status != 200:
+        return r.status
     r = await client.post(
         "/api/payments/confirm",
         json={
@@ -79,10 +76,10 @@ async def pay(
             "Idempotency-Key": f"bp-{bench.run_id}-{order_id}",
         },
     )
-    return r.status_code
+    return r.status
 
 
-async def stock_left(client: httpx.AsyncClient, drop: Drop) -> dict[str, int]:
+async def stock_left(client: Client, drop: Drop) -> dict[str, int]:
     r = await client.get(f"/api/products/{drop.product_id}")
     r.raise_for_status()
     return {i["id"]: int(i["stock_remaining"]) for i in r.json()["items"]}
@@ -90,7 +87,7 @@ async def stock_left(client: httpx.AsyncClient, drop: Drop) -> dict[str, int]:
 
 async def pay_round(
     bench: Bench,
-    client: httpx.AsyncClient,
+    client: Client,
     sem: asyncio.Semaphore,
     winners: list[tuple[str, str]],
     tally: Rounds,
@@ -126,7 +123,7 @@ async def why_stop(bench: Bench, drop: Drop, tally: Rounds) -> str | None:
 
 
 async def wait_pairs_back(
-    client: httpx.AsyncClient, drop: Drop, want_left: int, tally: Rounds
+    client: Client, drop: Drop, want_left: int, tally: Rounds
 ) -> dict[str, int]:
     """The stock left per item once ``want_left`` pairs are back on sale (or 60 s passed)."""
     deadline = min(time.monotonic() + 60, tally.cap_at)
@@ -141,7 +138,7 @@ async def wait_pairs_back(
 
 async def rebuy_round(
     bench: Bench,
-    client: httpx.AsyncClient,
+    client: Client,
     sem: asyncio.Semaphore,
     buyers: list[str],
     on_sale: list[str],
@@ -150,7 +147,7 @@ async def rebuy_round(
 ) -> list[tuple[str, str]]:
     """Each of ``buyers`` orders one pair of an item on sale; returns the new winners."""
 
-    async def one_order(buyer: str, item_id: str) -> tuple[str, httpx.Response]:
+    async def one_order(buyer: str, item_id: str) -> tuple[str, Response]:
         async with sem:
             r = await client.post(
                 "/api/orders",
@@ -165,9 +162,9 @@ async def rebuy_round(
     answers = await asyncio.gather(*(one_order(b, bench.rng.choice(on_sale)) for b in buyers))
     winners = []
     for buyer, r in answers:
-        code = r.json().get("code", "") if r.status_code >= 400 else ""
-        tally.rebuy[f"{r.status_code}:{code}" if code else str(r.status_code)] += 1
-        if r.status_code == 201:
+        code = r.json().get("code", "") if r.status >= 400 else ""
+        tally.rebuy[f"{r.status}:{code}" if code else str(r.status)] += 1
+        if r.status == 201:
             oid = r.json()["id"]
             client_ids.add(oid)
             winners.append((oid, buyer))
@@ -176,7 +173,7 @@ async def rebuy_round(
 
 async def pay_and_rebuy(
     bench: Bench,
-    client: httpx.AsyncClient,
+    client: Client,
     drop: Drop,
     winners: list[tuple[str, str]],
     pool: list[str],

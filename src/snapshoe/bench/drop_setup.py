@@ -13,12 +13,10 @@ import secrets
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
-
-import httpx
 
 from snapshoe.bench import checks
 from snapshoe.bench.drop_model import BenchRefused, Drop, DropConfig, baselines_problem
+from snapshoe.bench.http import HTTP_ERRORS, Client
 from snapshoe.bench.probe import cap_problem, connections_kept
 from snapshoe.kernel.auth import build_issuer
 from snapshoe.kernel.settings import Settings
@@ -46,11 +44,8 @@ class Bench:
         self.log_lines.append(line)
         print(line, flush=True)
 
-    def client(self, **kw: Any) -> httpx.AsyncClient:
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        return httpx.AsyncClient(
-            base_url=self.settings.gateway_url, timeout=60, limits=limits, **kw
-        )
+    def client(self) -> Client:
+        return Client(self.settings.gateway_url, timeout=60, max_connections=64)
 
     # Setup
 
@@ -72,7 +67,7 @@ class Bench:
         if time.time() + need_seconds > self.tokens_minted + ttl - 5:
             self.mint_tokens()
 
-    async def create_drop(self, client: httpx.AsyncClient, stock_mode: str) -> Drop:
+    async def create_drop(self, client: Client, stock_mode: str) -> Drop:
         cfg = self.cfg
         r = await client.post(
             "/api/admin/products",
@@ -101,7 +96,7 @@ class Bench:
             items.append(r.json())
         return Drop(pid, stock_mode, items)
 
-    async def schedule_release(self, client: httpx.AsyncClient, drop: Drop) -> None:
+    async def schedule_release(self, client: Client, drop: Drop) -> None:
         release = datetime.now(UTC) + timedelta(seconds=self.cfg.lead_seconds)
         release = release.replace(microsecond=(release.microsecond // 1000) * 1000)
         r = await client.patch(
@@ -123,12 +118,12 @@ class Bench:
         return path
 
 
-async def check_platform(bench: Bench, client: httpx.AsyncClient) -> None:
+async def check_platform(bench: Bench, client: Client) -> None:
     """Before the setup: the platform answers, keeps the connections wrk opens and, for
     ``--compare``, has the baselines; otherwise ``BenchRefused`` says which setting to change."""
     settings, cfg = bench.settings, bench.cfg
     r = await client.get("/api/products", params={"limit": 1})
-    if r.status_code >= 500:
+    if r.status >= 500:
         raise RuntimeError(f"the platform is not answering at {settings.gateway_url}")
     kept = await connections_kept(settings.gateway_url, cfg.connections)
     if problem := cap_problem(settings.gateway_url, kept, cfg.connections):
@@ -139,10 +134,10 @@ async def check_platform(bench: Bench, client: httpx.AsyncClient) -> None:
             raise BenchRefused(problem)
 
 
-async def floor_status(bench: Bench, client: httpx.AsyncClient) -> int:
+async def floor_status(bench: Bench, client: Client) -> int:
     """The status of one ``GET /api/orders/-/floor`` with a freshly minted buyer's token."""
     token, _ = bench.issuer.issue_access(f"bench-probe-{bench.run_id}", email_verified=True)
-    with contextlib.suppress(httpx.HTTPError):
+    with contextlib.suppress(*HTTP_ERRORS):
         r = await client.get("/api/orders/-/floor", headers={"Authorization": f"Bearer {token}"})
-        return r.status_code
+        return r.status
     return 0

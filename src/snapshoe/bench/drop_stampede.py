@@ -12,20 +12,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from snapshoe.bench.drop_model import QUIET_SECONDS, Drop, Stampede
 from snapshoe.bench.drop_setup import Bench
+from snapshoe.bench.http import HTTP_ERRORS, Client
 from snapshoe.bench.wrk import WrkRun, read_pairs, run_wrk, script_path
 
 
-async def sample_stock(
-    client: httpx.AsyncClient, drop: Drop, stop: asyncio.Event, into: list[Any]
-) -> None:
+async def sample_stock(client: Client, drop: Drop, stop: asyncio.Event, into: list[Any]) -> None:
     while not stop.is_set():
-        with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
+        with contextlib.suppress(*HTTP_ERRORS, KeyError, ValueError):
             r = await client.get(f"/api/products/{drop.product_id}")
-            if r.status_code == 200:
+            if r.status == 200:
                 left = sum(int(i["stock_remaining"]) for i in r.json()["items"])
                 into.append((round(time.time() - drop.release_ts, 3), left))
         with contextlib.suppress(TimeoutError):

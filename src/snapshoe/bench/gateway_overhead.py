@@ -28,12 +28,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from snapshoe.bench.http import TRANSPORT_ERRORS, fetch_sync
 from snapshoe.gateway import haproxy_command, write_config
 from snapshoe.kernel.auth import TokenIssuer, ensure_dev_keys, load_private_key
 from snapshoe.kernel.settings import Settings
@@ -60,9 +60,9 @@ def wait_for(url: str, proc: subprocess.Popen[bytes]) -> None:
         if proc.poll() is not None:
             raise RuntimeError(f"{proc.args!r} exited")
         try:
-            httpx.get(url, timeout=1)
+            fetch_sync("GET", url, seconds=1)
             return
-        except httpx.TransportError:
+        except TRANSPORT_ERRORS:
             time.sleep(0.1)
     raise RuntimeError(f"{url} did not come up")
 
@@ -161,9 +161,10 @@ def run_scenarios(
         "gateway_public": (f"{gateway}/api/products/ping", []),
     }
     # Sanity: the JWT route really checks (no token -> 401), and the token passes.
-    assert httpx.get(scenarios["gateway_jwt"][0]).status_code == 401
-    ok = httpx.get(scenarios["gateway_jwt"][0], headers={"Authorization": f"Bearer {token}"})
-    assert ok.status_code == 200, ok.text
+    jwt_url = scenarios["gateway_jwt"][0]
+    assert fetch_sync("GET", jwt_url, seconds=5).status == 401
+    ok = fetch_sync("GET", jwt_url, seconds=5, headers={"Authorization": f"Bearer {token}"})
+    assert ok.status == 200, ok.text
     results: dict[str, list[dict[str, float]]] = {name: [] for name in scenarios}
     for run in range(args.runs):
         for name, (url, headers) in scenarios.items():

@@ -22,12 +22,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from snapshoe.bench import checks, queue_figures, queue_load
 from snapshoe.bench.drop_model import DropConfig
 from snapshoe.bench.drop_result import git_commit, machine
 from snapshoe.bench.drop_setup import Bench
+from snapshoe.bench.http import Client
 from snapshoe.bench.queue_load import Buyer, Slice
 from snapshoe.bench.queue_result import evaluate, write_html
 from snapshoe.bench.usage import Sampler
@@ -57,7 +56,7 @@ class QueueConfig:
 
 
 async def create_queue_drop(
-    bench: Bench, cfg: QueueConfig, client: httpx.AsyncClient, release_at: datetime
+    bench: Bench, cfg: QueueConfig, client: Client, release_at: datetime
 ) -> str:
     r = await client.post(
         "/api/admin/products",

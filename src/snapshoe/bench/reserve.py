@@ -14,6 +14,7 @@ checks that the ledger took exactly what wrk saw admitted and that the gate agre
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import platform
 import re
@@ -23,8 +24,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
-
+from snapshoe.bench.http import Client
 from snapshoe.bench.wrk import script_path, wrk_binary
 from snapshoe.kernel.auth import build_issuer
 from snapshoe.kernel.internal import internal_headers
@@ -62,7 +62,7 @@ def wrk(url: str, items: str, args: argparse.Namespace, token: str) -> dict[str,
     return result
 
 
-def measure(
+async def measure(
     settings: Settings, args: argparse.Namespace
 ) -> tuple[dict[str, float], dict[str, float], int, dict[str, Any]]:
     """A product with an item of ``args.stock`` units and one of none; wrk on each; returns
@@ -70,8 +70,8 @@ def measure(
     token, _ = build_issuer(settings).issue_access("bench", email_verified=True, roles=["admin"])
     admin = {"Authorization": f"Bearer {token}"}
     internal = internal_headers(settings)
-    with httpx.Client(base_url=args.url, timeout=30) as http:
-        r = http.post(
+    async with Client(args.url, timeout=30) as http:
+        r = await http.post(
             "/api/admin/products",
             headers=admin,
             json={
@@ -84,24 +84,31 @@ def measure(
         )
         r.raise_for_status()
         pid = r.json()["id"]
-        plenty = http.post(
-            f"/api/admin/products/{pid}/items",
-            headers=admin,
-            json={"size": 270, "color": "Bench", "stock": args.stock},
+        plenty = (
+            await http.post(
+                f"/api/admin/products/{pid}/items",
+                headers=admin,
+                json={"size": 270, "color": "Bench", "stock": args.stock},
+            )
         ).json()["id"]
-        none = http.post(
-            f"/api/admin/products/{pid}/items",
-            headers=admin,
-            json={"size": 275, "color": "Bench", "stock": 0},
+        none = (
+            await http.post(
+                f"/api/admin/products/{pid}/items",
+                headers=admin,
+                json={"size": 275, "color": "Bench", "stock": 0},
+            )
         ).json()["id"]
 
         secret = internal["X-Internal-Token"]
-        admitted = wrk(args.url, plenty, args, secret)
-        refused = wrk(args.url, none, args, secret)
+        # wrk runs for --duration seconds: in a thread, so it does not block the loop.
+        admitted = await asyncio.to_thread(wrk, args.url, plenty, args, secret)
+        refused = await asyncio.to_thread(wrk, args.url, none, args, secret)
 
-        details = http.get("/internal/items", params={"ids": plenty}, headers=internal).json()
+        details = (
+            await http.get("/internal/items", params={"ids": plenty}, headers=internal)
+        ).json()
         left = int(details["items"][0]["stock_remaining"])
-        report = http.post("/internal/gate/reconcile", headers=internal).json()
+        report = (await http.post("/internal/gate/reconcile", headers=internal)).json()
 
     return admitted, refused, args.stock - left, report
 
@@ -116,7 +123,7 @@ def main() -> None:
     parser.add_argument("--stock", type=int, default=1_000_000)
     args = parser.parse_args()
 
-    admitted, refused, taken, report = measure(settings, args)
+    admitted, refused, taken, report = asyncio.run(measure(settings, args))
     # wrk stops with up to one request per connection in flight: those were admitted by the
     # service but not counted by wrk.
     in_flight = taken - int(admitted["admitted"])

@@ -11,13 +11,13 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from snapshoe.bench.drop_model import Drop, Stampede
 from snapshoe.bench.drop_setup import Bench
 from snapshoe.bench.drop_stampede import stampede
+from snapshoe.bench.http import fetch
 from snapshoe.kernel.tracing import RATIO_REFRESH_SECONDS, sample_ratio_key
 
 
@@ -32,8 +32,7 @@ async def platform_sample_ratio(bench: Bench) -> float | None:
     """The orders service's ``snapshoe_tracing_sample_ratio`` (-1: tracing off), or None when
     the service does not say (an older platform)."""
     url = bench.settings.service_url("orders") + "/metrics"
-    async with httpx.AsyncClient(timeout=5) as client:
-        text = (await client.get(url)).text
+    text = (await fetch("GET", url, seconds=5)).text
     for family in text_string_to_metric_families(text):
         if family.name == "snapshoe_tracing_sample_ratio" and family.samples:
             return float(family.samples[0].value)
