@@ -15,7 +15,9 @@
 4. The winners pay through the sandbox PG (a share declines); declined pairs come back on sale
    and buyers who have not bought yet try again, round by round, until the drop is sold out or
    the buyers are exhausted (Python client: this phase is not the measured one).
-5. Checks from the databases; a JSON result file and an HTML report.
+5. Checks from the databases, then money (every charge at the PG has its paid order or its
+   refund), unseen orders replayed, consumer queues drained and no new dead letter
+   (``bench.settle_checks``); a JSON result file and an HTML report.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from snapshoe.bench import checks, tracing_cost
+from snapshoe.bench import checks, settle_checks, tracing_cost
 from snapshoe.bench.drop_model import BenchRefused, Drop, DropConfig, Stampede, window_problem
 from snapshoe.bench.drop_payments import pay_and_rebuy, wait_settled
 from snapshoe.bench.drop_result import (
@@ -274,6 +276,15 @@ async def after_stampede(
     if any(outbox.values()):
         failures.append(f"outbox not drained after 60 s: {outbox}")
     result.update(check_figures(product_checks, outbox, settled))
+    anomalies = await settle_checks.settle_anomalies(
+        bench.settings,
+        drop.product_id,
+        product_checks[0].db_only_ids,
+        lambda buyer: bench.issuer.issue_access(buyer, email_verified=True)[0],
+        bench.dead_letters_before,
+    )
+    result["anomalies"] = anomalies
+    failures += [str(a)[:300] for a in anomalies]
     return failures
 
 
@@ -283,6 +294,7 @@ async def run_drop(settings: Settings, cfg: DropConfig) -> dict[str, Any]:
     started_at = datetime.now(UTC)
     out_path, workdir = out_paths(cfg, started_at)
     bench = Bench(settings, cfg, workdir)
+    bench.dead_letters_before = await settle_checks.dead_letters(settings)
     load_start = os.getloadavg()
     drop, tokens_path, setup_seconds = await set_up(bench)
     bench.log(

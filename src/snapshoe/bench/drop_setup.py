@@ -36,6 +36,7 @@ class Bench:
         )
         self.admin = {"Authorization": f"Bearer {admin}"}
         self.buyer_ids: list[str] = []
+        self.dead_letters_before: dict[str, int] = {}  # set by run_drop (settle_checks)
         self.tokens: dict[str, str] = {}
         self.log_lines: list[str] = []
 
