@@ -7,7 +7,11 @@ post-processed once (``install_public_openapi``, called by ``kernel.http.create_
 - routes that need an ``Idempotency-Key`` declare the header (a ``require_key`` dependency, or
   :data:`IDEMPOTENCY_KEY` in the route's ``openapi_extra``);
 - every error answer is ``application/problem+json`` with the :data:`PROBLEM_SCHEMA` (not
-  FastAPI's default 422 ``HTTPValidationError``), its description naming the codes it can carry.
+  FastAPI's default 422 ``HTTPValidationError``), its description naming the codes it can carry;
+- a 201 that creates a resource with an ``id`` links to every operation of the same service
+  whose path takes that resource's ``<name>_id`` (:func:`_link_created`): OpenAPI links, which
+  stateful clients and fuzzers (schemathesis) follow, e.g. ``POST /api/orders`` ->
+  ``GET /api/orders/{order_id}``.
 
 docs/openapi.md says how the web tier merges the services' specs into ``/api/openapi.json``.
 """
@@ -51,7 +55,14 @@ IDEMPOTENCY_KEY: dict[str, Any] = {
     "in": "header",
     "required": True,
     "description": "1..255 visible ASCII characters; the same key replays the first answer",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    # What ``kernel.idempotency.require_key`` accepts: visible ASCII (! to ~), not only quotes
+    # (it strips surrounding ones). Without the pattern, clients and the fuzzer took any string.
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 255,
+        "pattern": "^[!-~]*[!#-~][!-~]*$",
+    },
 }
 """The header parameter; a route that reads the key in its body passes
 ``openapi_extra={"parameters": [IDEMPOTENCY_KEY]}``."""
@@ -134,8 +145,56 @@ def public_schema(spec: dict[str, Any], routes: Iterable[BaseRoute]) -> dict[str
         "description": "The access token of POST /api/auth/login (ES256).",
     }
     components.setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+    _link_created(spec)
     _prune(spec)
     return spec
+
+
+_METHODS = ("get", "put", "post", "delete", "patch")
+
+
+def _link_created(spec: dict[str, Any]) -> None:
+    """``POST .../<names>`` answering 201 with an ``id`` links to each operation whose path has
+    the parameter ``{<name>_id}`` (the singular of the collection's segment: ``orders`` ->
+    ``order_id``, ``items`` -> ``item_id``, ``entries`` -> ``entry_id``), the id taken from the
+    answer's body. Only within one service's document: the merge keeps them as they are."""
+    schemas: dict[str, Any] = spec.get("components", {}).get("schemas", {})
+    for path, item in spec["paths"].items():
+        post = item.get("post")
+        created = (post or {}).get("responses", {}).get("201")
+        if not created or not _has_id(created, schemas):
+            continue
+        segment = path.rstrip("/").rsplit("/", 1)[-1]
+        if segment.startswith("{"):
+            continue
+        param = _singular(segment) + "_id"
+        links: dict[str, Any] = {}
+        for target_path, target_item in spec["paths"].items():
+            if "{" + param + "}" not in target_path:
+                continue
+            for method in _METHODS:
+                target = target_item.get(method)
+                if target is not None and target.get("operationId"):
+                    links[target["operationId"]] = {
+                        "operationId": target["operationId"],
+                        "parameters": {param: "$response.body#/id"},
+                    }
+        if links:
+            created.setdefault("links", {}).update(links)
+
+
+def _has_id(response: dict[str, Any], schemas: dict[str, Any]) -> bool:
+    schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+    ref = schema.get("$ref", "")
+    if ref.startswith("#/components/schemas/"):
+        schema = schemas.get(ref.rsplit("/", 1)[-1], {})
+    return "id" in schema.get("properties", {})
+
+
+def _singular(word: str) -> str:
+    if word.endswith("ies"):
+        return word[:-3] + "y"
+    return word[:-1] if word.endswith("s") else word
 
 
 def _calls(dependant: Dependant) -> set[Callable[..., Any]]:
