@@ -1,5 +1,5 @@
 """The bench reports in a real browser (Debian's Chromium, as the other web tests): each kind
-(drop, queue, draw) rendered from a real run's JSON result in bench/results, opened as the
+(drop, queue, draw, soak) rendered from a real run's JSON result in bench/results, opened as the
 static file it is (no platform), a screenshot that is not blank, every chart drawn with data,
 and the headline table of targets with its rows."""
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page
 
+from snapshoe.bench import soak_report
 from snapshoe.bench.report import render_file
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
@@ -27,7 +28,20 @@ CHARTS = {
     ],
     "queue": ["timeline", "streams", "cpu", "latency"],
     "draw": ["timeline", "charges", "outcome"],
+    "soak": [
+        "rss",
+        "rss-growth",
+        "open-files",
+        "connections-mariadb",
+        "connections-redis",
+        "connections-rabbitmq",
+        "latency",
+        "latency-p50",
+        "rps",
+    ],
 }
+# Kinds whose page has a renderer of its own (not in ``report.render``).
+RENDERERS = {"soak": soak_report.render_file}
 
 
 def newest_result(kind: str) -> Path | None:
@@ -89,7 +103,7 @@ async def test_report_in_a_browser(browser: Browser, tmp_path: Path, kind: str) 
 
 async def look_at_report(browser: Browser, source: Path, tmp_path: Path, kind: str) -> None:
     charts = CHARTS[kind]
-    html = render_file(source, tmp_path / f"{kind}.html")
+    html = RENDERERS.get(kind, render_file)(source, tmp_path / f"{kind}.html")
     page = await browser.new_page(viewport={"width": 900, "height": 900})
     try:
         await page.goto(html.as_uri())

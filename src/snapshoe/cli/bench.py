@@ -1,4 +1,4 @@
-"""``snapshoe bench drop|queue|draw``: benchmarks through the gateway of a running platform
+"""``snapshoe bench drop|queue|draw|soak``: benchmarks through the gateway of a running platform
 (code in ``snapshoe.bench``, results in bench/RESULTS.md)."""
 
 from __future__ import annotations
@@ -145,5 +145,40 @@ def bench_draw(
     )
     result = run(run_draw(get_settings(), cfg))
     typer.echo(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=2))
+    if not result["ok"]:
+        raise typer.Exit(1)
+
+
+@bench_app.command("soak")
+def bench_soak(
+    minutes: Annotated[
+        float, typer.Option(help="how long the load runs (fractions allowed)")
+    ] = 30.0,
+    rate: Annotated[float, typer.Option(help="requests per second, every kind together")] = 50.0,
+    out: Annotated[
+        Path | None, typer.Option(help="result JSON (default bench/out/soak-<time>.json)")
+    ] = None,
+    html: Annotated[
+        bool, typer.Option("--html/--no-html", help="the HTML report beside the JSON")
+    ] = True,
+) -> None:
+    """A steady load through the gateway of a running platform for M minutes (browse, cart,
+    buy, pay, cancel), sampling every platform process's memory, open files and connections:
+    flat after the warm-up, latency flat, 0 5xx (docs/reliability.md, "Soak")."""
+    from snapshoe.bench.drop_model import BenchRefused
+    from snapshoe.bench.soak import SoakConfig, run_soak, summary_lines
+
+    cfg = SoakConfig(minutes=minutes, rate=rate, out=out, html=html)
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    try:
+        result = run(run_soak(get_settings(), cfg))
+    except BenchRefused as exc:
+        typer.echo(f"bench soak: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    for line in summary_lines(result):
+        typer.echo(line)
     if not result["ok"]:
         raise typer.Exit(1)
