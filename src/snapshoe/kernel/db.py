@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, text
+from sqlalchemy import Column, event, text
 from sqlalchemy.dialects.mysql import DATETIME
 from sqlalchemy.ext import asyncio as sa_asyncio
 from sqlalchemy.ext.asyncio import (
@@ -59,8 +59,29 @@ def create_engine(settings: Settings, service: str, *, pool_size: int | None = N
         # of REPEATABLE READ don't serialize unrelated inserts under a drop.
         isolation_level="READ COMMITTED",
     )
+    event.listen(engine.sync_engine, "do_connect", connect_or_disconnect)
     tracing.instrument_engine(engine)
     return engine
+
+
+# asyncmy raises a bare RuntimeError when the server closes the socket during the connect
+# (its keep-alive option set on a transport already gone: MariaDB shutting down, issue 18's
+# fault runs), which no handler knows as an outage: a 500 instead of a 503 to retry.
+_GONE_DURING_CONNECT = "Transport does not expose socket instance"
+CR_SERVER_LOST = 2013
+
+
+def connect_or_disconnect(dialect: Any, conn_rec: Any, cargs: Any, cparams: Any) -> Any:
+    """The driver's connect, with that RuntimeError said as the disconnect it is (the
+    driver's OperationalError 2013, which SQLAlchemy wraps and the platform answers 503)."""
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except RuntimeError as exc:
+        if _GONE_DURING_CONNECT not in str(exc):
+            raise
+        raise dialect.loaded_dbapi.OperationalError(
+            CR_SERVER_LOST, f"Lost connection to server during connect ({exc})"
+        ) from exc
 
 
 def create_sessions(engine: AsyncEngine) -> Sessions:
