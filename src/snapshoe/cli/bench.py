@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -13,8 +16,99 @@ from snapshoe.cli.apps import bench_app
 from snapshoe.cli.common import run
 from snapshoe.kernel.settings import get_settings
 
+FaultsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--faults",
+        help="a drop on a platform of its own while a nemesis breaks it: a schedule "
+        "(AT:ACTION[:ARG],... or small / default; docs/reliability.md), then the checker",
+    ),
+]
+TrickleOption = Annotated[
+    float, typer.Option(help="--faults: late buyers' order attempts per second")
+]
+FAULTS_PARAMS = (
+    "buyers",
+    "pairs",
+    "sizes",
+    "connections",
+    "threads",
+    "decline_share",
+    "seed",
+    "out",
+)
+
+
+def with_faults(command: Callable[..., None]) -> Callable[..., None]:
+    """``bench drop``'s ``--faults SCHEDULE`` (and ``--trickle``): with it, the run goes to the
+    fault runner (``snapshoe.bench.faults_run``) instead, with the drop's sizes."""
+    sig = inspect.signature(command, eval_str=True)
+
+    @functools.wraps(command)
+    def drop(*args: Any, faults: str | None = None, trickle: float = 8.0, **kw: Any) -> None:
+        if faults is None:
+            return command(*args, **kw)
+        if kw.get("compare"):
+            raise typer.BadParameter("--faults runs no --compare baselines")
+        return _bench_faults(faults, trickle, **{k: kw[k] for k in FAULTS_PARAMS})
+
+    extra = [
+        inspect.Parameter(
+            "faults", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=FaultsOption
+        ),
+        inspect.Parameter(
+            "trickle", inspect.Parameter.KEYWORD_ONLY, default=8.0, annotation=TrickleOption
+        ),
+    ]
+    drop.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])  # type: ignore[attr-defined]
+    drop.__annotations__ = {
+        **command.__annotations__,
+        "faults": FaultsOption,
+        "trickle": TrickleOption,
+    }
+    return drop
+
+
+def _bench_faults(
+    schedule: str,
+    trickle: float,
+    buyers: int,
+    pairs: int,
+    sizes: int,
+    connections: int,
+    threads: int,
+    decline_share: float,
+    seed: int | None,
+    out: Path | None,
+) -> None:
+    """``bench drop --faults``: the fault run (``snapshoe.bench.faults_run``)."""
+    from snapshoe.bench.faults_run import FaultsConfig, run_faults, summary_lines
+
+    cfg = FaultsConfig(
+        schedule=schedule,
+        buyers=buyers,
+        pairs=pairs,
+        sizes=sizes,
+        connections=connections,
+        threads=threads,
+        decline_share=decline_share,
+        trickle_per_second=trickle,
+        seed=seed,
+        out=out,
+    )
+    try:
+        cfg.validate()
+    except ValueError as exc:  # a ScheduleError too
+        raise typer.BadParameter(str(exc)) from exc
+    result = run(run_faults(cfg))
+    for line in summary_lines(result):
+        typer.echo(line)
+    if not result["ok"]:
+        raise typer.Exit(1)
+
 
 @bench_app.command("drop")
+@with_faults
 def bench_drop(
     buyers: Annotated[int, typer.Option("--buyers", "-n", help="N buyers")] = 20_000,
     pairs: Annotated[int, typer.Option("--pairs", "-s", help="S pairs")] = 1_000,
