@@ -1,8 +1,8 @@
 """``snapshoe bench drop --faults small`` end to end (issue 18): a drop on a platform of its own
-(private Redis and MariaDB, ``snapshoe up`` as a subprocess) while the nemesis kills orders
-mid-stampede, restarts Redis empty, pauses products, stops the database and kills the payments
-worker; then the checker. The test fails on any anomaly the checker names, and checks that
-each fault really happened (new pids, a new Redis run id, a stopped process)."""
+(private Redis and MariaDB, ``snapshoe up`` as a subprocess) while the nemesis pauses products,
+stops the database and kills the payments worker; then the checker. The test fails on any
+anomaly the checker names, and checks that each fault really happened (a new pid, a stopped
+process, a new database server)."""
 
 from __future__ import annotations
 
@@ -42,13 +42,8 @@ async def test_the_small_fault_schedule_leaves_no_anomaly(tmp_path: Path) -> Non
     for f in result["faults"]:
         assert f["applied"], f
     # Each fault really happened.
-    for name in ("kill:orders", "kill:payments-worker"):
-        ev = faults[name]["evidence"]
-        assert ev["new_pid"] != ev["old_pid"], ev
-    redis = faults["redis-empty"]["evidence"]
-    assert redis["run_id_after"] != redis["run_id_before"], redis
-    assert redis["keys_before"] > 0
-    assert redis["keys_after"] == 0
+    ev = faults["kill:payments-worker"]["evidence"]
+    assert ev["new_pid"] != ev["old_pid"], ev
     pause = faults["pause:products"]["evidence"]
     assert pause["state_paused"] == "T", pause  # stopped, not dead
     assert pause["state_resumed"] != "T"

@@ -65,14 +65,19 @@ class WrkRun:
     def cpu_between(self, start: float, end: float) -> tuple[float, float] | None:
         """CPU seconds and wall seconds over [start, end]. Interpolated at both ends, so a
         window shorter than the sampling interval (a small stampede on a loaded machine,
-        where the samples came further apart) still has a figure; None only when the window
-        lies outside the samples."""
-        if end <= start:
+        where the samples came further apart) still has a figure, taken over the part of the
+        window the samples cover; None only when the window lies outside the samples."""
+        if not self.cpu_samples:
             return None
-        first, last = self.cpu_at(start), self.cpu_at(end)
+        # The window's part inside the samples: wrk exits right after the last answer, so
+        # the window often ends after the last sample (the CI-size drop's sale is < 1 s).
+        lo, hi = max(start, self.cpu_samples[0][0]), min(end, self.cpu_samples[-1][0])
+        if hi <= lo:
+            return None
+        first, last = self.cpu_at(lo), self.cpu_at(hi)
         if first is None or last is None:
             return None
-        return last - first, end - start
+        return last - first, hi - lo
 
 
 async def run_wrk(
