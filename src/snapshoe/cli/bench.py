@@ -69,6 +69,28 @@ def with_faults(command: Callable[..., None]) -> Callable[..., None]:
     return drop
 
 
+def _run_bench(
+    name: str, cfg: Any, start: Callable[[], Any], lines: Callable[[dict[str, Any]], Any]
+) -> None:
+    """What every bench command does with its config: refuse a bad one (usage error), run it,
+    say why the platform refused it (exit 2), print its summary, exit 1 when it failed."""
+    from snapshoe.bench.drop_model import BenchRefused
+
+    try:
+        cfg.validate()
+    except ValueError as exc:  # a ScheduleError too
+        raise typer.BadParameter(str(exc)) from exc
+    try:
+        result = run(start())
+    except BenchRefused as exc:
+        typer.echo(f"bench {name}: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    for line in lines(result):
+        typer.echo(line)
+    if not result["ok"]:
+        raise typer.Exit(1)
+
+
 def _bench_faults(
     schedule: str,
     trickle: float,
@@ -96,15 +118,7 @@ def _bench_faults(
         seed=seed,
         out=out,
     )
-    try:
-        cfg.validate()
-    except ValueError as exc:  # a ScheduleError too
-        raise typer.BadParameter(str(exc)) from exc
-    result = run(run_faults(cfg))
-    for line in summary_lines(result):
-        typer.echo(line)
-    if not result["ok"]:
-        raise typer.Exit(1)
+    _run_bench("drop --faults", cfg, lambda: run_faults(cfg), summary_lines)
 
 
 @bench_app.command("drop")
@@ -136,7 +150,7 @@ def bench_drop(
 ) -> None:
     """A drop through the gateway of a running platform (`snapshoe up`): N buyers stampede
     for S pairs; then payments, checks from the databases, a JSON result and an HTML report."""
-    from snapshoe.bench.drop import BenchRefused, DropConfig, run_drop, summary_lines
+    from snapshoe.bench.drop import DropConfig, run_drop, summary_lines
 
     cfg = DropConfig(
         buyers=buyers,
@@ -153,19 +167,7 @@ def bench_drop(
         seed=seed,
         out=out,
     )
-    try:
-        cfg.validate()
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
-    try:
-        result = run(run_drop(get_settings(), cfg))
-    except BenchRefused as exc:
-        typer.echo(f"bench drop: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    for line in summary_lines(result):
-        typer.echo(line)
-    if not result["ok"]:
-        raise typer.Exit(1)
+    _run_bench("drop", cfg, lambda: run_drop(get_settings(), cfg), summary_lines)
 
 
 @bench_app.command("queue")
@@ -259,20 +261,7 @@ def bench_soak(
     """A steady load through the gateway of a running platform for M minutes (browse, cart,
     buy, pay, cancel), sampling every platform process's memory, open files and connections:
     flat after the warm-up, latency flat, 0 5xx (docs/reliability.md, "Soak")."""
-    from snapshoe.bench.drop_model import BenchRefused
     from snapshoe.bench.soak import SoakConfig, run_soak, summary_lines
 
     cfg = SoakConfig(minutes=minutes, rate=rate, out=out, html=html)
-    try:
-        cfg.validate()
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
-    try:
-        result = run(run_soak(get_settings(), cfg))
-    except BenchRefused as exc:
-        typer.echo(f"bench soak: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    for line in summary_lines(result):
-        typer.echo(line)
-    if not result["ok"]:
-        raise typer.Exit(1)
+    _run_bench("soak", cfg, lambda: run_soak(get_settings(), cfg), summary_lines)
